@@ -1,0 +1,1 @@
+//! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
