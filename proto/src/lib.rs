@@ -1,1 +1,7 @@
-//! placeholder
+//! The ncu protocol: wire format v1 and the receiver's reassembly logic.
+//!
+//! This crate contains no networking code and does not read any clock: callers hand
+//! it received bytes together with the time they were received, and it hands back
+//! events. The binaries `ncu-send` and `ncu-recv` are thin loops around it.
+
+pub mod wire;
