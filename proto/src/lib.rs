@@ -4,4 +4,5 @@
 //! it received bytes together with the time they were received, and it hands back
 //! events. The binaries `ncu-send` and `ncu-recv` are thin loops around it.
 
+pub mod framer;
 pub mod wire;

@@ -18,8 +18,9 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = field::CRC.end;
 /// The largest UDP payload over IPv4 (65535 - 20 - 8).
 pub const MAX_DATAGRAM: usize = 65_507;
-/// The smallest `--max-datagram` that still fits a fragment header and one byte.
-pub const MIN_DATAGRAM: usize = HEADER_LEN + FRAGMENT_HEADER_LEN + 1;
+/// The smallest `--max-datagram` a sender may use (room for a HELLO with a short
+/// name, and for fragments of useful size).
+pub const MIN_DATAGRAM: usize = 128;
 /// Bytes in front of every line record in a DATA payload (flags u8, length u16).
 pub const LINE_RECORD_HEADER_LEN: usize = 3;
 /// Bytes in front of a fragment's bytes (offset u32, total u32, line flags u8).
