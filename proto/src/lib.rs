@@ -5,4 +5,5 @@
 //! events. The binaries `ncu-send` and `ncu-recv` are thin loops around it.
 
 pub mod framer;
+pub mod netconsole;
 pub mod wire;

@@ -1,0 +1,1613 @@
+//! Input from the Linux kernel's own netconsole: extended records and plain text.
+//!
+//! The kernel's netconsole sends one of two things over UDP, with no magic and no
+//! framing of its own:
+//!
+//! * **Extended** (`netconsole=+...`): one `/dev/kmsg`-style record per datagram,
+//!   `[<release>,]<prefix>,<seq>,<ts_usec>,<flags>[,<field>...];<text>\n` followed by
+//!   zero or more dictionary lines ` KEY=VALUE\n` (printk's `SUBSYSTEM=`/`DEVICE=`,
+//!   then netconsole's userdata and sysdata such as `cpu=`, `taskname=`, `release=`,
+//!   `msgid=`). A record that does not fit in 1000 bytes is cut into fragments that
+//!   each repeat the header plus `,ncfrag=<offset>/<total>`; the payload after the
+//!   `;` is then a byte range of the whole *body* (text, `\n`, dictionary lines).
+//! * **Plain**: raw console text cut into datagrams of at most 1000 bytes, so a line
+//!   may span datagrams and a datagram may hold several lines.
+//!
+//! [`classify`] tells the two apart (plus garbage), [`parse_extended`] parses one
+//! extended datagram without allocating, [`ExtendedAssembler`] turns parsed records
+//! into owned [`KernelRecord`]s (rebuilding fragments) and [`PlainJoiner`] turns
+//! plain datagrams into lines. Both assemblers are sans-IO and hold per-source
+//! state: keep one per sender address. Time is only ever what the caller passes in.
+//!
+//! Continuation records (flag `c`, or `+` on 3.x/4.x kernels) are passed through
+//! as they come with [`KernelRecord::cont`] set and are never merged: merging would
+//! mean holding back a dying machine's last words waiting for a piece that may
+//! never be sent, and the kernel itself documents those hints as unreliable.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Longest header (bytes before the `;`) [`parse_extended`] looks through.
+pub const MAX_HEADER_LEN: usize = 512;
+/// Longest kernel release string accepted in front of the header (`__NEW_UTS_LEN`).
+pub const MAX_RELEASE_LEN: usize = 64;
+/// Default bound on a reassembled record's total body size, in bytes.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 64 * 1024;
+/// Default time after a record's first fragment at which the rest is given up.
+pub const DEFAULT_FRAGMENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default number of fragmented records a source may have in flight at once.
+pub const DEFAULT_MAX_PENDING: usize = 4;
+/// Default bound on the bytes of a plain line held while waiting for its newline.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+/// Default time after which a plain line's held bytes are emitted without newline.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many completed fragmented records are remembered to drop late duplicates.
+const RECENT_KEYS: usize = 16;
+
+/// Why a datagram is not an extended record, or a fragment was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetconsoleError {
+    /// No `;` ends a header within the first [`MAX_HEADER_LEN`] bytes.
+    NoHeader,
+    /// The header is not `[release,]prefix,seq,ts_usec,flags[,field...]`.
+    BadHeader,
+    /// A numeric header field is out of range.
+    BadNumber,
+    /// The flags field is not `-`, `c` or `+`.
+    BadFlags,
+    /// The `ncfrag=<offset>/<total>` field is malformed or repeated.
+    BadFragment,
+    /// A fragment's bytes do not fit in the total it announces.
+    FragmentOutOfRange,
+    /// A fragmented record announces more bytes than the configured bound.
+    RecordTooLarge,
+    /// An unfragmented record's text is not ended by `\n`.
+    MissingNewline,
+    /// An unfragmented record's text holds a byte the kernel would have escaped.
+    BadText,
+    /// What follows the text line is not a ` KEY=VALUE` dictionary line.
+    BadDict,
+}
+
+impl fmt::Display for NetconsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Self::NoHeader => "no `;`-terminated header",
+            Self::BadHeader => "malformed extended header",
+            Self::BadNumber => "header number out of range",
+            Self::BadFlags => "unknown record flags",
+            Self::BadFragment => "malformed ncfrag field",
+            Self::FragmentOutOfRange => "fragment outside its record",
+            Self::RecordTooLarge => "fragmented record too large",
+            Self::MissingNewline => "record text not ended by newline",
+            Self::BadText => "unescaped byte in record text",
+            Self::BadDict => "malformed dictionary line",
+        };
+        f.write_str(s)
+    }
+}
+
+impl std::error::Error for NetconsoleError {}
+
+/// Position of a fragment in its record's body (`ncfrag=<offset>/<total>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// Byte offset of this fragment's payload in the full body.
+    pub offset: u32,
+    /// Size of the full body in bytes.
+    pub total: u32,
+}
+
+/// One parsed extended netconsole datagram, borrowing from it.
+///
+/// For an unfragmented record `text` is the message line (without its `\n`) and
+/// `dict` the dictionary lines after it. For a fragment (`frag` is `Some`) the
+/// text/dictionary boundary is only known after reassembly, so `text` is the raw
+/// payload (a byte range of the body, possibly holding `\n` and dictionary bytes)
+/// and `dict` is empty; feed it to an [`ExtendedAssembler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedRecord<'a> {
+    /// Kernel release prepended by netconsole's `r` option, if present.
+    pub release: Option<&'a [u8]>,
+    /// Syslog severity, 0 (emerg) to 7 (debug).
+    pub level: u8,
+    /// Syslog facility (0 for the kernel itself, 1 for `/dev/kmsg` writers by default).
+    pub facility: u8,
+    /// printk sequence number (restarts on reboot).
+    pub seq: u64,
+    /// Monotonic timestamp in microseconds since boot.
+    pub ts_usec: u64,
+    /// Continuation hint: flag `c` (or `+` from 3.x/4.x kernels).
+    pub cont: bool,
+    /// Fragment position when the record was split by netconsole.
+    pub frag: Option<Fragment>,
+    /// Message text with `\xNN` escapes as sent, or the raw payload of a fragment.
+    pub text: &'a [u8],
+    /// Raw dictionary lines (` KEY=VALUE\n`...) of an unfragmented record.
+    pub dict: &'a [u8],
+}
+
+impl<'a> ExtendedRecord<'a> {
+    /// The syslog prefix value, `facility << 3 | level`.
+    pub fn prefix(&self) -> u16 {
+        u16::from(self.facility) << 3 | u16::from(self.level)
+    }
+
+    /// The dictionary's `(KEY, VALUE)` pairs, in order (none for a fragment).
+    pub fn dict_pairs(&self) -> DictPairs<'a> {
+        DictPairs::new(self.dict)
+    }
+}
+
+/// Iterator over the `(KEY, VALUE)` pairs of raw dictionary lines.
+///
+/// Each line loses one leading space and splits at its first `=`; a line without
+/// `=` yields itself as key with an empty value; empty lines are skipped.
+#[derive(Debug, Clone)]
+pub struct DictPairs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> DictPairs<'a> {
+    /// Iterates over the pairs in `dict`, raw dictionary bytes.
+    pub fn new(dict: &'a [u8]) -> Self {
+        Self { rest: dict }
+    }
+}
+
+impl<'a> Iterator for DictPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let line = line.strip_prefix(b" ").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            return Some(match line.iter().position(|&b| b == b'=') {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => (line, &[][..]),
+            });
+        }
+        None
+    }
+}
+
+/// Parses one extended netconsole datagram.
+///
+/// Accepted: `[<release>,]<prefix>,<seq>,<ts_usec>,<flags>[,<field>...];<payload>`
+/// where prefix, seq and ts_usec are plain decimal (no sign, no leading zero; the
+/// prefix at most 2047), flags is one of `-`, `c`, `+`, extra fields are non-empty
+/// printable ASCII (`ncfrag=` is decoded, others such as `caller=` are ignored),
+/// and the release, if any, starts with a digit, is not all digits (so it cannot
+/// be mistaken for the prefix) and is at most [`MAX_RELEASE_LEN`] printable bytes. An unfragmented record's text must be
+/// printable ASCII ended by `\n` (the kernel escapes everything else) and any
+/// bytes after it must start with a space (a dictionary line); together with the
+/// exact field structure this keeps ordinary text such as `12,3,4 apples;` from
+/// being taken for a record. A fragment's payload must fit within its total.
+pub fn parse_extended(datagram: &[u8]) -> Result<ExtendedRecord<'_>, NetconsoleError> {
+    let window = &datagram[..datagram.len().min(MAX_HEADER_LEN + 1)];
+    let semi = window
+        .iter()
+        .position(|&b| b == b';')
+        .ok_or(NetconsoleError::NoHeader)?;
+    let header = &datagram[..semi];
+    let payload = &datagram[semi + 1..];
+
+    let (release, h) = match parse_header(header) {
+        Ok(h) => (None, h),
+        Err(first) => match header.iter().position(|&b| b == b',') {
+            Some(i) if is_release(&header[..i]) => {
+                (Some(&header[..i]), parse_header(&header[i + 1..])?)
+            }
+            _ => return Err(first),
+        },
+    };
+
+    let (text, dict) = match h.frag {
+        Some(frag) => {
+            let end = u64::from(frag.offset) + payload.len() as u64;
+            if frag.offset >= frag.total || end > u64::from(frag.total) {
+                return Err(NetconsoleError::FragmentOutOfRange);
+            }
+            (payload, &[][..])
+        }
+        None => {
+            let nl = payload
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or(NetconsoleError::MissingNewline)?;
+            let text = &payload[..nl];
+            if !text.iter().all(|&b| (0x20..=0x7e).contains(&b)) {
+                return Err(NetconsoleError::BadText);
+            }
+            let dict = &payload[nl + 1..];
+            if dict.first().is_some_and(|&b| b != b' ') {
+                return Err(NetconsoleError::BadDict);
+            }
+            (text, dict)
+        }
+    };
+
+    Ok(ExtendedRecord {
+        release,
+        level: (h.prefix & 7) as u8,
+        facility: (h.prefix >> 3) as u8,
+        seq: h.seq,
+        ts_usec: h.ts_usec,
+        cont: h.cont,
+        frag: h.frag,
+        text,
+        dict,
+    })
+}
+
+/// Header fields after the optional release.
+struct Header {
+    prefix: u16,
+    seq: u64,
+    ts_usec: u64,
+    cont: bool,
+    frag: Option<Fragment>,
+}
+
+fn parse_header(header: &[u8]) -> Result<Header, NetconsoleError> {
+    let mut fields = header.split(|&b| b == b',');
+    let mut next = || fields.next().ok_or(NetconsoleError::BadHeader);
+    let prefix = parse_dec(next()?, 4)?;
+    if prefix > 2047 {
+        return Err(NetconsoleError::BadNumber);
+    }
+    let seq = parse_dec(next()?, 20)?;
+    let ts_usec = parse_dec(next()?, 20)?;
+    let cont = match next()? {
+        b"-" => false,
+        b"c" | b"+" => true,
+        _ => return Err(NetconsoleError::BadFlags),
+    };
+    let mut frag = None;
+    for field in fields {
+        if field.is_empty() || !field.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+            return Err(NetconsoleError::BadHeader);
+        }
+        if let Some(v) = field.strip_prefix(b"ncfrag=") {
+            if frag.is_some() {
+                return Err(NetconsoleError::BadFragment);
+            }
+            frag = Some(parse_frag(v).ok_or(NetconsoleError::BadFragment)?);
+        }
+    }
+    Ok(Header {
+        prefix: prefix as u16,
+        seq,
+        ts_usec,
+        cont,
+        frag,
+    })
+}
+
+/// Parses `<offset>/<total>` with `total > 0`.
+fn parse_frag(v: &[u8]) -> Option<Fragment> {
+    let slash = v.iter().position(|&b| b == b'/')?;
+    let offset = u32::try_from(parse_dec(&v[..slash], 10).ok()?).ok()?;
+    let total = u32::try_from(parse_dec(&v[slash + 1..], 10).ok()?).ok()?;
+    (total > 0).then_some(Fragment { offset, total })
+}
+
+/// Parses a kernel-printed decimal: digits only, no leading zero, bounded length.
+fn parse_dec(s: &[u8], max_digits: usize) -> Result<u64, NetconsoleError> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) || (s.len() > 1 && s[0] == b'0') {
+        return Err(NetconsoleError::BadHeader);
+    }
+    if s.len() > max_digits {
+        return Err(NetconsoleError::BadNumber);
+    }
+    s.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(d - b'0')))
+            .ok_or(NetconsoleError::BadNumber)
+    })
+}
+
+fn is_release(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_RELEASE_LEN
+        && s[0].is_ascii_digit()
+        && !s.iter().all(u8::is_ascii_digit)
+        && s.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b';')
+}
+
+/// Decodes the kernel's `\xNN` escapes; any other backslash is kept as is.
+///
+/// Borrows when there is nothing to decode.
+pub fn unescape(text: &[u8]) -> Cow<'_, [u8]> {
+    if !text.contains(&b'\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'\\' {
+            if let Some(&[b'x', hi, lo]) = text.get(i + 1..i + 4) {
+                if let (Some(hi), Some(lo)) = (hex_val(hi), hex_val(lo)) {
+                    out.push(hi << 4 | lo);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// What a datagram without ncu's magic looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An extended netconsole record or fragment ([`parse_extended`] accepts it).
+    Extended,
+    /// Text: plain netconsole output or something like `nc -u`.
+    Text,
+    /// Neither; dropped.
+    Garbage(GarbageReason),
+}
+
+/// Why a datagram was classified as [`Kind::Garbage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GarbageReason {
+    /// The datagram has no bytes.
+    Empty,
+    /// It holds control bytes other than tab, CR and LF.
+    Binary,
+    /// It is not UTF-8.
+    NotUtf8,
+}
+
+impl GarbageReason {
+    /// Short stable name: `empty`, `binary` or `not_utf8`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Binary => "binary",
+            Self::NotUtf8 => "not_utf8",
+        }
+    }
+}
+
+impl fmt::Display for GarbageReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Classifies a datagram that does not start with ncu's magic.
+///
+/// Extended if [`parse_extended`] accepts it; otherwise Text if it is non-empty
+/// UTF-8 without control characters other than tab, CR and LF; otherwise Garbage.
+/// Plain netconsole cuts its output every 1000 bytes regardless of characters, so
+/// up to three UTF-8 continuation bytes at the start and an incomplete sequence at
+/// the end are tolerated.
+pub fn classify(datagram: &[u8]) -> Kind {
+    if datagram.is_empty() {
+        return Kind::Garbage(GarbageReason::Empty);
+    }
+    if parse_extended(datagram).is_ok() {
+        return Kind::Extended;
+    }
+    if datagram
+        .iter()
+        .any(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+    {
+        return Kind::Garbage(GarbageReason::Binary);
+    }
+    let lead = datagram
+        .iter()
+        .take(3)
+        .take_while(|&&b| b & 0xc0 == 0x80)
+        .count();
+    let body = &datagram[lead..];
+    let valid = match std::str::from_utf8(body) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return Kind::Garbage(GarbageReason::NotUtf8),
+    };
+    if valid.is_empty() {
+        return Kind::Garbage(GarbageReason::NotUtf8);
+    }
+    if valid
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
+        return Kind::Garbage(GarbageReason::Binary);
+    }
+    Kind::Text
+}
+
+/// A complete (or given-up) kernel record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRecord {
+    /// Kernel release prepended by netconsole's `r` option, if present.
+    pub release: Option<Vec<u8>>,
+    /// Syslog severity, 0 (emerg) to 7 (debug).
+    pub level: u8,
+    /// Syslog facility.
+    pub facility: u8,
+    /// printk sequence number (restarts on reboot; not deduplicated here).
+    pub seq: u64,
+    /// Monotonic timestamp in microseconds since boot.
+    pub ts_usec: u64,
+    /// Continuation hint (flag `c` or `+`), passed through unmerged.
+    pub cont: bool,
+    /// Message text with `\xNN` escapes as sent (see [`unescape`]), no newline.
+    pub text: Vec<u8>,
+    /// Raw dictionary lines (` KEY=VALUE\n`...); see [`KernelRecord::dict_pairs`].
+    pub dict: Vec<u8>,
+    /// Value of the last `msgid=` dictionary entry, when present and numeric.
+    pub msgid: Option<u64>,
+    /// Bytes of a fragmented record never received (0 when complete).
+    pub missing: usize,
+}
+
+impl KernelRecord {
+    fn new(meta: &ExtendedRecord<'_>, text: &[u8], dict: &[u8], missing: usize) -> Self {
+        let msgid = DictPairs::new(dict)
+            .filter(|(k, _)| *k == b"msgid")
+            .last()
+            .and_then(|(_, v)| parse_dec(v, 20).ok());
+        Self {
+            release: meta.release.map(<[u8]>::to_vec),
+            level: meta.level,
+            facility: meta.facility,
+            seq: meta.seq,
+            ts_usec: meta.ts_usec,
+            cont: meta.cont,
+            text: text.to_vec(),
+            dict: dict.to_vec(),
+            msgid,
+            missing,
+        }
+    }
+
+    /// Whether every byte of the record arrived.
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0
+    }
+
+    /// The syslog prefix value, `facility << 3 | level`.
+    pub fn prefix(&self) -> u16 {
+        u16::from(self.facility) << 3 | u16::from(self.level)
+    }
+
+    /// The dictionary's `(KEY, VALUE)` pairs, in order.
+    pub fn dict_pairs(&self) -> DictPairs<'_> {
+        DictPairs::new(&self.dict)
+    }
+
+    /// The value of the last dictionary entry named `key`.
+    pub fn dict_get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.dict_pairs()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
+    }
+}
+
+/// Splits a reassembled body at its first `\n` into text and dictionary.
+fn split_body(body: &[u8]) -> (&[u8], &[u8]) {
+    match body.iter().position(|&b| b == b'\n') {
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => (body, &[][..]),
+    }
+}
+
+/// Limits for an [`ExtendedAssembler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedConfig {
+    /// Largest `ncfrag` total accepted; larger records are refused.
+    pub max_record_bytes: usize,
+    /// Time after a record's first fragment at which the missing rest is given up.
+    pub fragment_timeout: Duration,
+    /// Fragmented records in flight per source; a new one past this gives up the oldest.
+    pub max_pending: usize,
+}
+
+impl Default for ExtendedConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            fragment_timeout: DEFAULT_FRAGMENT_TIMEOUT,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+}
+
+/// Identity of a fragmented record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FragKey {
+    seq: u64,
+    ts_usec: u64,
+    total: u32,
+}
+
+/// A fragmented record being rebuilt.
+#[derive(Debug)]
+struct Pending {
+    key: FragKey,
+    release: Option<Vec<u8>>,
+    level: u8,
+    facility: u8,
+    cont: bool,
+    body: Vec<u8>,
+    have: Vec<u64>,
+    received: usize,
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn is_set(&self, i: usize) -> bool {
+        self.have[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn fill(&mut self, offset: usize, bytes: &[u8]) {
+        for (i, &b) in (offset..).zip(bytes) {
+            self.body[i] = b;
+            if !self.is_set(i) {
+                self.have[i / 64] |= 1 << (i % 64);
+                self.received += 1;
+            }
+        }
+    }
+
+    fn into_record(self) -> KernelRecord {
+        let missing = self.body.len() - self.received;
+        let body: Cow<'_, [u8]> = if missing == 0 {
+            Cow::Borrowed(&self.body)
+        } else {
+            let got = (0..self.body.len()).filter(|&i| self.is_set(i));
+            Cow::Owned(got.map(|i| self.body[i]).collect())
+        };
+        let (text, dict) = split_body(&body);
+        let meta = ExtendedRecord {
+            release: self.release.as_deref(),
+            level: self.level,
+            facility: self.facility,
+            seq: self.key.seq,
+            ts_usec: self.key.ts_usec,
+            cont: self.cont,
+            frag: None,
+            text: &[],
+            dict: &[],
+        };
+        KernelRecord::new(&meta, text, dict, missing)
+    }
+}
+
+/// Sans-IO per-source assembly of extended records into [`KernelRecord`]s.
+///
+/// Unfragmented records come out immediately; fragments are rebuilt by byte range
+/// (any order, duplicates harmless) and come out when every byte has arrived. A
+/// record still incomplete [`ExtendedConfig::fragment_timeout`] after its first
+/// fragment, or evicted by a newer one past [`ExtendedConfig::max_pending`], comes
+/// out anyway with the bytes that did arrive and [`KernelRecord::missing`] set (a
+/// fragment arriving after that starts a new, likewise incomplete, record, so its
+/// bytes are still delivered). Fragments are keyed by `(seq, ts_usec, total)`.
+/// Held bytes never exceed `max_pending * max_record_bytes`. Records queue until
+/// taken with [`ExtendedAssembler::poll_record`]; drain after every call.
+#[derive(Debug)]
+pub struct ExtendedAssembler {
+    config: ExtendedConfig,
+    pending: Vec<Pending>,
+    recent: VecDeque<FragKey>,
+    ready: VecDeque<KernelRecord>,
+}
+
+impl ExtendedAssembler {
+    /// Creates an empty assembler.
+    pub fn new(config: ExtendedConfig) -> Self {
+        Self {
+            config,
+            pending: Vec::new(),
+            recent: VecDeque::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Takes in one parsed record received at `now`.
+    ///
+    /// Errors refuse a fragment (too large or out of range) and change no state.
+    pub fn push(&mut self, rec: &ExtendedRecord<'_>, now: Instant) -> Result<(), NetconsoleError> {
+        let Some(frag) = rec.frag else {
+            self.ready
+                .push_back(KernelRecord::new(rec, rec.text, rec.dict, 0));
+            return Ok(());
+        };
+        let total = frag.total as usize;
+        if total > self.config.max_record_bytes {
+            return Err(NetconsoleError::RecordTooLarge);
+        }
+        let offset = frag.offset as usize;
+        if offset >= total || rec.text.len() > total - offset {
+            return Err(NetconsoleError::FragmentOutOfRange);
+        }
+        let key = FragKey {
+            seq: rec.seq,
+            ts_usec: rec.ts_usec,
+            total: frag.total,
+        };
+        if self.recent.contains(&key) {
+            // A late duplicate of a record already delivered.
+            return Ok(());
+        }
+        let idx = match self.pending.iter().position(|p| p.key == key) {
+            Some(i) => i,
+            None => {
+                if self.pending.len() >= self.config.max_pending.max(1) {
+                    let oldest = self.pending.remove(0);
+                    self.ready.push_back(oldest.into_record());
+                }
+                self.pending.push(Pending {
+                    key,
+                    release: rec.release.map(<[u8]>::to_vec),
+                    level: rec.level,
+                    facility: rec.facility,
+                    cont: rec.cont,
+                    body: vec![0; total],
+                    have: vec![0; total.div_ceil(64)],
+                    received: 0,
+                    deadline: now.checked_add(self.config.fragment_timeout),
+                });
+                self.pending.len() - 1
+            }
+        };
+        let p = &mut self.pending[idx];
+        p.fill(offset, rec.text);
+        if p.received == total {
+            let done = self.pending.remove(idx);
+            if self.recent.len() >= RECENT_KEYS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(key);
+            self.ready.push_back(done.into_record());
+        }
+        Ok(())
+    }
+
+    /// Takes the next finished record, if any.
+    pub fn poll_record(&mut self) -> Option<KernelRecord> {
+        self.ready.pop_front()
+    }
+
+    /// When [`ExtendedAssembler::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.iter().filter_map(|p| p.deadline).min()
+    }
+
+    /// Gives up records whose timeout passed at `now`; returns how many.
+    ///
+    /// Given-up records are queued for [`ExtendedAssembler::poll_record`] with
+    /// [`KernelRecord::missing`] non-zero.
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        let mut given_up = 0;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].deadline.is_some_and(|d| d <= now) {
+                let p = self.pending.remove(i);
+                self.ready.push_back(p.into_record());
+                given_up += 1;
+            } else {
+                i += 1;
+            }
+        }
+        given_up
+    }
+
+    /// Gives up every incomplete record now (e.g. at shutdown); returns how many.
+    pub fn flush(&mut self) -> usize {
+        let n = self.pending.len();
+        for p in self.pending.drain(..) {
+            self.ready.push_back(p.into_record());
+        }
+        n
+    }
+
+    /// Body bytes currently held for incomplete records.
+    pub fn held_bytes(&self) -> usize {
+        self.pending.iter().map(|p| p.body.len()).sum()
+    }
+}
+
+impl Default for ExtendedAssembler {
+    fn default() -> Self {
+        Self::new(ExtendedConfig::default())
+    }
+}
+
+/// Limits for a [`PlainJoiner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainConfig {
+    /// Most bytes held waiting for a newline; past it they come out as a partial line.
+    pub max_line_bytes: usize,
+    /// Time after the first held byte at which held bytes come out as a partial line.
+    pub line_timeout: Duration,
+}
+
+impl Default for PlainConfig {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            line_timeout: DEFAULT_LINE_TIMEOUT,
+        }
+    }
+}
+
+/// A line produced by a [`PlainJoiner`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainLine {
+    /// The line's bytes without its `\n` (a `\r` before it is kept).
+    pub text: Vec<u8>,
+    /// True when no newline ended it (size bound or timeout); more may follow.
+    pub partial: bool,
+}
+
+/// Sans-IO per-source joining of plain console datagrams into lines.
+///
+/// Lines are split on `\n`; bytes after the last newline wait for the next
+/// datagram, bounded by [`PlainConfig::max_line_bytes`] and
+/// [`PlainConfig::line_timeout`], past which they come out flagged partial. Lines
+/// queue until taken with [`PlainJoiner::poll_line`]; drain after every call.
+#[derive(Debug)]
+pub struct PlainJoiner {
+    config: PlainConfig,
+    held: Vec<u8>,
+    deadline: Option<Instant>,
+    ready: VecDeque<PlainLine>,
+}
+
+impl PlainJoiner {
+    /// Creates an empty joiner.
+    pub fn new(config: PlainConfig) -> Self {
+        Self {
+            config,
+            held: Vec::new(),
+            deadline: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Appends one datagram received at `now`.
+    pub fn push(&mut self, datagram: &[u8], now: Instant) {
+        let mut rest = datagram;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.append(&rest[..nl]);
+            let text = std::mem::take(&mut self.held);
+            self.emit(text, false);
+            rest = &rest[nl + 1..];
+        }
+        self.append(rest);
+        if self.held.is_empty() {
+            self.deadline = None;
+        } else if self.deadline.is_none() {
+            self.deadline = now.checked_add(self.config.line_timeout);
+        }
+    }
+
+    /// Holds `bytes`, emitting partial lines so that at most the bound is held.
+    fn append(&mut self, mut bytes: &[u8]) {
+        let max = self.config.max_line_bytes.max(1);
+        while !bytes.is_empty() {
+            if self.held.len() >= max {
+                let text = std::mem::take(&mut self.held);
+                self.emit(text, true);
+            }
+            let take = (max - self.held.len()).min(bytes.len());
+            self.held.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+
+    fn emit(&mut self, text: Vec<u8>, partial: bool) {
+        self.deadline = None;
+        self.ready.push_back(PlainLine { text, partial });
+    }
+
+    /// Takes the next line, if any.
+    pub fn poll_line(&mut self) -> Option<PlainLine> {
+        self.ready.pop_front()
+    }
+
+    /// Takes every queued line.
+    pub fn drain(&mut self) -> impl Iterator<Item = PlainLine> + '_ {
+        self.ready.drain(..)
+    }
+
+    /// When [`PlainJoiner::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Emits held bytes as a partial line if their timeout passed at `now`.
+    ///
+    /// Returns whether a line was emitted.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| d <= now) {
+            return self.flush();
+        }
+        false
+    }
+
+    /// Emits held bytes as a partial line now; returns whether there were any.
+    pub fn flush(&mut self) -> bool {
+        self.deadline = None;
+        if self.held.is_empty() {
+            return false;
+        }
+        let text = std::mem::take(&mut self.held);
+        self.emit(text, true);
+        true
+    }
+
+    /// Bytes currently held waiting for a newline.
+    pub fn held_bytes(&self) -> usize {
+        self.held.len()
+    }
+}
+
+impl Default for PlainJoiner {
+    fn default() -> Self {
+        Self::new(PlainConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STARTED: &[u8] = b"6,416,1758426,-;netconsole: network logging started\n";
+
+    /// Cuts `msg` (an unfragmented extended record) the way the kernel's
+    /// `send_msg_fragmented` does, with `chunk` as MAX_PRINT_CHUNK.
+    fn kernel_fragments(msg: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let semi = msg.iter().position(|&b| b == b';').unwrap();
+        let (header, body) = (&msg[..semi], &msg[semi + 1..]);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        while offset < body.len() {
+            let mut d = header.to_vec();
+            d.extend_from_slice(format!(",ncfrag={}/{};", offset, body.len()).as_bytes());
+            let n = (chunk - d.len()).min(body.len() - offset);
+            d.extend_from_slice(&body[offset..offset + n]);
+            offset += n;
+            out.push(d);
+        }
+        out
+    }
+
+    fn all_records(asm: &mut ExtendedAssembler) -> Vec<KernelRecord> {
+        std::iter::from_fn(|| asm.poll_record()).collect()
+    }
+
+    #[test]
+    fn parse_basic_record() {
+        let r = parse_extended(STARTED).unwrap();
+        assert_eq!(r.release, None);
+        assert_eq!((r.level, r.facility, r.prefix()), (6, 0, 6));
+        assert_eq!(
+            (r.seq, r.ts_usec, r.cont, r.frag),
+            (416, 1758426, false, None)
+        );
+        assert_eq!(r.text, b"netconsole: network logging started");
+        assert_eq!(r.dict, b"");
+        assert_eq!(r.dict_pairs().count(), 0);
+    }
+
+    #[test]
+    fn parse_release_prefix() {
+        let d = b"6.4.0,6,444,501151268,-;netconsole: network logging started\n";
+        let r = parse_extended(d).unwrap();
+        assert_eq!(r.release, Some(&b"6.4.0"[..]));
+        assert_eq!((r.level, r.seq, r.ts_usec), (6, 444, 501151268));
+        let d = b"6.13.0-04048-g4f561a87745a,13,468,514729715,-,ncfrag=0/5;hello";
+        let r = parse_extended(d).unwrap();
+        assert_eq!(r.release, Some(&b"6.13.0-04048-g4f561a87745a"[..]));
+        assert_eq!((r.level, r.facility), (5, 1));
+        assert_eq!(
+            r.frag,
+            Some(Fragment {
+                offset: 0,
+                total: 5
+            })
+        );
+    }
+
+    #[test]
+    fn parse_dict_userdata_sysdata() {
+        let d = b"7,160,424069,-;pci_root PNP0A03:00: host bridge window [io  0x0000-0x0cf7] (ignored)\n SUBSYSTEM=acpi\n DEVICE=+acpi:PNP0A03:00\n";
+        let r = parse_extended(d).unwrap();
+        let pairs: Vec<_> = r.dict_pairs().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b"SUBSYSTEM"[..], &b"acpi"[..]),
+                (b"DEVICE", b"+acpi:PNP0A03:00")
+            ]
+        );
+        let d = b"12,607,22085407756,-;This is a message\n foo=bar\n cpu=1\n cpu=42\n taskname=echo\n release=6.14.0-rc6-01219-g3c027fbd941d\n msgid=7\n";
+        let r = parse_extended(d).unwrap();
+        assert_eq!((r.level, r.facility), (4, 1));
+        assert_eq!(r.text, b"This is a message");
+        assert_eq!(r.dict_pairs().count(), 6);
+        let mut asm = ExtendedAssembler::default();
+        asm.push(&r, Instant::now()).unwrap();
+        let k = asm.poll_record().unwrap();
+        assert_eq!(k.msgid, Some(7));
+        assert_eq!(k.dict_get(b"cpu"), Some(&b"42"[..]));
+        assert_eq!(k.dict_get(b"taskname"), Some(&b"echo"[..]));
+        assert_eq!(k.dict_get(b"nope"), None);
+        assert!(k.is_complete());
+        // A dictionary whose last line lost its newline, and an odd line without `=`.
+        let r = parse_extended(b"6,1,2,-;x\n a=b\n weird\n msgid=12").unwrap();
+        let pairs: Vec<_> = r.dict_pairs().collect();
+        assert_eq!(pairs[1], (&b"weird"[..], &b""[..]));
+        assert_eq!(pairs[2], (&b"msgid"[..], &b"12"[..]));
+    }
+
+    #[test]
+    fn parse_cont_and_extra_fields() {
+        let r = parse_extended(b"4,17,99,c;first half \n").unwrap();
+        assert!(r.cont);
+        assert_eq!(r.text, b"first half ");
+        let r = parse_extended(b"4,18,99,+;second half\n").unwrap();
+        assert!(r.cont);
+        let r = parse_extended(b"6,5,7,-,caller=T123;hi\n").unwrap();
+        assert_eq!((r.seq, r.frag, r.text), (5, None, &b"hi"[..]));
+        let r = parse_extended(b"6,5,7,-,caller=C1,ncfrag=3/9;abc").unwrap();
+        assert_eq!(
+            r.frag,
+            Some(Fragment {
+                offset: 3,
+                total: 9
+            })
+        );
+        // Flags `c` pass through the assembler unmerged.
+        let mut asm = ExtendedAssembler::default();
+        let now = Instant::now();
+        asm.push(&parse_extended(b"4,17,99,c;first half \n").unwrap(), now)
+            .unwrap();
+        asm.push(&parse_extended(b"4,18,99,-;second half\n").unwrap(), now)
+            .unwrap();
+        let recs = all_records(&mut asm);
+        assert_eq!(recs.len(), 2);
+        assert!(recs[0].cont && !recs[1].cont);
+        assert_eq!(recs[1].text, b"second half");
+    }
+
+    #[test]
+    fn parse_rejects_ordinary_text() {
+        use NetconsoleError::*;
+        let cases: &[(&[u8], NetconsoleError)] = &[
+            (b"12,3,4 apples;\n", BadHeader),
+            (b"12,3,4,apples;\n", BadFlags),
+            (b"hello world\n", NoHeader),
+            (b"", NoHeader),
+            (b"1,2,3;x\n", BadHeader),
+            (b"1,2,3,-", NoHeader),
+            (b"1,2,3,-;no newline", MissingNewline),
+            (b"01,2,3,-;x\n", BadHeader),
+            (b"1,-2,3,-;x\n", BadHeader),
+            (b"2048,2,3,-;x\n", BadNumber),
+            (b"1,99999999999999999999,3,-;x\n", BadNumber),
+            (b"1,2,3,-;tab\there\n", BadText),
+            (b"1,2,3,-;caf\xc3\xa9\n", BadText),
+            (b"1,2,3,-;x\nnot a dict line\n", BadDict),
+            (b"1,2,3,-,;x\n", BadHeader),
+            (b"1,2,3,-,ncfrag=1;x", BadFragment),
+            (b"1,2,3,-,ncfrag=0/0;", BadFragment),
+            (b"1,2,3,-,ncfrag=0/4,ncfrag=0/4;x", BadFragment),
+            (b"1,2,3,-,ncfrag=4/4;x", FragmentOutOfRange),
+            (b"1,2,3,-,ncfrag=2/4;xyz", FragmentOutOfRange),
+            (b"1,2,3,-,ncfrag=0/4294967296;x", BadFragment),
+            (b"linux,1,2,3,-;x\n", BadHeader),
+            (b" 6,1,2,-;x\n", BadHeader),
+        ];
+        for (d, want) in cases {
+            assert_eq!(
+                parse_extended(d),
+                Err(*want),
+                "{:?}",
+                String::from_utf8_lossy(d)
+            );
+            assert!(!want.to_string().is_empty());
+        }
+        // The header must end within MAX_HEADER_LEN bytes.
+        let mut long = b"1,2,3,-,caller=".to_vec();
+        long.resize(MAX_HEADER_LEN + 1, b'x');
+        long.extend_from_slice(b";x\n");
+        assert_eq!(parse_extended(&long), Err(NoHeader));
+    }
+
+    #[test]
+    fn unescape_kernel_escapes() {
+        assert!(matches!(unescape(b"plain"), Cow::Borrowed(b"plain")));
+        assert_eq!(&*unescape(b"a\\x5cb\\x09c"), b"a\\b\tc");
+        assert_eq!(&*unescape(b"\\xE9\\xff"), b"\xe9\xff");
+        assert_eq!(&*unescape(b"\\x4"), b"\\x4");
+        assert_eq!(&*unescape(b"\\xzz\\"), b"\\xzz\\");
+        assert_eq!(&*unescape(b"\\\\x41"), b"\\A");
+    }
+
+    #[test]
+    fn fragments_doc_example() {
+        let a = b"6,416,1758426,-,ncfrag=0/31;the first chunk,";
+        let b = b"6,416,1758426,-,ncfrag=16/31; the 2nd chunk.";
+        let ra = parse_extended(a).unwrap();
+        assert_eq!(
+            ra.frag,
+            Some(Fragment {
+                offset: 0,
+                total: 31
+            })
+        );
+        assert_eq!(ra.text, b"the first chunk,");
+        assert_eq!(ra.dict, b"");
+        let now = Instant::now();
+        for order in [[a as &[u8], b], [b, a]] {
+            let mut asm = ExtendedAssembler::default();
+            asm.push(&parse_extended(order[0]).unwrap(), now).unwrap();
+            assert!(asm.poll_record().is_none());
+            assert_eq!(asm.held_bytes(), 31);
+            asm.push(&parse_extended(order[1]).unwrap(), now).unwrap();
+            let r = asm.poll_record().unwrap();
+            assert_eq!(r.text, b"the first chunk, the 2nd chunk.");
+            assert_eq!((r.seq, r.level, r.missing), (416, 6, 0));
+            assert_eq!((asm.held_bytes(), asm.poll_timeout()), (0, None));
+            // A late duplicate is dropped rather than starting a new record.
+            asm.push(&parse_extended(order[0]).unwrap(), now).unwrap();
+            assert_eq!(asm.held_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn fragment_gap_given_up_after_timeout() {
+        // As often quoted, without the second chunk's leading space: one byte short.
+        let a = b"6,416,1758426,-,ncfrag=0/31;the first chunk,";
+        let b = b"6,416,1758426,-,ncfrag=16/31;the 2nd chunk.";
+        let cfg = ExtendedConfig {
+            fragment_timeout: Duration::from_millis(500),
+            ..ExtendedConfig::default()
+        };
+        let mut asm = ExtendedAssembler::new(cfg);
+        let t0 = Instant::now();
+        asm.push(&parse_extended(a).unwrap(), t0).unwrap();
+        asm.push(&parse_extended(b).unwrap(), t0 + Duration::from_millis(10))
+            .unwrap();
+        assert!(asm.poll_record().is_none());
+        let deadline = asm.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + Duration::from_millis(500));
+        assert_eq!(asm.handle_timeout(deadline - Duration::from_millis(1)), 0);
+        assert_eq!(asm.handle_timeout(deadline), 1);
+        let r = asm.poll_record().unwrap();
+        assert!(!r.is_complete());
+        assert_eq!(r.missing, 1);
+        assert_eq!(r.text, b"the first chunk,the 2nd chunk.");
+        assert_eq!(asm.poll_timeout(), None);
+    }
+
+    #[test]
+    fn fragments_with_release_and_userdata_like_kernel() {
+        let mut msg = b"6.4.0,4,9000,123456789,-,caller=T42;".to_vec();
+        let text: Vec<u8> = (0..2500).map(|i| b'a' + (i % 26) as u8).collect();
+        msg.extend_from_slice(&text);
+        msg.extend_from_slice(b"\n SUBSYSTEM=net\n cpu=3\n taskname=kworker/3:1\n msgid=77\n");
+        let frags = kernel_fragments(&msg, 1000);
+        assert_eq!(frags.len(), 3);
+        let mut asm = ExtendedAssembler::default();
+        let now = Instant::now();
+        for f in frags.iter().rev() {
+            assert!(f.len() <= 1000);
+            assert_eq!(classify(f), Kind::Extended);
+            asm.push(&parse_extended(f).unwrap(), now).unwrap();
+        }
+        let recs = all_records(&mut asm);
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(r.release.as_deref(), Some(&b"6.4.0"[..]));
+        assert_eq!((r.level, r.seq, r.ts_usec), (4, 9000, 123456789));
+        assert_eq!(r.text, text);
+        assert_eq!(r.msgid, Some(77));
+        assert_eq!(r.dict_get(b"taskname"), Some(&b"kworker/3:1"[..]));
+        assert_eq!(r.dict_pairs().count(), 4);
+    }
+
+    #[test]
+    fn fragment_limits() {
+        let mut asm = ExtendedAssembler::default();
+        let now = Instant::now();
+        let big = parse_extended(b"6,1,2,-,ncfrag=0/65537;x").unwrap();
+        assert_eq!(asm.push(&big, now), Err(NetconsoleError::RecordTooLarge));
+        let ok = parse_extended(b"6,1,2,-,ncfrag=0/65536;x").unwrap();
+        assert_eq!(asm.push(&ok, now), Ok(()));
+        // Hand-built records bypassing parse_extended are still range-checked.
+        let mut bad = ok;
+        bad.frag = Some(Fragment {
+            offset: 65535,
+            total: 65536,
+        });
+        bad.text = b"xy";
+        assert_eq!(
+            asm.push(&bad, now),
+            Err(NetconsoleError::FragmentOutOfRange)
+        );
+        assert_eq!(asm.held_bytes(), 65536);
+        // Past max_pending the oldest is given up to make room.
+        for seq in 2..=5 {
+            let d = format!("6,{seq},2,-,ncfrag=0/10;abc");
+            asm.push(&parse_extended(d.as_bytes()).unwrap(), now)
+                .unwrap();
+        }
+        let r = asm.poll_record().unwrap();
+        assert_eq!((r.seq, r.missing, r.text.as_slice()), (1, 65535, &b"x"[..]));
+        assert_eq!(asm.held_bytes(), 40);
+        assert_eq!(asm.flush(), 4);
+        assert_eq!(all_records(&mut asm).len(), 4);
+        assert_eq!(asm.held_bytes(), 0);
+    }
+
+    #[test]
+    fn reboot_seq_falls_back() {
+        let mut asm = ExtendedAssembler::default();
+        let now = Instant::now();
+        for d in [
+            &b"6,5000,900000000,-;reboot: Restarting system\n"[..],
+            b"5,0,0,-;Linux version 6.8.0 (gcc) #1 SMP\n",
+            b"6,1,12,-;Command line: console=ttyS0 netconsole=+@/,@10.0.2.2/\n",
+            b"6,1,12,-,ncfrag=0/3;abc",
+        ] {
+            asm.push(&parse_extended(d).unwrap(), now).unwrap();
+        }
+        let seqs: Vec<u64> = all_records(&mut asm).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [5000, 0, 1, 1]);
+    }
+
+    #[test]
+    fn plain_split_mid_line() {
+        let mut j = PlainJoiner::default();
+        let t0 = Instant::now();
+        j.push(b"[    0.000000] Linux version 6.8", t0);
+        assert!(j.poll_line().is_none());
+        assert_eq!(j.held_bytes(), 32);
+        assert_eq!(j.poll_timeout(), Some(t0 + DEFAULT_LINE_TIMEOUT));
+        j.push(
+            b".0\r\n[    0.000001] Command line: x\nKernel panic - not",
+            t0,
+        );
+        let lines: Vec<_> = j.drain().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].text, b"[    0.000000] Linux version 6.8.0\r");
+        assert_eq!(lines[1].text, b"[    0.000001] Command line: x");
+        assert!(lines.iter().all(|l| !l.partial));
+        assert_eq!(j.poll_timeout(), Some(t0 + DEFAULT_LINE_TIMEOUT));
+        // The machine died: the held tail comes out on timeout, flagged partial.
+        let t1 = t0 + DEFAULT_LINE_TIMEOUT;
+        assert!(!j.handle_timeout(t1 - Duration::from_millis(1)));
+        assert!(j.handle_timeout(t1));
+        let l = j.poll_line().unwrap();
+        assert_eq!(
+            (l.text.as_slice(), l.partial),
+            (&b"Kernel panic - not"[..], true)
+        );
+        assert_eq!((j.held_bytes(), j.poll_timeout()), (0, None));
+        assert!(!j.flush());
+        // Empty lines are kept.
+        j.push(b"\n\nx\n", t1);
+        let texts: Vec<_> = j.drain().map(|l| l.text).collect();
+        assert_eq!(texts, [b"".to_vec(), b"".to_vec(), b"x".to_vec()]);
+    }
+
+    #[test]
+    fn plain_bound_one_mib_without_newline() {
+        let cfg = PlainConfig::default();
+        let mut j = PlainJoiner::new(cfg);
+        let now = Instant::now();
+        let chunk = vec![b'a'; 1000];
+        let mut out = Vec::new();
+        for _ in 0..1049 {
+            j.push(&chunk, now);
+            assert!(j.held_bytes() <= cfg.max_line_bytes);
+            out.extend(j.drain());
+        }
+        j.push(b"aaaaaaaaaaaaaaaaaaaaaaaa\nnext", now);
+        out.extend(j.drain());
+        let total: usize = out.iter().map(|l| l.text.len()).sum();
+        assert_eq!(total, 1049 * 1000 + 24);
+        assert!(out[..out.len() - 1]
+            .iter()
+            .all(|l| l.partial && l.text.len() == cfg.max_line_bytes));
+        assert!(!out.last().unwrap().partial);
+        assert_eq!(j.held_bytes(), 4);
+        // A line of exactly the bound is complete, not partial.
+        let mut j = PlainJoiner::new(PlainConfig {
+            max_line_bytes: 4,
+            ..cfg
+        });
+        j.push(b"abcd\nabcde\n", now);
+        let got: Vec<_> = j.drain().map(|l| (l.text, l.partial)).collect();
+        assert_eq!(
+            got,
+            [
+                (b"abcd".to_vec(), false),
+                (b"abcd".to_vec(), true),
+                (b"e".to_vec(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn classify_datagrams() {
+        assert_eq!(classify(STARTED), Kind::Extended);
+        assert_eq!(
+            classify(b"6,416,1758426,-,ncfrag=16/31; the 2nd chunk."),
+            Kind::Extended
+        );
+        assert_eq!(classify(b"[   12.345678] eth0: link up\n"), Kind::Text);
+        assert_eq!(classify(b"12,3,4 apples;\n"), Kind::Text);
+        assert_eq!(classify(b"caf\xc3\xa9 \xe2\x9c\x93\r\n\tok"), Kind::Text);
+        assert_eq!(classify(b"\n"), Kind::Text);
+        assert_eq!(classify(b""), Kind::Garbage(GarbageReason::Empty));
+        assert_eq!(classify(b"a\0b"), Kind::Garbage(GarbageReason::Binary));
+        assert_eq!(
+            classify(b"\x1b[31mred"),
+            Kind::Garbage(GarbageReason::Binary)
+        );
+        assert_eq!(
+            classify(b"x\xc2\x85y"),
+            Kind::Garbage(GarbageReason::Binary)
+        );
+        assert_eq!(
+            classify(b"caf\xe9 au lait"),
+            Kind::Garbage(GarbageReason::NotUtf8)
+        );
+        assert_eq!(classify(b"\x80"), Kind::Garbage(GarbageReason::NotUtf8));
+        assert_eq!(classify(b"\xff\xfe"), Kind::Garbage(GarbageReason::NotUtf8));
+        assert_eq!(GarbageReason::NotUtf8.to_string(), "not_utf8");
+        // Plain netconsole cuts at 1000 bytes, possibly inside a character.
+        let line = "é".repeat(700);
+        let (a, b) = line.as_bytes().split_at(999);
+        assert_eq!((classify(a), classify(b)), (Kind::Text, Kind::Text));
+        // Random-looking binary.
+        let junk: Vec<u8> = (0u32..512)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        assert!(matches!(classify(&junk), Kind::Garbage(_)));
+        // 1 MiB of text without a newline is still text.
+        assert_eq!(classify(&vec![b'z'; 1 << 20]), Kind::Text);
+    }
+
+    /// Datagrams of one fixture file: one per line, hex, optionally preceded by
+    /// `<source>` and whitespace (as `lab/udp_capture.py` writes them).
+    fn read_fixture(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut tokens: Vec<&str> = line.split_whitespace().collect();
+            let hex = tokens.pop().unwrap();
+            let source = tokens.join(" ");
+            let bytes = hex
+                .as_bytes()
+                .chunks(2)
+                .map(|c| {
+                    let c = std::str::from_utf8(c).ok().filter(|c| c.len() == 2)?;
+                    u8::from_str_radix(c, 16).ok()
+                })
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_else(|| panic!("{}:{}: bad hex", path.display(), n + 1));
+            out.push((source, bytes));
+        }
+        out
+    }
+
+    /// `(n, of)` from the first `ncu-marker NNNN of MMMM` in `text`.
+    fn marker(text: &[u8]) -> Option<(u32, u32)> {
+        let at = text.windows(11).position(|w| w == b"ncu-marker ")?;
+        let s = std::str::from_utf8(text.get(at + 11..at + 23)?).ok()?;
+        let (n, of) = s.split_once(" of ")?;
+        Some((n.parse().ok()?, of.parse().ok()?))
+    }
+
+    fn check_markers(name: &str, texts: &[&[u8]]) -> usize {
+        let marks: Vec<(u32, u32)> = texts.iter().filter_map(|t| marker(t)).collect();
+        for w in marks.windows(2) {
+            assert!(w[0].0 < w[1].0, "{name}: markers out of order: {marks:?}");
+        }
+        assert!(
+            marks.iter().all(|&(n, of)| n >= 1 && n <= of),
+            "{name}: {marks:?}"
+        );
+        marks.len()
+    }
+
+    /// Real captures in `proto/tests/fixtures/netconsole/*.hex` (or the directory
+    /// in `NCU_NETCONSOLE_FIXTURES`); a file holding any extended datagram, or
+    /// named `*ext*`, must be extended throughout.
+    #[test]
+    fn captured_fixtures() {
+        let dir = std::env::var_os("NCU_NETCONSOLE_FIXTURES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/netconsole")
+            });
+        let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "hex"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        println!("{} fixture file(s) in {}", files.len(), dir.display());
+        let t0 = Instant::now();
+        for path in &files {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let datagrams = read_fixture(path);
+            let extended = name.to_ascii_lowercase().contains("ext")
+                || datagrams.iter().any(|(_, d)| classify(d) == Kind::Extended);
+            if extended {
+                check_extended_fixture(&name, &datagrams, t0);
+            } else {
+                check_plain_fixture(&name, &datagrams, t0);
+            }
+        }
+    }
+
+    fn check_extended_fixture(name: &str, datagrams: &[(String, Vec<u8>)], t0: Instant) {
+        let mut asms: std::collections::BTreeMap<&str, ExtendedAssembler> = Default::default();
+        let mut recs = Vec::new();
+        for (i, (src, d)) in datagrams.iter().enumerate() {
+            let r = parse_extended(d).unwrap_or_else(|e| {
+                panic!("{name}: datagram {i} {:?}: {e}", String::from_utf8_lossy(d))
+            });
+            assert_eq!(classify(d), Kind::Extended, "{name}: datagram {i}");
+            assert!(r.level < 8);
+            let asm = asms.entry(src).or_default();
+            asm.push(&r, t0).unwrap();
+            recs.extend(std::iter::from_fn(|| asm.poll_record()));
+        }
+        for asm in asms.values_mut() {
+            assert_eq!(
+                asm.flush(),
+                0,
+                "{name}: a fragmented record never completed"
+            );
+        }
+        assert!(!recs.is_empty());
+        for w in recs.windows(2) {
+            assert!(
+                w[0].seq < w[1].seq || w[1].text.starts_with(b"Linux version"),
+                "{name}: seq {} then {} ({:?})",
+                w[0].seq,
+                w[1].seq,
+                String::from_utf8_lossy(&w[1].text)
+            );
+        }
+        let texts: Vec<&[u8]> = recs.iter().map(|r| r.text.as_slice()).collect();
+        let markers = check_markers(name, &texts);
+        for r in &recs {
+            let plain = unescape(&r.text);
+            if r.text.starts_with(b"ncu-long begin") {
+                assert!(r.text.ends_with(b"end-long"), "{name}: long record cut");
+                assert!(r.text.len() > 900);
+            }
+            if r.text.starts_with(b"ncu-escape") {
+                for needle in [
+                    &b"[\t]"[..],
+                    b"[\x07]",
+                    b"[\x1b]",
+                    b"[\x7f]",
+                    b"[\xe9]",
+                    b"[\\]",
+                ] {
+                    assert!(
+                        plain.windows(needle.len()).any(|w| w == needle),
+                        "{name}: {needle:?}"
+                    );
+                }
+            }
+            if r.text.starts_with(b"ncu-multiline first") {
+                assert!(plain.ends_with(b"first\nncu-multiline second\nncu-multiline third"));
+            }
+            if r.text.starts_with(b"ncu-facility user notice") {
+                assert_eq!((r.facility, r.level), (1, 5));
+            }
+        }
+        println!(
+            "{name}: {} datagrams, {} records, {markers} markers",
+            datagrams.len(),
+            recs.len()
+        );
+    }
+
+    fn check_plain_fixture(name: &str, datagrams: &[(String, Vec<u8>)], t0: Instant) {
+        let mut joiners: std::collections::BTreeMap<&str, PlainJoiner> = Default::default();
+        let mut lines = Vec::new();
+        for (src, d) in datagrams {
+            assert!(d.len() <= 1000, "{name}: plain datagram over 1000 bytes");
+            let j = joiners.entry(src).or_default();
+            j.push(d, t0);
+            lines.extend(j.drain());
+        }
+        for j in joiners.values_mut() {
+            j.flush();
+            lines.extend(j.drain());
+        }
+        let complete: Vec<&[u8]> = lines
+            .iter()
+            .filter(|l| !l.partial)
+            .map(|l| l.text.as_slice())
+            .collect();
+        let markers = check_markers(name, &complete);
+        for l in &lines {
+            if marker(&l.text).is_some() || l.text.windows(14).any(|w| w == b"ncu-long begin") {
+                assert!(
+                    !l.partial,
+                    "{name}: {:?} partial",
+                    String::from_utf8_lossy(&l.text)
+                );
+            }
+            if l.text.windows(14).any(|w| w == b"ncu-long begin") {
+                assert!(l.text.ends_with(b"end-long") || l.text.ends_with(b"end-long\r"));
+            }
+        }
+        println!(
+            "{name}: {} datagrams, {} lines, {markers} markers",
+            datagrams.len(),
+            lines.len()
+        );
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn fuzz_seed() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let seed = match std::env::var("NCU_FUZZ_SEED") {
+            Ok(s) => s.parse().expect("NCU_FUZZ_SEED must be a u64"),
+            Err(_) => std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+        };
+        println!("netconsole fuzz seed: {seed} (rerun with NCU_FUZZ_SEED={seed})");
+        seed | 1
+    }
+
+    #[test]
+    fn randomized_no_panic() {
+        let mut rng = XorShift(fuzz_seed());
+        let mut msg = b"6,100,200,-;".to_vec();
+        msg.extend((0..1800).map(|i| b' ' + (i % 90) as u8));
+        msg.extend_from_slice(b"\n cpu=1\n msgid=5\n");
+        let mut seeds: Vec<Vec<u8>> = vec![
+            STARTED.to_vec(),
+            b"6.4.0,6,444,501151268,-;netconsole: network logging started\n".to_vec(),
+            b"6,416,1758426,-,ncfrag=0/31;the first chunk,".to_vec(),
+            b"6,416,1758426,-,ncfrag=16/31; the 2nd chunk.".to_vec(),
+            b"12,607,22085407756,c,caller=T1;msg\n cpu=42\n msgid=1\n".to_vec(),
+            b"plain text line\nand a half".to_vec(),
+        ];
+        seeds.extend(kernel_fragments(&msg, 1000));
+        let ecfg = ExtendedConfig {
+            max_record_bytes: 4096,
+            fragment_timeout: Duration::from_millis(50),
+            max_pending: 3,
+        };
+        let pcfg = PlainConfig {
+            max_line_bytes: 300,
+            line_timeout: Duration::from_millis(30),
+        };
+        let mut asm = ExtendedAssembler::new(ecfg);
+        let mut joiner = PlainJoiner::new(pcfg);
+        let mut now = Instant::now();
+        let digits = b"0123456789,;/-c+=\n ";
+        let (mut rebuilt, mut given_up) = (0, 0);
+        for _ in 0..30_000 {
+            let d: Vec<u8> = match rng.below(4) {
+                0 => (0..rng.below(1200)).map(|_| rng.next() as u8).collect(),
+                1 => (0..rng.below(80))
+                    .map(|_| digits[rng.below(digits.len())])
+                    .collect(),
+                _ => {
+                    let mut d = seeds[rng.below(seeds.len())].clone();
+                    for _ in 0..rng.below(4) {
+                        match rng.below(4) {
+                            0 if !d.is_empty() => {
+                                let i = rng.below(d.len());
+                                d[i] = rng.next() as u8;
+                            }
+                            1 if !d.is_empty() => {
+                                let i = rng.below(d.len());
+                                d[i] = digits[rng.below(digits.len())];
+                            }
+                            2 => d.truncate(rng.below(d.len() + 1)),
+                            _ => {
+                                let i = rng.below(d.len() + 1);
+                                d.insert(i, digits[rng.below(digits.len())]);
+                            }
+                        }
+                    }
+                    d
+                }
+            };
+            now += Duration::from_millis(rng.below(20) as u64);
+            let _ = classify(&d);
+            if let Ok(r) = parse_extended(&d) {
+                assert!(r.level < 8);
+                if let Some(f) = r.frag {
+                    assert!(f.offset < f.total);
+                    assert!(u64::from(f.offset) + r.text.len() as u64 <= u64::from(f.total));
+                }
+                let _ = r.dict_pairs().count();
+                let _ = unescape(r.text);
+                let _ = asm.push(&r, now);
+            }
+            joiner.push(&d, now);
+            if rng.below(8) == 0 {
+                asm.handle_timeout(now);
+                joiner.handle_timeout(now);
+            }
+            assert!(asm.held_bytes() <= ecfg.max_pending * ecfg.max_record_bytes);
+            assert!(joiner.held_bytes() <= pcfg.max_line_bytes);
+            while let Some(r) = asm.poll_record() {
+                if r.missing > 0 {
+                    given_up += 1;
+                } else if r.text.len() > 1000 {
+                    rebuilt += 1;
+                }
+                assert!(r.text.len() + r.dict.len() + r.missing <= ecfg.max_record_bytes.max(1200));
+            }
+            for l in joiner.drain() {
+                assert!(l.text.len() <= pcfg.max_line_bytes);
+            }
+        }
+        // The loop must have reached reassembly and give-up, not just rejection.
+        assert!(
+            rebuilt > 0 && given_up > 0,
+            "rebuilt {rebuilt}, given up {given_up}"
+        );
+    }
+}
