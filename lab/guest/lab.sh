@@ -1,0 +1,38 @@
+# Helpers for crash-lab scenarios; sourced by /init and by scenarios: . /lab.sh
+
+# lab_param NAME DEFAULT: value of NAME=... on the kernel command line.
+lab_param() {
+    _v=$(tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1)
+    if [ -n "$_v" ]; then echo "$_v"; else echo "$2"; fi
+}
+
+# lab_flag NAME: true if the bare word NAME is on the kernel command line.
+lab_flag() {
+    tr ' ' '\n' </proc/cmdline | grep -qx "$1"
+}
+
+# lab_say TEXT: a line to the kernel log (and so the console and netconsole).
+lab_say() {
+    echo "<5>ncu-lab: $*" >/dev/kmsg
+}
+
+# load_netconsole PORT extended|plain: netconsole to the host (10.0.2.2:PORT).
+load_netconsole() {
+    _port=${1:-6666}
+    _plus=
+    case "${2:-extended}" in
+        extended) _plus=+ ;;
+        plain) _plus= ;;
+        *) echo "load_netconsole: mode must be extended or plain" >&2; return 2 ;;
+    esac
+    while read -r _m; do
+        [ "$_m" = netconsole ] && break
+        grep -q "^$_m " /proc/modules || insmod "/lib/modules/$_m.ko"
+    done </lib/modules/netconsole.order
+    insmod /lib/modules/netconsole.ko "netconsole=${_plus}6665@10.0.2.15/eth0,${_port}@10.0.2.2/"
+}
+
+# lab_crash: crash the kernel now (panic; with panic=-1 qemu exits).
+lab_crash() {
+    echo c >/proc/sysrq-trigger
+}
