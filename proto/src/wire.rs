@@ -143,6 +143,19 @@ impl Kind {
     }
 }
 
+/// Builds a session id: the sender's start time in whole seconds since the Unix
+/// epoch in the high 32 bits, 32 random bits below. From any datagram, a receiver can
+/// then tell how long the session had been running (in the sender's own clock) and so
+/// whether it joined a session mid-way or lost its first lines.
+pub fn session_id(started_at_secs: u32, random: u32) -> u64 {
+    (u64::from(started_at_secs) << 32) | u64::from(random)
+}
+
+/// The start time (whole seconds since the Unix epoch) carried in a session id.
+pub fn session_started_secs(session: u64) -> u32 {
+    (session >> 32) as u32
+}
+
 /// Whether `bytes` starts with ncu's magic (any version): such a datagram is ncu's
 /// and is never read as text or netconsole.
 pub fn has_magic(bytes: &[u8]) -> bool {

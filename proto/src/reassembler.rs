@@ -1,0 +1,1191 @@
+//! The receiver's logic, without IO: datagrams in, events out.
+//!
+//! Call order, for every turn of the receiver's loop:
+//! 1. [`Reassembler::handle_datagram`] for each datagram received, with the time it
+//!    was received;
+//! 2. [`Reassembler::handle_timeout`] once the time from [`Reassembler::poll_timeout`]
+//!    has come;
+//! 3. [`Reassembler::poll_event`] until it returns `None`, writing each event out.
+//!
+//! Time is an argument: a monotonic [`Instant`] for deadlines, and the wall clock in
+//! microseconds since the Unix epoch for the timestamps the events carry.
+//!
+//! Memory is bounded whatever arrives: lines waiting for a hole to fill are bounded
+//! per session (lines and bytes) and in total; a line being rebuilt from fragments is
+//! bounded by [`Config::max_line_bytes`]; the number of sessions is bounded by
+//! [`Config::max_sessions`] (the oldest idle one is retired, with an event).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ncu_proto::event::Event;
+//! use ncu_proto::framer::{Framer, Outbox};
+//! use ncu_proto::reassembler::{Config, Reassembler};
+//!
+//! let mut framer = Framer::new(7, "web", 1400);
+//! let mut outbox = Outbox::default();
+//! framer.hello(1, 0, "stdin", 0, &mut outbox);
+//! framer.push_line(0, b"hello", 0, &mut outbox);
+//! framer.flush(&mut outbox);
+//!
+//! let now = Instant::now();
+//! let mut rx = Reassembler::new(Config::default(), now);
+//! let from = "127.0.0.1:5000".parse()?;
+//! for datagram in outbox.datagrams() {
+//!     rx.handle_datagram(now, 1_000, from, datagram);
+//! }
+//! assert!(matches!(rx.poll_event(), Some(Event::Start { first_seq: 1, .. })));
+//! match rx.poll_event() {
+//!     Some(Event::Line { seq: 1, text, .. }) => assert_eq!(text, b"hello"),
+//!     other => panic!("expected the line, got {other:?}"),
+//! }
+//! rx.handle_timeout(now + Duration::from_secs(10), 10_001_000);
+//! assert!(matches!(rx.poll_event(), Some(Event::Silent { last_seq: 1, .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::event::{
+    CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
+    SourceKind, LAST_TEXT_MAX,
+};
+use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
+
+/// Limits and timings of a [`Reassembler`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a missing line is waited for before it is reported as a gap.
+    pub reorder_window: Duration,
+    /// A session that sends nothing for this long is reported silent.
+    pub dead_after: Duration,
+    /// Most lines one session holds while waiting for a hole to fill; also how far
+    /// ahead of the next expected line a sequence number may jump before the lines
+    /// in between are given up at once.
+    pub max_pending_lines: u64,
+    /// Most bytes one session holds while waiting (lines and fragments).
+    pub max_pending_bytes: usize,
+    /// Most bytes all sessions together hold while waiting.
+    pub max_total_pending_bytes: usize,
+    /// Most sessions in memory; past it the oldest idle one is retired.
+    pub max_sessions: usize,
+    /// The longest line rebuilt from fragments; a longer total is rejected.
+    pub max_line_bytes: usize,
+    /// Most lines being rebuilt from fragments at once, per session.
+    pub max_lines_in_fragments: usize,
+    /// Ended and retired sessions whose summaries are kept for the report.
+    pub max_finished_summaries: usize,
+    /// Most `Corrupt` events per second (the rest are counted, and reported in the
+    /// next event's `suppressed`).
+    pub corrupt_events_per_sec: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            reorder_window: Duration::from_millis(200),
+            dead_after: Duration::from_secs(5),
+            max_pending_lines: 16_384,
+            max_pending_bytes: 16 << 20,
+            max_total_pending_bytes: 256 << 20,
+            max_sessions: 16_384,
+            max_line_bytes: 16 << 20,
+            max_lines_in_fragments: 64,
+            max_finished_summaries: 10_000,
+            corrupt_events_per_sec: 20,
+        }
+    }
+}
+
+/// The receiver's own counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Bytes handled.
+    pub bytes: u64,
+    /// Rejected datagrams by reason (stable reason names).
+    pub corrupt: BTreeMap<&'static str, u64>,
+    /// Sessions seen.
+    pub sessions: u64,
+    /// Sessions retired to make room.
+    pub retired: u64,
+}
+
+impl Stats {
+    /// All rejected datagrams.
+    pub fn corrupt_total(&self) -> u64 {
+        self.corrupt.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SessionKey {
+    Ncu(u64),
+    Source(SocketAddr),
+}
+
+/// A line waiting for the lines before it.
+#[derive(Debug)]
+struct PendingLine {
+    text: Vec<u8>,
+    flags: u8,
+    sent_at_us: Option<u64>,
+    received_at_us: u64,
+    arrived: Instant,
+    kernel: Option<Box<KernelMeta>>,
+}
+
+/// A long line being rebuilt from its fragments.
+#[derive(Debug)]
+struct FragmentedLine {
+    bytes: Vec<u8>,
+    /// Received ranges: offset -> end.
+    ranges: BTreeMap<u32, u32>,
+    received: u32,
+    total: u32,
+    flags: u8,
+    arrived: Instant,
+}
+
+/// A line as the session's ordering logic takes it.
+struct IncomingLine {
+    seq: u64,
+    text: Vec<u8>,
+    flags: u8,
+    sent_at_us: Option<u64>,
+    kernel: Option<Box<KernelMeta>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    info: Arc<SessionInfo>,
+    /// `None` while joining: the first sequence number is not known yet.
+    first_seq: Option<u64>,
+    joining_until: Option<Instant>,
+    joined: bool,
+    /// Every line below `next` was delivered or reported lost.
+    next: u64,
+    /// Highest sequence number of a complete line received.
+    highest: u64,
+    pending: BTreeMap<u64, PendingLine>,
+    fragments: BTreeMap<u64, FragmentedLine>,
+    /// Bytes held in `pending` and `fragments`.
+    held_bytes: usize,
+    /// The sender said lines up to this exist (heartbeat, END); since when.
+    known_last: u64,
+    known_since: Option<Instant>,
+    /// Ranges reported lost (start -> end), for telling late lines from duplicates.
+    lost_ranges: BTreeMap<u64, u64>,
+    /// Lines before `first_seq` of a joined session (start -> end): late if they come.
+    last_rx: Instant,
+    first_rx_wall: u64,
+    last_rx_wall: u64,
+    last_line: Option<(u64, Vec<u8>, Option<u64>)>,
+    fate: Fate,
+    end: Option<(u64, EndReason)>,
+    end_reported: bool,
+    gap_kind: GapKind,
+    lines: u64,
+    lost: u64,
+    kernel_seq_skipped: u64,
+    duplicates: u64,
+    reordered: u64,
+    late: u64,
+    sealed_reported: bool,
+}
+
+/// How much longer than this receiver's uptime a session must have been running at
+/// its first datagram for the receiver to say it joined mid-way (whole-second start
+/// times, plus scheduling): below that, missing first lines are reported lost.
+const JOIN_MARGIN: Duration = Duration::from_secs(2);
+
+/// Most reported-lost ranges a session remembers for recognising late lines.
+const MAX_LOST_RANGES: usize = 1024;
+
+impl Session {
+    fn new(info: Arc<SessionInfo>, now: Instant, wall_us: u64) -> Session {
+        Session {
+            info,
+            first_seq: None,
+            joining_until: None,
+            joined: false,
+            next: 0,
+            highest: 0,
+            pending: BTreeMap::new(),
+            fragments: BTreeMap::new(),
+            held_bytes: 0,
+            known_last: 0,
+            known_since: None,
+            lost_ranges: BTreeMap::new(),
+            last_rx: now,
+            first_rx_wall: wall_us,
+            last_rx_wall: wall_us,
+            last_line: None,
+            fate: Fate::Running,
+            end: None,
+            end_reported: false,
+            gap_kind: GapKind::Lost,
+            lines: 0,
+            lost: 0,
+            kernel_seq_skipped: 0,
+            duplicates: 0,
+            reordered: 0,
+            late: 0,
+            sealed_reported: false,
+        }
+    }
+
+    fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            session: self.info.clone(),
+            first_seq: self.first_seq.unwrap_or(0),
+            joined: self.joined,
+            lines: self.lines,
+            lost: self.lost,
+            kernel_seq_skipped: self.kernel_seq_skipped,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            late: self.late,
+            fate: self.fate,
+            end_reason: self.end.map(|(_, reason)| reason),
+            first_received_at_us: self.first_rx_wall,
+            last_received_at_us: self.last_rx_wall,
+            last_line: self.last_line.clone(),
+        }
+    }
+
+    /// When the oldest evidence of a hole at `next` arrived, if there is a hole.
+    fn hole_since(&self) -> Option<Instant> {
+        self.first_seq?;
+        let mut since: Option<Instant> = None;
+        let mut take = |t: Instant| since = Some(since.map_or(t, |s| s.min(t)));
+        if let Some((_, line)) = self.pending.first_key_value() {
+            take(line.arrived);
+        }
+        for (_, frag) in self.fragments.range(self.next..) {
+            take(frag.arrived);
+        }
+        if self.known_last >= self.next {
+            if let Some(t) = self.known_since {
+                take(t);
+            }
+        }
+        since
+    }
+
+    fn deadline(&self, config: &Config) -> Option<Instant> {
+        let mut deadline = self.joining_until;
+        let mut take = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        if let Some(since) = self.hole_since() {
+            take(since + config.reorder_window);
+        }
+        if let Some(arrived) = self
+            .fragments
+            .range(..self.next)
+            .map(|(_, f)| f.arrived)
+            .min()
+        {
+            // Fragments of a line already reported lost wait one more window.
+            take(arrived + 2 * config.reorder_window);
+        }
+        if self.fate == Fate::Running && self.end.is_none() {
+            take(self.last_rx + config.dead_after);
+        }
+        if self.end.is_some() && !self.end_reported {
+            if let Some(t) = self.known_since {
+                take(t + config.reorder_window);
+            }
+        }
+        deadline
+    }
+}
+
+/// Rebuilds every sender's lines in order; see the module docs.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: Config,
+    sessions: HashMap<SessionKey, Session>,
+    /// (source IP, name) -> the newest ncu session of that sender.
+    senders: HashMap<(IpAddr, String), u64>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    finished: VecDeque<SessionSummary>,
+    next_check: Option<Instant>,
+    next_local_id: u64,
+    total_held_bytes: usize,
+    corrupt_tokens: f64,
+    corrupt_refilled: Option<Instant>,
+    corrupt_suppressed: u64,
+    started: Instant,
+}
+
+impl Reassembler {
+    /// A reassembler with these limits, started at `now` (the receiver's start: a
+    /// session already running for longer than the receiver was joined mid-way).
+    pub fn new(config: Config, now: Instant) -> Reassembler {
+        Reassembler {
+            started: now,
+            corrupt_tokens: f64::from(config.corrupt_events_per_sec),
+            config,
+            sessions: HashMap::new(),
+            senders: HashMap::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            finished: VecDeque::new(),
+            next_check: None,
+            next_local_id: 1,
+            total_held_bytes: 0,
+            corrupt_refilled: None,
+            corrupt_suppressed: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The receiver's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes held by all sessions while waiting for holes to fill.
+    pub fn held_bytes(&self) -> usize {
+        self.total_held_bytes
+    }
+
+    /// Sessions in memory.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Reassembler::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_check
+    }
+
+    /// Counts a datagram the caller rejected before it could be handed over (e.g.
+    /// truncated by the socket), reporting it like any other rejection.
+    pub fn reject(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
+        self.stats.datagrams += 1;
+        self.corrupt(now, from, reason);
+    }
+
+    /// Takes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += bytes.len() as u64;
+        if wire::has_magic(bytes) {
+            match Repr::parse(bytes) {
+                Ok(repr) => self.handle_ncu(now, wall_us, from, repr),
+                Err(DecodeError::Sealed) => self.handle_sealed(now, from, bytes),
+                Err(e) => self.corrupt(now, from, CorruptReason::Decode(e)),
+            }
+            return;
+        }
+        self.handle_foreign(now, wall_us, from, bytes);
+    }
+
+    /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
+    /// sessions gone silent.
+    pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
+        let _ = wall_us;
+        if self.next_check.is_some_and(|t| t > now) {
+            return;
+        }
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        let mut next: Option<Instant> = None;
+        let mut remove = Vec::new();
+        for key in keys {
+            let Some(mut session) = self.sessions.remove(&key) else {
+                continue;
+            };
+            self.session_timeout(&mut session, now);
+            if session.end_reported
+                && session.pending.is_empty()
+                && session.fragments.is_empty()
+                && now >= session.last_rx + self.config.dead_after
+            {
+                remove.push(session);
+                continue;
+            }
+            if let Some(d) = session.deadline(&self.config) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+            self.sessions.insert(key, session);
+        }
+        for session in remove {
+            self.finish(session);
+        }
+        self.next_check = next.map(|d| d.max(now + Duration::from_millis(1)));
+    }
+
+    /// Summaries of every session in memory and of those finished and kept.
+    pub fn summaries(&self) -> Vec<SessionSummary> {
+        let mut all: Vec<SessionSummary> = self.finished.iter().cloned().collect();
+        all.extend(self.sessions.values().map(Session::summary));
+        all.sort_by_key(|s| (s.first_received_at_us, s.session.id));
+        all
+    }
+
+    /// Gives up every hole in every session now (at exit), so that the events say
+    /// exactly which lines were lost. Sessions stay as they are otherwise.
+    pub fn flush(&mut self) {
+        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        for key in keys {
+            let Some(mut session) = self.sessions.remove(&key) else {
+                continue;
+            };
+            self.resolve_join(&mut session);
+            self.give_up_all(&mut session);
+            self.sessions.insert(key, session);
+        }
+    }
+
+    // ---- ncu sessions ----
+
+    fn handle_ncu(&mut self, now: Instant, wall_us: u64, from: SocketAddr, repr: Repr<'_>) {
+        let key = SessionKey::Ncu(repr.header.session);
+        let mut session = match self.sessions.remove(&key) {
+            Some(s) => s,
+            None => {
+                let info = SessionInfo {
+                    id: repr.header.session,
+                    name: from.ip().to_string(),
+                    addr: from,
+                    kind: SourceKind::Ncu,
+                };
+                self.stats.sessions += 1;
+                let mut s = Session::new(Arc::new(info), now, wall_us);
+                let is_hello = matches!(repr.payload, Payload::Hello { .. });
+                if !is_hello {
+                    let started_us =
+                        u64::from(wire::session_started_secs(repr.header.session)) * 1_000_000;
+                    let age =
+                        Duration::from_micros(repr.header.sent_at_us.saturating_sub(started_us));
+                    let uptime = now.saturating_duration_since(self.started);
+                    if repr.header.seq > 1 && age > uptime + JOIN_MARGIN {
+                        // Running since before this receiver: wait a reorder window for
+                        // the lowest line, then start there.
+                        s.joining_until = Some(now + self.config.reorder_window);
+                    } else {
+                        self.start(&mut s, 1, false);
+                    }
+                }
+                s
+            }
+        };
+        self.touch(&mut session, now, wall_us, repr.header.seq);
+        let sent_at = repr.header.sent_at_us;
+        match repr.payload {
+            Payload::Hello { name, .. } => {
+                self.learn_name(&mut session, name);
+                if session.first_seq.is_none() {
+                    self.start(&mut session, repr.header.seq, false);
+                } else {
+                    session.duplicates += 1;
+                }
+            }
+            Payload::Lines { lines, .. } => {
+                let mut seq = repr.header.seq;
+                for line in lines {
+                    let incoming = IncomingLine {
+                        seq,
+                        text: line.text.to_vec(),
+                        flags: line.flags,
+                        sent_at_us: Some(sent_at),
+                        kernel: None,
+                    };
+                    self.accept_line(&mut session, incoming, now, wall_us);
+                    seq = seq.saturating_add(1);
+                }
+            }
+            Payload::Fragment {
+                offset,
+                total,
+                line_flags,
+                bytes,
+            } => {
+                let seq = repr.header.seq;
+                if let Some(text) = self.accept_fragment(
+                    &mut session,
+                    seq,
+                    offset,
+                    total,
+                    line_flags,
+                    bytes,
+                    now,
+                    from,
+                ) {
+                    let incoming = IncomingLine {
+                        seq,
+                        text,
+                        flags: line_flags,
+                        sent_at_us: Some(sent_at),
+                        kernel: None,
+                    };
+                    self.accept_line(&mut session, incoming, now, wall_us);
+                }
+            }
+            Payload::Heartbeat { name } => {
+                self.learn_name(&mut session, name);
+                self.learn_known_last(&mut session, repr.header.seq, now);
+            }
+            Payload::End { name, reason } => {
+                self.learn_name(&mut session, name);
+                if session.end.is_none() {
+                    session.end = Some((repr.header.seq, reason));
+                    session.known_since = Some(now);
+                    session.known_last = session.known_last.max(repr.header.seq);
+                } else {
+                    session.duplicates += 1;
+                }
+            }
+        }
+        if session.first_seq.is_none() && session.pending.contains_key(&1) {
+            self.start(&mut session, 1, false);
+        }
+        self.after_input(&mut session, now);
+        self.sessions.insert(key, session);
+        self.enforce_session_limit(now, key);
+    }
+
+    fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // Without a key, a sealed session is reported once, then counted quietly.
+        let session_id = wire::Datagram::new_unchecked(bytes).session();
+        *self
+            .stats
+            .corrupt
+            .entry(CorruptReason::SealedNoKey.as_str())
+            .or_default() += 1;
+        let key = SessionKey::Ncu(session_id);
+        let first = match self.sessions.get_mut(&key) {
+            Some(s) => !std::mem::replace(&mut s.sealed_reported, true),
+            None => true,
+        };
+        if first {
+            let suppressed = std::mem::take(&mut self.corrupt_suppressed);
+            self.events.push_back(Event::Corrupt {
+                addr: from,
+                reason: CorruptReason::SealedNoKey,
+                suppressed,
+            });
+        }
+        let _ = now;
+    }
+
+    /// Records a datagram's arrival: resumes a silent session.
+    fn touch(&mut self, session: &mut Session, now: Instant, wall_us: u64, seq: u64) {
+        session.last_rx = now;
+        session.last_rx_wall = wall_us;
+        if session.fate == Fate::Silent {
+            session.fate = Fate::Running;
+            self.events.push_back(Event::Resumed {
+                session: session.info.clone(),
+                seq,
+            });
+        }
+    }
+
+    fn learn_name(&mut self, session: &mut Session, name: &str) {
+        if session.info.name == name {
+            return;
+        }
+        let info = SessionInfo {
+            name: name.to_owned(),
+            ..(*session.info).clone()
+        };
+        session.info = Arc::new(info);
+        let sender = (session.info.addr.ip(), name.to_owned());
+        let previous = self.senders.insert(sender, session.info.id);
+        if let Some(old_id) = previous.filter(|&id| id != session.info.id) {
+            if let Some(mut old) = self.sessions.remove(&SessionKey::Ncu(old_id)) {
+                if old.end.is_none() && old.fate != Fate::Restarted {
+                    self.go_silent(&mut old, SilentReason::Restarted);
+                }
+                self.sessions.insert(SessionKey::Ncu(old_id), old);
+            }
+        }
+    }
+
+    fn learn_known_last(&mut self, session: &mut Session, last: u64, now: Instant) {
+        if last > session.known_last {
+            session.known_last = last;
+            session.known_since = Some(now);
+        }
+    }
+
+    fn start(&mut self, session: &mut Session, first_seq: u64, joined: bool) {
+        let first_seq = first_seq.max(1);
+        session.first_seq = Some(first_seq);
+        session.joining_until = None;
+        session.joined = joined;
+        session.next = first_seq;
+        if joined && first_seq > 1 {
+            session.lost_ranges.insert(1, first_seq - 1);
+        }
+        self.events.push_back(Event::Start {
+            session: session.info.clone(),
+            first_seq,
+            joined,
+        });
+        // Lines held while joining that are below the start are late; the rest flow.
+        let below: Vec<u64> = session
+            .pending
+            .range(..first_seq)
+            .map(|(&k, _)| k)
+            .collect();
+        for seq in below {
+            if let Some(line) = session.pending.remove(&seq) {
+                session.held_bytes -= line.text.len();
+                self.total_held_bytes -= line.text.len();
+                self.deliver(session, seq, line, true);
+            }
+        }
+        self.drain(session);
+    }
+
+    fn resolve_join(&mut self, session: &mut Session) {
+        if session.first_seq.is_some() {
+            return;
+        }
+        let lowest = [
+            session.pending.first_key_value().map(|(&k, _)| k),
+            session.fragments.first_key_value().map(|(&k, _)| k),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let first = lowest.unwrap_or(session.known_last.saturating_add(1));
+        self.start(session, first, first > 1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept_fragment(
+        &mut self,
+        session: &mut Session,
+        seq: u64,
+        offset: u32,
+        total: u32,
+        flags: u8,
+        bytes: &[u8],
+        now: Instant,
+        from: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let already_done = session.first_seq.is_some()
+            && (seq < session.next && !in_ranges(&session.lost_ranges, seq)
+                || session.pending.contains_key(&seq));
+        if already_done {
+            session.duplicates += 1;
+            return None;
+        }
+        if total as usize > self.config.max_line_bytes {
+            self.corrupt(now, from, CorruptReason::LineTooLong);
+            return None;
+        }
+        if !session.fragments.contains_key(&seq) {
+            if session.fragments.len() >= self.config.max_lines_in_fragments {
+                // Too many long lines in flight: drop the oldest (it will be a gap).
+                if let Some((&old, _)) = session.fragments.first_key_value() {
+                    self.drop_fragments(session, old);
+                }
+            }
+            self.make_room(session, total as usize);
+            session.held_bytes += total as usize;
+            self.total_held_bytes += total as usize;
+            session.fragments.insert(
+                seq,
+                FragmentedLine {
+                    bytes: vec![0; total as usize],
+                    ranges: BTreeMap::new(),
+                    received: 0,
+                    total,
+                    flags,
+                    arrived: now,
+                },
+            );
+        }
+        let frag = session.fragments.get_mut(&seq)?;
+        if frag.total != total || frag.flags != flags {
+            self.corrupt(
+                now,
+                from,
+                CorruptReason::Decode(DecodeError::FragmentOutOfRange),
+            );
+            return None;
+        }
+        let end = offset + bytes.len() as u32; // checked by the decoder: end <= total
+        let overlaps = frag
+            .ranges
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, &e)| e > offset);
+        if overlaps {
+            session.duplicates += 1;
+            return None;
+        }
+        frag.bytes[offset as usize..end as usize].copy_from_slice(bytes);
+        frag.ranges.insert(offset, end);
+        frag.received += bytes.len() as u32;
+        if frag.received < frag.total {
+            return None;
+        }
+        let frag = session.fragments.remove(&seq)?;
+        session.held_bytes -= frag.total as usize;
+        self.total_held_bytes -= frag.total as usize;
+        Some(frag.bytes)
+    }
+
+    fn drop_fragments(&mut self, session: &mut Session, seq: u64) {
+        if let Some(frag) = session.fragments.remove(&seq) {
+            session.held_bytes -= frag.total as usize;
+            self.total_held_bytes -= frag.total as usize;
+        }
+    }
+
+    // ---- the ordering logic shared by every kind of session ----
+
+    fn accept_line(
+        &mut self,
+        session: &mut Session,
+        line: IncomingLine,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        let seq = line.seq;
+        let pending = PendingLine {
+            text: line.text,
+            flags: line.flags,
+            sent_at_us: line.sent_at_us,
+            received_at_us: wall_us,
+            arrived: now,
+            kernel: line.kernel,
+        };
+        let started = session.first_seq.is_some();
+        let is_late = started && seq < session.next;
+        if is_late && !in_ranges(&session.lost_ranges, seq) || session.pending.contains_key(&seq) {
+            session.duplicates += 1;
+            return;
+        }
+        if seq < session.highest {
+            session.reordered += 1;
+        }
+        if seq >= session.highest {
+            session.highest = seq;
+            let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
+            match &mut session.last_line {
+                Some((s, t, sent)) => {
+                    *s = seq;
+                    t.clear();
+                    t.extend_from_slice(text);
+                    *sent = pending.sent_at_us;
+                }
+                None => session.last_line = Some((seq, text.to_vec(), pending.sent_at_us)),
+            }
+        }
+        if is_late {
+            take_from_ranges(&mut session.lost_ranges, seq);
+            self.deliver(session, seq, pending, true);
+            return;
+        }
+        if session.first_seq.is_some() && seq == session.next {
+            self.deliver(session, seq, pending, false);
+            session.next += 1;
+            self.drain(session);
+            return;
+        }
+        let len = pending.text.len();
+        self.make_room(session, len);
+        session.held_bytes += len;
+        self.total_held_bytes += len;
+        session.pending.insert(seq, pending);
+        if session.first_seq.is_none()
+            && session.pending.len() as u64 > self.config.max_pending_lines
+        {
+            self.resolve_join(session);
+        }
+        if session.first_seq.is_some() {
+            // A jump far ahead gives up the lines in between at once.
+            while seq.saturating_sub(session.next) > self.config.max_pending_lines
+                || session.pending.len() as u64 > self.config.max_pending_lines
+            {
+                self.give_up_first_hole(session);
+            }
+        }
+    }
+
+    /// Makes room for `len` more held bytes in `session` by giving up its holes.
+    fn make_room(&mut self, session: &mut Session, len: usize) {
+        while (session.held_bytes + len > self.config.max_pending_bytes
+            || self.total_held_bytes + len > self.config.max_total_pending_bytes)
+            && (!session.pending.is_empty() || !session.fragments.is_empty())
+        {
+            if session.first_seq.is_none() {
+                self.resolve_join(session);
+                continue;
+            }
+            if !self.give_up_first_hole(session) {
+                // Only stale fragments of late lines are left: drop them.
+                let stale: Vec<u64> = session.fragments.keys().copied().collect();
+                for seq in stale {
+                    self.drop_fragments(session, seq);
+                }
+                break;
+            }
+        }
+    }
+
+    fn deliver(&mut self, session: &mut Session, seq: u64, line: PendingLine, late: bool) {
+        session.lines += 1;
+        if late {
+            session.late += 1;
+            if seq >= session.first_seq.unwrap_or(0) {
+                session.lost = session.lost.saturating_sub(1);
+            }
+        }
+        self.events.push_back(Event::Line {
+            session: session.info.clone(),
+            seq,
+            partial: line.flags & LINE_PARTIAL != 0,
+            continuation: line.flags & LINE_CONTINUATION != 0,
+            text: line.text,
+            late,
+            sent_at_us: line.sent_at_us,
+            received_at_us: line.received_at_us,
+            kernel: line.kernel,
+        });
+    }
+
+    /// Delivers every held line that is next in order.
+    fn drain(&mut self, session: &mut Session) {
+        while let Some(entry) = session.pending.first_entry() {
+            if *entry.key() != session.next {
+                break;
+            }
+            let line = entry.remove();
+            session.held_bytes -= line.text.len();
+            self.total_held_bytes -= line.text.len();
+            let seq = session.next;
+            self.deliver(session, seq, line, false);
+            session.next += 1;
+        }
+    }
+
+    /// Reports the hole at `next` as lost and moves on. Returns false when there is
+    /// no hole to give up.
+    fn give_up_first_hole(&mut self, session: &mut Session) -> bool {
+        if session.first_seq.is_none() {
+            return false;
+        }
+        let next = session.next;
+        let last = if session.fragments.contains_key(&next) {
+            // Kept a while longer (see `session_timeout`): late fragments may still
+            // complete it, and it is then delivered late.
+            next
+        } else {
+            let after = [
+                session.pending.first_key_value().map(|(&k, _)| k),
+                session.fragments.range(next..).next().map(|(&k, _)| k),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match after {
+                Some(k) => k - 1,
+                None if session.known_last >= next => session.known_last,
+                None => return false,
+            }
+        };
+        let count = last - next + 1;
+        if session.gap_kind == GapKind::Lost {
+            session.lost += count;
+            session.lost_ranges.insert(next, last);
+            if session.lost_ranges.len() > MAX_LOST_RANGES {
+                session.lost_ranges.pop_first();
+            }
+        } else {
+            session.kernel_seq_skipped += count;
+        }
+        self.events.push_back(Event::Gap {
+            session: session.info.clone(),
+            first: next,
+            last,
+            kind: session.gap_kind,
+        });
+        session.next = last + 1;
+        self.drain(session);
+        true
+    }
+
+    fn give_up_all(&mut self, session: &mut Session) {
+        while self.give_up_first_hole(session) {}
+        let stale: Vec<u64> = session.fragments.keys().copied().collect();
+        for seq in stale {
+            self.drop_fragments(session, seq);
+        }
+    }
+
+    /// After a datagram: report END when everything up to it is accounted for.
+    fn after_input(&mut self, session: &mut Session, now: Instant) {
+        self.maybe_end(session);
+        if let Some(deadline) = session.deadline(&self.config) {
+            let deadline = deadline.max(now);
+            self.next_check = Some(self.next_check.map_or(deadline, |t| t.min(deadline)));
+        }
+    }
+
+    fn maybe_end(&mut self, session: &mut Session) {
+        let Some((last_seq, reason)) = session.end else {
+            return;
+        };
+        if session.end_reported || session.first_seq.is_none() || session.next <= last_seq {
+            return;
+        }
+        session.end_reported = true;
+        session.fate = Fate::Ended;
+        self.events.push_back(Event::End {
+            session: session.info.clone(),
+            last_seq,
+            lines: last_seq,
+            lost: session.lost,
+            reason,
+        });
+    }
+
+    fn go_silent(&mut self, session: &mut Session, reason: SilentReason) {
+        self.resolve_join(session);
+        self.give_up_all(session);
+        session.fate = match reason {
+            SilentReason::DeadAfter => Fate::Silent,
+            SilentReason::Restarted => Fate::Restarted,
+        };
+        let (last_seq, last_text, last_sent_at_us) = match &session.last_line {
+            Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
+            None => (0, None, None),
+        };
+        self.events.push_back(Event::Silent {
+            session: session.info.clone(),
+            last_seq,
+            last_text,
+            last_sent_at_us,
+            last_received_at_us: session.last_rx_wall,
+            reason,
+        });
+    }
+
+    fn session_timeout(&mut self, session: &mut Session, now: Instant) {
+        if session.joining_until.is_some_and(|t| t <= now) {
+            self.resolve_join(session);
+        }
+        while session
+            .hole_since()
+            .is_some_and(|t| t + self.config.reorder_window <= now)
+        {
+            if !self.give_up_first_hole(session) {
+                break;
+            }
+        }
+        let stale: Vec<u64> = session
+            .fragments
+            .range(..session.next)
+            .filter(|(_, f)| f.arrived + 2 * self.config.reorder_window <= now)
+            .map(|(&k, _)| k)
+            .collect();
+        for seq in stale {
+            self.drop_fragments(session, seq);
+        }
+        if session.end.is_some() && !session.end_reported {
+            // END arrived but lines before it never came: give them up.
+            if session
+                .known_since
+                .is_some_and(|t| t + self.config.reorder_window <= now)
+            {
+                self.resolve_join(session);
+                self.give_up_all(session);
+            }
+        }
+        self.maybe_end(session);
+        if session.fate == Fate::Running
+            && session.end.is_none()
+            && session.last_rx + self.config.dead_after <= now
+        {
+            self.go_silent(session, SilentReason::DeadAfter);
+        }
+    }
+
+    // ---- sessions: limits ----
+
+    fn enforce_session_limit(&mut self, now: Instant, keep: SessionKey) {
+        if self.sessions.len() <= self.config.max_sessions {
+            return;
+        }
+        // Sampled LRU: among a few sessions, retire the one idle longest, preferring
+        // those that ended or went silent.
+        let victim = self
+            .sessions
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .take(32)
+            .min_by_key(|(_, s)| (s.fate == Fate::Running, s.last_rx))
+            .map(|(k, _)| *k);
+        if let Some(key) = victim {
+            if let Some(mut session) = self.sessions.remove(&key) {
+                self.resolve_join(&mut session);
+                self.give_up_all(&mut session);
+                self.stats.retired += 1;
+                self.events.push_back(Event::Retired {
+                    session: session.info.clone(),
+                });
+                self.finish(session);
+            }
+        }
+        let _ = now;
+    }
+
+    fn finish(&mut self, session: Session) {
+        self.total_held_bytes -= session.held_bytes;
+        if let SessionKey::Ncu(id) = session_key(&session) {
+            let sender = (session.info.addr.ip(), session.info.name.clone());
+            if self.senders.get(&sender) == Some(&id) {
+                self.senders.remove(&sender);
+            }
+        }
+        if self.config.max_finished_summaries > 0 {
+            if self.finished.len() >= self.config.max_finished_summaries {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(session.summary());
+        }
+    }
+
+    // ---- rejections ----
+
+    fn corrupt(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
+        *self.stats.corrupt.entry(reason.as_str()).or_default() += 1;
+        let rate = f64::from(self.config.corrupt_events_per_sec);
+        if let Some(last) = self.corrupt_refilled {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.corrupt_tokens = (self.corrupt_tokens + elapsed * rate).min(rate);
+        }
+        self.corrupt_refilled = Some(now);
+        if self.corrupt_tokens >= 1.0 {
+            self.corrupt_tokens -= 1.0;
+            let suppressed = std::mem::take(&mut self.corrupt_suppressed);
+            self.events.push_back(Event::Corrupt {
+                addr: from,
+                reason,
+                suppressed,
+            });
+        } else {
+            self.corrupt_suppressed += 1;
+        }
+    }
+
+    // ---- netconsole and plain text ----
+
+    fn handle_foreign(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        // Filled in by the netconsole integration; until then plain text lines only.
+        if bytes.is_empty() {
+            self.corrupt(now, from, CorruptReason::Empty);
+            return;
+        }
+        let Ok(text) = core::str::from_utf8(bytes) else {
+            self.corrupt(now, from, CorruptReason::NotUtf8);
+            return;
+        };
+        if text
+            .bytes()
+            .any(|b| b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n' || b == 0x7f)
+        {
+            self.corrupt(now, from, CorruptReason::Binary);
+            return;
+        }
+        let key = SessionKey::Source(from);
+        let mut session = match self.sessions.remove(&key) {
+            Some(s) => s,
+            None => self.new_local_session(from, SourceKind::Text, now, wall_us),
+        };
+        let next = session.next;
+        self.touch(&mut session, now, wall_us, next);
+        for line in text.split_inclusive('\n') {
+            let (body, flags) = match line.strip_suffix('\n') {
+                Some(body) => (body, 0),
+                None => (line, LINE_PARTIAL),
+            };
+            let seq = session.next;
+            let incoming = IncomingLine {
+                seq,
+                text: body.as_bytes().to_vec(),
+                flags,
+                sent_at_us: None,
+                kernel: None,
+            };
+            self.accept_line(&mut session, incoming, now, wall_us);
+        }
+        self.after_input(&mut session, now);
+        self.sessions.insert(key, session);
+        self.enforce_session_limit(now, key);
+    }
+
+    fn new_local_session(
+        &mut self,
+        from: SocketAddr,
+        kind: SourceKind,
+        now: Instant,
+        wall_us: u64,
+    ) -> Session {
+        let id = self.next_local_id;
+        self.next_local_id += 1;
+        self.stats.sessions += 1;
+        let info = SessionInfo {
+            id,
+            name: from.ip().to_string(),
+            addr: from,
+            kind,
+        };
+        let mut session = Session::new(Arc::new(info), now, wall_us);
+        self.start(&mut session, 1, false);
+        session
+    }
+}
+
+fn session_key(session: &Session) -> SessionKey {
+    match session.info.kind {
+        SourceKind::Ncu => SessionKey::Ncu(session.info.id),
+        _ => SessionKey::Source(session.info.addr),
+    }
+}
+
+fn in_ranges(ranges: &BTreeMap<u64, u64>, seq: u64) -> bool {
+    ranges
+        .range(..=seq)
+        .next_back()
+        .is_some_and(|(_, &end)| seq <= end)
+}
+
+/// Removes `seq` from the range that holds it; false when no range holds it.
+fn take_from_ranges(ranges: &mut BTreeMap<u64, u64>, seq: u64) -> bool {
+    let Some((&start, &end)) = ranges.range(..=seq).next_back() else {
+        return false;
+    };
+    if seq > end {
+        return false;
+    }
+    ranges.remove(&start);
+    if start < seq {
+        ranges.insert(start, seq - 1);
+    }
+    if seq < end {
+        ranges.insert(seq + 1, end);
+    }
+    true
+}
