@@ -1,0 +1,348 @@
+//! Command line: clap's [`Args`] (only what the user typed), then a checked
+//! [`Config`] (resolved addresses, durations, sizes) built before any socket opens.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+use ncu_proto::wire::{MAX_DATAGRAM, MIN_DATAGRAM};
+
+const AFTER_HELP: &str = "\
+Examples:
+  dmesg -w | ncu-send 10.0.0.2:6666            ship the kernel log as it is written
+  strace -o '|ncu-send host:6666' prog         ship a trace line by line
+  ncu-send host:6666 -- make                   run make, ship its stdout and stderr,
+                                               exit with its status
+  ncu-send --copies 2 a:6666 [fd00::2]:6666    two receivers, every datagram twice
+  ncu-recv 6666                                on the receiving machine
+
+Delivery:
+  Every line is handed to the kernel as soon as its newline is read; lines read
+  together share a datagram (up to --max-datagram) unless --no-pack. Nothing is
+  kept in memory beyond the line being assembled.
+  Network errors (no route, refused, interface down, no buffer space) are counted
+  (see -v) and never stop ncu-send. When the kernel's send buffer is full it waits
+  up to 200ms for room (bulk input then runs at the path's speed); a destination
+  that stays full is marked stalled and its datagrams are dropped (counted) without
+  waiting until it takes one again, so a dead path never blocks the input.
+
+Signals:
+  SIGINT/SIGTERM: what was read is sent (a pending partial line too), then END, and
+  ncu-send exits with 128+signal. With -- COMMAND, the first SIGINT/SIGTERM is
+  passed on to COMMAND and ncu-send keeps shipping its output until it ends (END
+  then says how it ended; the exit status is COMMAND's); a second one stops
+  ncu-send at once.
+
+Exit status: 0 at end of input; COMMAND's status with -- (128+N when signal N
+killed it; 127 when it cannot be run); 128+N when stopped by signal N; 1 on a
+runtime failure; 2 on a usage error (a DEST that does not parse or resolve).";
+
+/// What the user typed, checked only for form.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ncu-send",
+    version,
+    about = "Ship every line of standard input (or of a command's output) over UDP \
+             the moment it is written, numbered, so that a receiver can tell what was lost.",
+    after_help = AFTER_HELP
+)]
+pub(crate) struct Args {
+    /// Where to send: HOST:PORT, IPV4:PORT or [IPV6]:PORT (host names are resolved
+    /// once at start-up). Every DEST gets every datagram.
+    #[arg(value_name = "DEST", required = true)]
+    dests: Vec<String>,
+
+    /// Run COMMAND and ship its stdout and stderr instead of reading standard input.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+
+    /// Send bytes without a newline as a partial line after they sat idle this long
+    /// (e.g. 100ms, 1s, 0).
+    #[arg(long, value_name = "DUR", default_value = "100ms")]
+    flush_after: String,
+
+    /// While idle, send a heartbeat this often (0 turns heartbeats off).
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    heartbeat: String,
+
+    /// Name of this sender at the receiver [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Largest UDP payload sent, ncu's headers included.
+    #[arg(long, value_name = "BYTES", default_value_t = 1400)]
+    max_datagram: usize,
+
+    /// Send every datagram N times (the receiver keeps one).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    copies: u32,
+
+    /// Longest line sent as one line; the rest follows as a continuation line
+    /// (e.g. 65536, 64KiB, 1MiB).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB")]
+    max_line: String,
+
+    /// Send exactly one line per datagram.
+    #[arg(long)]
+    no_pack: bool,
+
+    /// Also copy the input unchanged to standard output (with -- COMMAND: its stdout
+    /// to standard output, its stderr to standard error).
+    #[arg(long)]
+    tee: bool,
+
+    /// Lock ncu-send's memory (mlockall) so that it is not paged out while the
+    /// machine thrashes before an out-of-memory crash.
+    #[arg(long)]
+    mlock: bool,
+
+    /// Make the OOM killer spare ncu-send (oom_score_adj -1000, or the lowest
+    /// permitted). COMMAND keeps its own score.
+    #[arg(long)]
+    oom_protect: bool,
+
+    /// On exit, print what was sent and the send errors by kind to standard error.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// One destination: what the user typed and the address it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dest {
+    /// As typed, for messages.
+    pub(crate) text: String,
+    /// The first address it resolved to.
+    pub(crate) addr: SocketAddr,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) dests: Vec<Dest>,
+    /// The command to run (program first), or `None` to read standard input.
+    pub(crate) command: Option<Vec<OsString>>,
+    pub(crate) flush_after: Duration,
+    /// `None`: no heartbeats.
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) name: String,
+    pub(crate) max_datagram: usize,
+    pub(crate) copies: u32,
+    pub(crate) max_line: usize,
+    pub(crate) pack: bool,
+    pub(crate) tee: bool,
+    pub(crate) mlock: bool,
+    pub(crate) oom_protect: bool,
+    pub(crate) verbose: bool,
+}
+
+/// A usage error: one line for standard error, exit status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Args {
+    /// Checks every value and resolves every DEST (the only syscalls: name lookups).
+    pub(crate) fn into_config(self) -> Result<Config, UsageError> {
+        let flush_after = parse_duration(&self.flush_after)
+            .map_err(|e| UsageError(format!("--flush-after {:?}: {e}", self.flush_after)))?;
+        let heartbeat = parse_duration(&self.heartbeat)
+            .map_err(|e| UsageError(format!("--heartbeat {:?}: {e}", self.heartbeat)))?;
+        let max_line = parse_size(&self.max_line)
+            .map_err(|e| UsageError(format!("--max-line {:?}: {e}", self.max_line)))?;
+        if max_line == 0 || max_line > u32::MAX as usize {
+            return Err(UsageError(format!(
+                "--max-line {:?}: must be between 1 and 4 GiB - 1",
+                self.max_line
+            )));
+        }
+        if !(MIN_DATAGRAM..=MAX_DATAGRAM).contains(&self.max_datagram) {
+            return Err(UsageError(format!(
+                "--max-datagram {}: must be between {MIN_DATAGRAM} and {MAX_DATAGRAM}",
+                self.max_datagram
+            )));
+        }
+        if self.copies == 0 {
+            return Err(UsageError("--copies 0: must be at least 1".into()));
+        }
+        let dests = self
+            .dests
+            .iter()
+            .map(|text| resolve(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = match self.name {
+            Some(name) if name.is_empty() => {
+                return Err(UsageError("--name: must not be empty".into()))
+            }
+            Some(name) => name,
+            None => host_name(),
+        };
+        Ok(Config {
+            dests,
+            command: (!self.command.is_empty()).then_some(self.command),
+            flush_after,
+            heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
+            name,
+            max_datagram: self.max_datagram,
+            copies: self.copies,
+            max_line,
+            pack: !self.no_pack,
+            tee: self.tee,
+            mlock: self.mlock,
+            oom_protect: self.oom_protect,
+            verbose: self.verbose,
+        })
+    }
+}
+
+/// Resolves `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT` to its first address.
+fn resolve(text: &str) -> Result<Dest, UsageError> {
+    let bad = |why: &str| UsageError(format!("DEST {text:?}: {why}"));
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected HOST:PORT, IPV4:PORT or [IPV6]:PORT"))?;
+    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
+        return Err(bad("expected HOST:PORT, IPV4:PORT or [IPV6]:PORT"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(bad("the port must be a number from 1 to 65535")),
+        Ok(_) => {}
+    }
+    let addr = text
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("does not resolve: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address"))?;
+    Ok(Dest {
+        text: text.to_owned(),
+        addr,
+    })
+}
+
+/// The host name (`gethostname`), or `"unknown"`.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates
+    // when the name fits, and we look for the NUL within the buffer only.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match rc {
+        0 if len > 0 => String::from_utf8_lossy(&buf[..len]).into_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Parses a duration: a number with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), such as
+/// `100ms`, `1.5s` or `2m`; `0` needs no unit.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && !number.starts_with('.') && !number.ends_with('.'))
+        .ok_or_else(|| "expected a duration such as 100ms, 1s or 0".to_owned())?;
+    let scale = match unit {
+        "" if value == 0.0 => 0.0,
+        "" => return Err("needs a unit: ns, us, ms, s, m or h (e.g. 100ms)".to_owned()),
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} (use ns, us, ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| "out of range".to_owned())
+}
+
+/// Parses a byte count: a whole number with an optional binary suffix (`K`/`KiB`,
+/// `M`/`MiB`, `G`/`GiB`).
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| "expected a byte count such as 65536, 64KiB or 1MiB".to_owned())?;
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(format!("unknown suffix {unit:?} (use KiB, MiB or GiB)")),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| "out of range".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("0", Duration::ZERO),
+            ("100ms", Duration::from_millis(100)),
+            ("1s", Duration::from_secs(1)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("250us", Duration::from_micros(250)),
+            ("2m", Duration::from_secs(120)),
+            ("0s", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "", "5", "ms", "1x", "-1s", "1.s", ".5s", "1e3ms", "1 s s", "nan",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1400"), Ok(1400));
+        for bad in ["", "MiB", "1.5MiB", "1MB", "-1", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn dests() {
+        assert_eq!(
+            resolve("127.0.0.1:6666").unwrap().addr,
+            "127.0.0.1:6666".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("[::1]:6666").unwrap().addr,
+            "[::1]:6666".parse().unwrap()
+        );
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:x",
+            ":6666",
+            "::1:6666",
+            "host.invalid:6666",
+        ] {
+            let err = resolve(bad).unwrap_err();
+            assert!(err.0.contains(bad), "{err} names {bad}");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The one-thread loop: `poll(2)` on the inputs, the signal pipe and the sockets,
+//! with a timeout for the next flush or heartbeat; every complete line read is framed
+//! and handed to the kernel before the next read.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ncu_proto::framer::{Framer, Outbox};
+use ncu_proto::wire::EndReason;
+
+use crate::cli::Config;
+use crate::harden;
+use crate::lines::LineAssembler;
+use crate::net::Sender;
+use crate::signals::Signals;
+
+/// Bytes asked for per `read(2)`: a full pipe.
+const READ_SIZE: usize = 64 * 1024;
+/// Without a pidfd, how often to look whether COMMAND exited after closing its output.
+const CHILD_POLL: Duration = Duration::from_millis(20);
+
+/// A failure before the loop starts (exit status 1).
+#[derive(Debug)]
+pub(crate) struct RunError(pub(crate) String);
+
+/// Runs a session to its end; returns the exit status.
+pub(crate) fn run(config: Config) -> Result<u8, RunError> {
+    let started = Instant::now();
+    let started_us = wall_us();
+    let mut signals =
+        Signals::install().map_err(|e| RunError(format!("cannot catch signals: {e}")))?;
+    if config.mlock {
+        harden::lock_memory();
+    }
+    let sender = Sender::open(&config.dests, config.copies)
+        .map_err(|e| RunError(format!("cannot open a UDP socket: {e}")))?;
+    let mut session = Session {
+        framer: Framer::new(session_id(), &config.name, config.max_datagram),
+        outbox: Outbox::default(),
+        sender,
+        pack: config.pack,
+        last_sent: started,
+    };
+    let source = match &config.command {
+        Some(argv) => command_line(argv),
+        None => "stdin".to_owned(),
+    };
+    // First, before any line: announces the session and gets the neighbour resolved.
+    session.framer.hello(
+        std::process::id(),
+        started_us,
+        &source,
+        wall_us(),
+        &mut session.outbox,
+    );
+    session.ship(started);
+
+    let (mut inputs, mut child) = match &config.command {
+        None => (vec![Input::new(0, None, &config, 1)], None),
+        Some(argv) => match spawn(argv) {
+            Ok((child, out, err)) => {
+                let inputs = vec![
+                    Input::new(out.as_raw_fd(), Some(out), &config, 1),
+                    Input::new(err.as_raw_fd(), Some(err), &config, 2),
+                ];
+                (inputs, Some(Wrapped::new(child)))
+            }
+            Err(e) => {
+                eprintln!("ncu-send: cannot run {source:?}: {e}");
+                let status = if e.kind() == io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                return Ok(session.end(EndReason::Exit(status), &config, status as u8));
+            }
+        },
+    };
+    if config.oom_protect {
+        harden::protect_from_oom_killer();
+    }
+
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    let mut stop: Option<i32> = None;
+    while stop.is_none() {
+        let inputs_open = inputs.iter().any(|i| i.fd.is_some());
+        if !inputs_open && !child.as_ref().is_some_and(|c| c.status.is_none()) {
+            break;
+        }
+        let now = Instant::now();
+        let mut deadline = config.heartbeat.map(|hb| session.last_sent + hb);
+        for input in inputs.iter().filter(|i| i.lines.has_pending()) {
+            deadline = earliest(deadline, Some(input.last_input + config.flush_after));
+        }
+        // Every input closed: only COMMAND's exit is awaited.
+        let wait_child = child.as_ref().filter(|_| !inputs_open);
+        if wait_child.is_some_and(|c| c.pidfd.is_none()) {
+            deadline = earliest(deadline, Some(now + CHILD_POLL));
+        }
+
+        pollfds.clear();
+        pollfds.push(pollfd(signals.fd(), libc::POLLIN));
+        for input in &inputs {
+            pollfds.push(pollfd(input.fd.unwrap_or(-1), libc::POLLIN));
+        }
+        let pidfd = wait_child.and_then(|c| c.pidfd.as_ref().map(|fd| fd.as_raw_fd()));
+        pollfds.push(pollfd(pidfd.unwrap_or(-1), libc::POLLIN));
+        let sockets_at = pollfds.len();
+        pollfds.extend(session.sender.fds().map(|fd| pollfd(fd, 0)));
+        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        poll(&mut pollfds, timeout);
+
+        let now = Instant::now();
+        let now_us = wall_us();
+        if pollfds[0].revents != 0 {
+            let (count, sig) = signals.take();
+            match child.as_mut() {
+                Some(c) if count > 0 && !c.forwarded && c.status.is_none() => {
+                    c.forward(sig);
+                    if count > 1 {
+                        stop = Some(sig);
+                    }
+                }
+                _ if count > 0 => stop = Some(sig),
+                _ => {}
+            }
+        }
+        for (i, input) in inputs.iter_mut().enumerate() {
+            if pollfds[1 + i].revents != 0 {
+                input.read(&mut buf, &mut session, now, now_us);
+            }
+            if input.lines.has_pending() && now >= input.last_input + config.flush_after {
+                input.lines.flush_partial(|f, t| session.push(f, t, now_us));
+                session.ship(now);
+            }
+        }
+        if let Some(c) = child.as_mut() {
+            if !inputs.iter().any(|i| i.fd.is_some()) {
+                c.check_exit();
+            }
+        }
+        for (i, pfd) in pollfds[sockets_at..].iter().enumerate() {
+            if pfd.revents & libc::POLLERR != 0 {
+                session.sender.take_error(i);
+            }
+        }
+        if let Some(hb) = config.heartbeat {
+            if now >= session.last_sent + hb {
+                session.framer.heartbeat(now_us, &mut session.outbox);
+                session.ship(now);
+            }
+        }
+    }
+
+    // What was read goes out, a partial line included, then END.
+    let now_us = wall_us();
+    for input in &mut inputs {
+        input.lines.flush_partial(|f, t| session.push(f, t, now_us));
+    }
+    let (reason, status) = match (stop, child.and_then(|c| c.status)) {
+        (Some(sig), _) => (EndReason::Signal(sig), 128 + sig),
+        (None, Some(status)) => match (status.code(), status.signal()) {
+            (Some(code), _) => (EndReason::Exit(code), code),
+            (None, Some(sig)) => (EndReason::CommandSignal(sig), 128 + sig),
+            (None, None) => (EndReason::Exit(1), 1),
+        },
+        (None, None) => (EndReason::Eof, 0),
+    };
+    Ok(session.end(reason, &config, status.clamp(0, 255) as u8))
+}
+
+/// The framer, its outbox and the sockets.
+struct Session {
+    framer: Framer,
+    outbox: Outbox,
+    sender: Sender,
+    pack: bool,
+    last_sent: Instant,
+}
+
+impl Session {
+    /// Numbers and frames one line (or piece of one).
+    fn push(&mut self, flags: u8, text: &[u8], now_us: u64) {
+        self.framer.push_line(flags, text, now_us, &mut self.outbox);
+        if !self.pack {
+            self.framer.flush(&mut self.outbox);
+        }
+    }
+
+    /// Hands everything framed so far to the kernel.
+    fn ship(&mut self, now: Instant) {
+        self.framer.flush(&mut self.outbox);
+        if self.outbox.is_empty() {
+            return;
+        }
+        self.sender.send(self.outbox.datagrams());
+        self.outbox.clear();
+        self.last_sent = now;
+    }
+
+    /// Sends END, prints the counters with `--verbose`, returns `status`.
+    fn end(&mut self, reason: EndReason, config: &Config, status: u8) -> u8 {
+        self.framer.end(reason, wall_us(), &mut self.outbox);
+        self.ship(Instant::now());
+        if config.verbose {
+            let stats = self.sender.stats();
+            eprintln!(
+                "ncu-send: session {:016x}: {} lines, {} datagrams sent to {} destination(s), \
+                 {} dropped; send errors: {}; {reason}",
+                self.framer.session(),
+                self.framer.lines_sent(),
+                stats.sent,
+                config.dests.len(),
+                stats.dropped,
+                stats.errors_summary(),
+            );
+        }
+        status
+    }
+}
+
+/// One input stream: standard input, or COMMAND's stdout or stderr.
+struct Input {
+    /// `None` once closed.
+    fd: Option<RawFd>,
+    /// Keeps COMMAND's pipe open (standard input is not ours to close).
+    owned: Option<OwnedFd>,
+    lines: LineAssembler,
+    /// When bytes last arrived.
+    last_input: Instant,
+    /// Where `--tee` copies to (1 or 2), until that fails.
+    tee: Option<RawFd>,
+}
+
+impl Input {
+    fn new(fd: RawFd, owned: Option<OwnedFd>, config: &Config, tee_fd: RawFd) -> Input {
+        Input {
+            fd: Some(fd),
+            owned,
+            lines: LineAssembler::new(config.max_line),
+            last_input: Instant::now(),
+            tee: config.tee.then_some(tee_fd),
+        }
+    }
+
+    /// Reads once; sends every line completed, then copies the bytes for `--tee`.
+    fn read(&mut self, buf: &mut [u8], session: &mut Session, now: Instant, now_us: u64) {
+        let Some(fd) = self.fd else { return };
+        match read_fd(fd, buf) {
+            Ok(0) => self.close(session, now_us),
+            Ok(n) => {
+                self.last_input = now;
+                self.lines
+                    .feed(&buf[..n], |flags, text| session.push(flags, text, now_us));
+                session.ship(now);
+                if let Some(tee) = self.tee {
+                    if write_all(tee, &buf[..n]).is_err() {
+                        // A closed standard output stops the copy, never the sending.
+                        self.tee = None;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => self.close(session, now_us),
+        }
+    }
+
+    /// End of this input: a trailing partial line goes out.
+    fn close(&mut self, session: &mut Session, now_us: u64) {
+        self.lines.flush_partial(|f, t| session.push(f, t, now_us));
+        self.fd = None;
+        self.owned = None;
+    }
+}
+
+/// COMMAND, once started.
+struct Wrapped {
+    child: Child,
+    /// Readable when COMMAND exits (Linux 5.3+); polled every [`CHILD_POLL`] without.
+    pidfd: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+    forwarded: bool,
+}
+
+impl Wrapped {
+    fn new(child: Child) -> Wrapped {
+        // SAFETY: pidfd_open takes a pid and flags; a non-negative result is a new fd
+        // that nothing else owns.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        Wrapped {
+            child,
+            pidfd,
+            status: None,
+            forwarded: false,
+        }
+    }
+
+    fn forward(&mut self, sig: i32) {
+        self.forwarded = true;
+        // SAFETY: kill takes a pid and a signal; the child is not yet reaped, so the pid
+        // is still its own.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    fn check_exit(&mut self) {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+    }
+}
+
+/// Starts COMMAND with its stdout and stderr on two pipes (so lines from each stay
+/// whole); its standard input is ours.
+fn spawn(argv: &[OsString]) -> io::Result<(Child, OwnedFd, OwnedFd)> {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = OwnedFd::from(child.stdout.take().expect("stdout was piped"));
+    let err = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
+    Ok((child, out, err))
+}
+
+fn command_line(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A random session id.
+fn session_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No entropy source: time and pid still tell runs apart.
+        return wall_us() ^ (u64::from(std::process::id()) << 40);
+    }
+    u64::from_ne_bytes(bytes)
+}
+
+/// The wall clock in microseconds since the Unix epoch (0 before 1970).
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)`; `None` waits without limit. EINTR just returns (revents stay 0).
+fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) {
+    let ms = match timeout {
+        // Round up: waking a little late beats spinning until the deadline.
+        Some(t) => (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int,
+        None => -1,
+    };
+    // SAFETY: `fds` is a valid slice of pollfd for its length.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        for fd in fds {
+            fd.revents = 0;
+        }
+    }
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd` (waiting for room if the descriptor is non-blocking).
+fn write_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes.
+        let rc = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if rc >= 0 {
+            bytes = &bytes[rc as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => poll(&mut [pollfd(fd, libc::POLLOUT)], None),
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
