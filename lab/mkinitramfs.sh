@@ -26,10 +26,11 @@ fi
 [ -d "$moddir" ] || { echo "mkinitramfs: no modules dir: $moddir" >&2; exit 1; }
 busybox="$(command -v busybox || true)"
 [ -n "$busybox" ] || busybox=/bin/busybox
-if ! "$busybox" --list 2>/dev/null | grep -qx insmod; then
+applets="$("$busybox" --list 2>/dev/null || true)"
+if ! grep -qx insmod <<<"$applets"; then
     echo "mkinitramfs: need busybox-static (run lab/setup.sh)" >&2; exit 1
 fi
-if ldd "$busybox" 2>/dev/null | grep -q '=>'; then
+if grep -q '=>' <<<"$(ldd "$busybox" 2>/dev/null || true)"; then
     echo "mkinitramfs: $busybox is dynamic; need busybox-static" >&2; exit 1
 fi
 

@@ -93,16 +93,20 @@ if [ -z "$kdir" ]; then
     fi
     log "kernel package: $kpkg"
     kdir="$CACHE/$kpkg"
-    deb="$(compgen -G "$CACHE/${kpkg}_*.deb" | head -n1)"
+    deb="$(compgen -G "$CACHE/${kpkg}_*.deb" | head -n1 || true)"
+    [ -f "$deb" ] || { log "download of $kpkg failed"; exit 1; }
     rm -rf "$kdir"
     mkdir -p "$kdir"
     dpkg -x "$deb" "$kdir"
     touch "$kdir/.unpacked"
 fi
 
-vmlinuz="$(compgen -G "$kdir/boot/vmlinuz-*" | head -n1)"
-moddir="$(compgen -G "$kdir/lib/modules/*" | head -n1)"
-if [ -z "$moddir" ]; then moddir="$(compgen -G "$kdir/usr/lib/modules/*" | head -n1)"; fi
-[ -f "$vmlinuz" ] && [ -d "$moddir" ] || { log "unpacked kernel is incomplete in $kdir"; exit 1; }
+vmlinuz="$(compgen -G "$kdir/boot/vmlinuz-*" | head -n1 || true)"
+moddir="$(compgen -G "$kdir/lib/modules/*" | head -n1 || true)"
+if [ -z "$moddir" ]; then moddir="$(compgen -G "$kdir/usr/lib/modules/*" | head -n1 || true)"; fi
+if [ ! -f "$vmlinuz" ] || [ ! -d "$moddir" ]; then
+    log "unpacked kernel is incomplete in $kdir"
+    exit 1
+fi
 echo "KERNEL=$vmlinuz"
 echo "MODULES=$moddir"

@@ -36,3 +36,8 @@ load_netconsole() {
 lab_crash() {
     echo c >/proc/sysrq-trigger
 }
+
+# busybox's ash runs its own applets before searching PATH, and busybox's
+# tc knows no netem: use the full iproute2 tools when the initramfs has them.
+if [ -x /usr/local/sbin/tc ]; then tc() { /usr/local/sbin/tc "$@"; }; fi
+if [ -x /usr/local/sbin/ip ]; then ip() { /usr/local/sbin/ip "$@"; }; fi

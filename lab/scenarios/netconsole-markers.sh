@@ -5,12 +5,16 @@
 #   ncu.mode=extended|plain  netconsole format
 #   ncu.markers=20           number of marker lines
 #   ncu.sleep=1              seconds to sleep before the crash
+#   ncu.sysrq=               sysrq commands to run before the crash, e.g. "ml"
+#                            (m: memory info, printed with KERN_CONT pieces)
+# shellcheck source=/dev/null
 . /lab.sh
 
 port=$(lab_param ncu.port 6666)
 mode=$(lab_param ncu.mode extended)
 markers=$(lab_param ncu.markers 20)
 pause=$(lab_param ncu.sleep 1)
+sysrq=$(lab_param ncu.sysrq "")
 
 load_netconsole "$port" "$mode"
 lab_say "scenario netconsole-markers: mode=$mode port=$port markers=$markers"
@@ -36,6 +40,13 @@ printf '<4>ncu-escape tab[\t] bell[\007] esc[\033] del[\177] high[\351] backslas
 printf '<4>ncu-multiline first\nncu-multiline second\nncu-multiline third\n' >/dev/kmsg
 # Another facility/level: user-level (1) notice (5) -> prefix <13>.
 printf '<13>ncu-facility user notice\n' >/dev/kmsg
+
+if [ -n "$sysrq" ]; then
+    # Each character is one sysrq command.
+    printf '%s\n' "$sysrq" | sed 's/./&\n/g' | while read -r c; do
+        [ -n "$c" ] && echo "$c" >/proc/sysrq-trigger
+    done
+fi
 
 lab_say "scenario netconsole-markers: done, crashing after ${pause}s"
 sleep "$pause"
