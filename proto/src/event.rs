@@ -100,6 +100,8 @@ pub struct KernelMeta {
     pub ts_usec: u64,
     /// The record continues the previous one (`c` flag).
     pub cont: bool,
+    /// The kernel's count of transmitted messages (`msgid=`), when sent.
+    pub msgid: Option<u64>,
     /// `KEY=VALUE` lines sent with the record (dictionary, userdata, sysdata).
     pub fields: Vec<(String, String)>,
 }

@@ -52,6 +52,9 @@ use crate::event::{
     CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
     SourceKind, LAST_TEXT_MAX,
 };
+use crate::netconsole::{
+    self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
+};
 use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
 
 /// Limits and timings of a [`Reassembler`].
@@ -124,7 +127,18 @@ impl Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum SessionKey {
     Ncu(u64),
-    Source(SocketAddr),
+    Source(SocketAddr, SourceKind),
+}
+
+/// What turns a session's datagrams into numbered lines.
+#[derive(Debug)]
+enum Source {
+    /// ncu datagrams carry their own numbers.
+    Ncu,
+    /// Extended netconsole records, rebuilt from fragments.
+    Kernel(Box<ExtendedAssembler>),
+    /// Plain text joined across datagrams; the receiver numbers the lines.
+    Text(Box<PlainJoiner>),
 }
 
 /// A line waiting for the lines before it.
@@ -195,12 +209,24 @@ struct Session {
     reordered: u64,
     late: u64,
     sealed_reported: bool,
+    source: Source,
+    /// Text sessions: the number the next joined line gets.
+    next_text_seq: u64,
+    /// Kernel sessions: the boot clock of the newest record (for reboot detection).
+    last_kernel_ts: u64,
 }
 
 /// How much longer than this receiver's uptime a session must have been running at
 /// its first datagram for the receiver to say it joined mid-way (whole-second start
 /// times, plus scheduling): below that, missing first lines are reported lost.
 const JOIN_MARGIN: Duration = Duration::from_secs(2);
+
+/// The longest extended netconsole record rebuilt from fragments (the kernel's own
+/// limit for one extended console record is 8 KiB).
+const KERNEL_RECORD_MAX: usize = 16 * 1024;
+/// Text bytes held per source while waiting for a newline; past it they go out as
+/// a partial line.
+const TEXT_LINE_MAX: usize = 8 * 1024;
 
 /// Most reported-lost ranges a session remembers for recognising late lines.
 const MAX_LOST_RANGES: usize = 1024;
@@ -235,6 +261,9 @@ impl Session {
             reordered: 0,
             late: 0,
             sealed_reported: false,
+            source: Source::Ncu,
+            next_text_seq: 1,
+            last_kernel_ts: 0,
         }
     }
 
@@ -279,6 +308,11 @@ impl Session {
     fn deadline(&self, config: &Config) -> Option<Instant> {
         let mut deadline = self.joining_until;
         let mut take = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        match &self.source {
+            Source::Kernel(assembler) => assembler.poll_timeout().into_iter().for_each(&mut take),
+            Source::Text(joiner) => joiner.poll_timeout().into_iter().for_each(&mut take),
+            Source::Ncu => {}
+        }
         if let Some(since) = self.hole_since() {
             take(since + config.reorder_window);
         }
@@ -398,7 +432,6 @@ impl Reassembler {
     /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
     /// sessions gone silent.
     pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
-        let _ = wall_us;
         if self.next_check.is_some_and(|t| t > now) {
             return;
         }
@@ -409,7 +442,7 @@ impl Reassembler {
             let Some(mut session) = self.sessions.remove(&key) else {
                 continue;
             };
-            self.session_timeout(&mut session, now);
+            self.session_timeout(&mut session, now, wall_us);
             if session.end_reported
                 && session.pending.is_empty()
                 && session.fragments.is_empty()
@@ -445,6 +478,7 @@ impl Reassembler {
             let Some(mut session) = self.sessions.remove(&key) else {
                 continue;
             };
+            self.flush_source(&mut session);
             self.resolve_join(&mut session);
             self.give_up_all(&mut session);
             self.sessions.insert(key, session);
@@ -625,7 +659,12 @@ impl Reassembler {
     }
 
     fn start(&mut self, session: &mut Session, first_seq: u64, joined: bool) {
-        let first_seq = first_seq.max(1);
+        // ncu numbers lines from 1; the kernel numbers its records from 0.
+        let first_seq = if session.info.kind == SourceKind::Ncu {
+            first_seq.max(1)
+        } else {
+            first_seq
+        };
         session.first_seq = Some(first_seq);
         session.joining_until = None;
         session.joined = joined;
@@ -962,6 +1001,7 @@ impl Reassembler {
     }
 
     fn go_silent(&mut self, session: &mut Session, reason: SilentReason) {
+        self.flush_source(session);
         self.resolve_join(session);
         self.give_up_all(session);
         session.fate = match reason {
@@ -982,7 +1022,15 @@ impl Reassembler {
         });
     }
 
-    fn session_timeout(&mut self, session: &mut Session, now: Instant) {
+    fn session_timeout(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
+        let due = match &mut session.source {
+            Source::Kernel(assembler) => assembler.handle_timeout(now) > 0,
+            Source::Text(joiner) => joiner.handle_timeout(now),
+            Source::Ncu => false,
+        };
+        if due {
+            self.take_source_output(session, now, wall_us);
+        }
         if session.joining_until.is_some_and(|t| t <= now) {
             self.resolve_join(session);
         }
@@ -1093,47 +1141,137 @@ impl Reassembler {
     // ---- netconsole and plain text ----
 
     fn handle_foreign(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
-        // Filled in by the netconsole integration; until then plain text lines only.
-        if bytes.is_empty() {
-            self.corrupt(now, from, CorruptReason::Empty);
-            return;
-        }
-        let Ok(text) = core::str::from_utf8(bytes) else {
-            self.corrupt(now, from, CorruptReason::NotUtf8);
-            return;
+        let kind = match netconsole::classify(bytes) {
+            netconsole::Kind::Extended => SourceKind::KernelExtended,
+            netconsole::Kind::Text => SourceKind::Text,
+            netconsole::Kind::Garbage(reason) => {
+                let reason = match reason {
+                    GarbageReason::Empty => CorruptReason::Empty,
+                    GarbageReason::Binary => CorruptReason::Binary,
+                    GarbageReason::NotUtf8 => CorruptReason::NotUtf8,
+                };
+                self.corrupt(now, from, reason);
+                return;
+            }
         };
-        if text
-            .bytes()
-            .any(|b| b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n' || b == 0x7f)
-        {
-            self.corrupt(now, from, CorruptReason::Binary);
-            return;
-        }
-        let key = SessionKey::Source(from);
+        let key = SessionKey::Source(from, kind);
         let mut session = match self.sessions.remove(&key) {
             Some(s) => s,
-            None => self.new_local_session(from, SourceKind::Text, now, wall_us),
+            None => self.new_local_session(from, kind, now, wall_us),
         };
         let next = session.next;
         self.touch(&mut session, now, wall_us, next);
-        for line in text.split_inclusive('\n') {
-            let (body, flags) = match line.strip_suffix('\n') {
-                Some(body) => (body, 0),
-                None => (line, LINE_PARTIAL),
-            };
-            let seq = session.next;
-            let incoming = IncomingLine {
-                seq,
-                text: body.as_bytes().to_vec(),
-                flags,
-                sent_at_us: None,
-                kernel: None,
-            };
-            self.accept_line(&mut session, incoming, now, wall_us);
+        match kind {
+            SourceKind::KernelExtended => {
+                let pushed = match (netconsole::parse_extended(bytes), &mut session.source) {
+                    (Ok(record), Source::Kernel(assembler)) => assembler.push(&record, now),
+                    _ => Err(netconsole::NetconsoleError::BadHeader),
+                };
+                if pushed.is_err() {
+                    self.corrupt(now, from, CorruptReason::Netconsole);
+                }
+            }
+            _ => {
+                if let Source::Text(joiner) = &mut session.source {
+                    joiner.push(bytes, now);
+                }
+            }
         }
+        self.take_source_output(&mut session, now, wall_us);
         self.after_input(&mut session, now);
         self.sessions.insert(key, session);
         self.enforce_session_limit(now, key);
+    }
+
+    /// Moves complete records or lines out of a netconsole or text session's
+    /// assembler into its ordering logic.
+    fn take_source_output(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
+        loop {
+            let incoming = match &mut session.source {
+                Source::Kernel(assembler) => match assembler.poll_record() {
+                    Some(record) => kernel_line(record),
+                    None => break,
+                },
+                Source::Text(joiner) => match joiner.poll_line() {
+                    Some(line) => IncomingLine {
+                        seq: session.next_text_seq,
+                        text: line.text,
+                        flags: if line.partial { LINE_PARTIAL } else { 0 },
+                        sent_at_us: None,
+                        kernel: None,
+                    },
+                    None => break,
+                },
+                Source::Ncu => break,
+            };
+            if let Source::Text(_) = session.source {
+                session.next_text_seq += 1;
+            }
+            if session.first_seq.is_none() {
+                // The first kernel record decides the numbering: its msgid when the
+                // kernel sends one (gaps are then real losses), else its seq.
+                let msgid = incoming.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
+                session.gap_kind = if msgid {
+                    GapKind::Lost
+                } else {
+                    GapKind::KernelSeq
+                };
+                self.start(session, incoming.seq, false);
+            } else if self.is_reboot(session, &incoming) {
+                self.reboot(session, incoming, now, wall_us);
+                continue;
+            }
+            if let Some(kernel) = &incoming.kernel {
+                session.last_kernel_ts = session.last_kernel_ts.max(kernel.ts_usec);
+            }
+            self.accept_line(session, incoming, now, wall_us);
+        }
+    }
+
+    /// Lets a netconsole or text session's assembler give up what it holds (a line
+    /// without newline, a record missing fragments) so that it is delivered.
+    fn flush_source(&mut self, session: &mut Session) {
+        let flushed = match &mut session.source {
+            Source::Kernel(assembler) => assembler.flush() > 0,
+            Source::Text(joiner) => joiner.flush(),
+            Source::Ncu => false,
+        };
+        if flushed {
+            let (now, wall_us) = (session.last_rx, session.last_rx_wall);
+            self.take_source_output(session, now, wall_us);
+        }
+    }
+
+    /// A kernel record numbered far below what was seen, with an earlier boot clock:
+    /// the machine rebooted.
+    fn is_reboot(&self, session: &Session, incoming: &IncomingLine) -> bool {
+        let Some(kernel) = &incoming.kernel else {
+            return false;
+        };
+        incoming.seq.saturating_add(1) < session.next
+            && kernel.ts_usec.saturating_add(1_000_000) < session.last_kernel_ts
+    }
+
+    /// Ends a kernel session as restarted and begins a new one with `first`.
+    fn reboot(&mut self, session: &mut Session, first: IncomingLine, now: Instant, wall_us: u64) {
+        self.go_silent(session, SilentReason::Restarted);
+        let info = session.info.clone();
+        let assembler = std::mem::replace(&mut session.source, Source::Ncu);
+        let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
+        fresh.source = assembler;
+        let old = std::mem::replace(session, fresh);
+        self.finish(old);
+        let msgid = first.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
+        session.gap_kind = if msgid {
+            GapKind::Lost
+        } else {
+            GapKind::KernelSeq
+        };
+        self.start(session, first.seq, false);
+        if let Some(kernel) = &first.kernel {
+            session.last_kernel_ts = kernel.ts_usec;
+        }
+        self.accept_line(session, first, now, wall_us);
     }
 
     fn new_local_session(
@@ -1153,15 +1291,61 @@ impl Reassembler {
             kind,
         };
         let mut session = Session::new(Arc::new(info), now, wall_us);
-        self.start(&mut session, 1, false);
+        session.source = match kind {
+            SourceKind::KernelExtended => {
+                Source::Kernel(Box::new(ExtendedAssembler::new(ExtendedConfig {
+                    fragment_timeout: self.config.reorder_window * 2,
+                    max_record_bytes: KERNEL_RECORD_MAX,
+                    max_pending: 2,
+                })))
+            }
+            _ => Source::Text(Box::new(PlainJoiner::new(PlainConfig {
+                line_timeout: self.config.reorder_window,
+                max_line_bytes: TEXT_LINE_MAX,
+            }))),
+        };
         session
+    }
+}
+
+/// The ordering logic's view of a kernel record.
+fn kernel_line(record: KernelRecord) -> IncomingLine {
+    let fields = record
+        .dict_pairs()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let seq = record.msgid.unwrap_or(record.seq);
+    let flags = if record.is_complete() {
+        0
+    } else {
+        LINE_PARTIAL
+    };
+    IncomingLine {
+        seq,
+        flags,
+        sent_at_us: None,
+        kernel: Some(Box::new(KernelMeta {
+            level: record.level,
+            facility: record.facility,
+            seq: record.seq,
+            ts_usec: record.ts_usec,
+            cont: record.cont,
+            msgid: record.msgid,
+            fields,
+        })),
+        text: record.text,
     }
 }
 
 fn session_key(session: &Session) -> SessionKey {
     match session.info.kind {
         SourceKind::Ncu => SessionKey::Ncu(session.info.id),
-        _ => SessionKey::Source(session.info.addr),
+        kind => SessionKey::Source(session.info.addr, kind),
     }
 }
 
@@ -1188,4 +1372,347 @@ fn take_from_ranges(ranges: &mut BTreeMap<u64, u64>, seq: u64) -> bool {
         ranges.insert(seq + 1, end);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framer::{Framer, Outbox};
+    use crate::wire::Header;
+
+    struct Harness {
+        rx: Reassembler,
+        base: Instant,
+        now_us: u64,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let base = Instant::now();
+            Harness {
+                rx: Reassembler::new(Config::default(), base),
+                base,
+                now_us: 0,
+            }
+        }
+        fn at(&self) -> Instant {
+            self.base + Duration::from_micros(self.now_us)
+        }
+        fn feed(&mut self, from: &str, bytes: &[u8]) {
+            let at = self.at();
+            self.rx
+                .handle_datagram(at, self.now_us, from.parse().unwrap(), bytes);
+        }
+        fn advance(&mut self, d: Duration) -> Vec<Event> {
+            let end = self.now_us + d.as_micros() as u64;
+            let mut events = self.events();
+            while let Some(t) = self.rx.poll_timeout() {
+                let us = t.duration_since(self.base).as_micros() as u64;
+                if us > end {
+                    break;
+                }
+                self.now_us = us;
+                self.rx.handle_timeout(t, us);
+                events.extend(self.events());
+            }
+            self.now_us = end;
+            events
+        }
+        fn events(&mut self) -> Vec<Event> {
+            std::iter::from_fn(|| self.rx.poll_event()).collect()
+        }
+    }
+
+    fn datagrams(framer: &mut Framer, f: impl FnOnce(&mut Framer, &mut Outbox)) -> Vec<Vec<u8>> {
+        let mut outbox = Outbox::default();
+        f(framer, &mut outbox);
+        framer.flush(&mut outbox);
+        outbox.datagrams().map(<[u8]>::to_vec).collect()
+    }
+
+    fn kinds(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Start { first_seq, .. } => format!("start {first_seq}"),
+                Event::Line { seq, late, .. } => {
+                    format!("line {seq}{}", if *late { " late" } else { "" })
+                }
+                Event::Gap {
+                    first, last, kind, ..
+                } => format!("gap {first}-{last} {}", kind.as_str()),
+                Event::Silent {
+                    last_seq, reason, ..
+                } => format!("silent {last_seq} {}", reason.as_str()),
+                Event::Resumed { seq, .. } => format!("resumed {seq}"),
+                Event::End { lost, .. } => format!("end lost={lost}"),
+                Event::Corrupt { reason, .. } => format!("corrupt {reason}"),
+                Event::Retired { .. } => "retired".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn restarted_sender_silences_the_old_session_before_the_new_start() {
+        let mut h = Harness::new();
+        let mut old = Framer::new(wire::session_id(0, 1), "web", 1400);
+        for d in datagrams(&mut old, |f, o| {
+            f.hello(1, 0, "stdin", 0, o);
+            f.push_line(0, b"last words", 0, o);
+        }) {
+            h.feed("10.0.0.1:1000", &d);
+        }
+        let mut new = Framer::new(wire::session_id(0, 2), "web", 1400);
+        for d in datagrams(&mut new, |f, o| f.hello(2, 0, "stdin", 0, o)) {
+            h.feed("10.0.0.1:1001", &d);
+        }
+        assert_eq!(
+            kinds(&h.events()),
+            ["start 1", "line 1", "silent 1 restarted", "start 1"]
+        );
+        // The old one does not go silent a second time when dead_after passes.
+        let later = kinds(&h.advance(Duration::from_secs(6)));
+        assert_eq!(
+            later,
+            ["silent 0 dead_after"],
+            "only the new session goes silent"
+        );
+    }
+
+    #[test]
+    fn resumed_after_silence_and_tail_loss_from_heartbeat() {
+        let mut h = Harness::new();
+        let mut f = Framer::new(wire::session_id(0, 3), "db", 1400);
+        let ds = datagrams(&mut f, |f, o| {
+            f.hello(1, 0, "stdin", 0, o);
+            f.push_line(0, b"one", 0, o);
+            f.flush(o);
+            f.push_line(0, b"two", 0, o); // lost below
+            f.flush(o);
+            f.heartbeat(0, o);
+        });
+        h.feed("10.0.0.2:1", &ds[0]);
+        h.feed("10.0.0.2:1", &ds[1]);
+        h.feed("10.0.0.2:1", &ds[3]);
+        let events = h.advance(Duration::from_secs(6));
+        assert_eq!(
+            kinds(&events),
+            ["start 1", "line 1", "gap 2-2 lost", "silent 1 dead_after"]
+        );
+        h.feed("10.0.0.2:1", &ds[3]);
+        assert_eq!(kinds(&h.events()), ["resumed 2"]);
+        h.feed("10.0.0.2:1", &ds[2]);
+        assert_eq!(kinds(&h.events()), ["line 2 late"]);
+    }
+
+    #[test]
+    fn hostile_numbers_cost_nothing() {
+        let mut h = Harness::new();
+        let id = wire::session_id(0, 4);
+        let mut f = Framer::new(id, "x", 1400);
+        let hello = datagrams(&mut f, |f, o| f.hello(1, 0, "stdin", 0, o));
+        h.feed("10.0.0.3:1", &hello[0]);
+        // A line numbered near 2^64: the lines in between are one gap, not a loop.
+        let mut payload = Vec::new();
+        wire::push_line_record(&mut payload, 0, b"far");
+        let header = Header {
+            session: id,
+            seq: u64::MAX - 1,
+            sent_at_us: 0,
+            counter: 5,
+        };
+        let mut bytes = Vec::new();
+        wire::write_header(&mut bytes, wire::Kind::Data, 0, 0, &header);
+        bytes.extend_from_slice(&payload);
+        wire::finish_datagram(&mut bytes);
+        h.feed("10.0.0.3:1", &bytes);
+        let events = h.events();
+        assert_eq!(
+            kinds(&events),
+            [
+                "start 1",
+                &format!("gap 1-{} lost", u64::MAX - 2),
+                &format!("line {}", u64::MAX - 1)
+            ]
+        );
+        // A fragment claiming a 4 GiB line is refused without allocating it.
+        let header = Header {
+            session: id,
+            seq: 3,
+            sent_at_us: 0,
+            counter: 6,
+        };
+        let mut bytes = Vec::new();
+        wire::write_header(
+            &mut bytes,
+            wire::Kind::Data,
+            wire::FLAG_FRAGMENT,
+            0,
+            &header,
+        );
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(b"abc");
+        wire::finish_datagram(&mut bytes);
+        h.feed("10.0.0.3:1", &bytes);
+        assert_eq!(kinds(&h.events()), ["corrupt line_too_long"]);
+        assert_eq!(h.rx.held_bytes(), 0);
+    }
+
+    #[test]
+    fn many_session_ids_are_bounded() {
+        let base = Instant::now();
+        let config = Config {
+            max_sessions: 100,
+            ..Config::default()
+        };
+        let mut rx = Reassembler::new(config, base);
+        for i in 0..10_000u32 {
+            let mut f = Framer::new(wire::session_id(0, i), "flood", 1400);
+            let mut o = Outbox::default();
+            f.push_line(0, b"x", 0, &mut o);
+            f.flush(&mut o);
+            let from: SocketAddr = "10.9.9.9:9".parse().unwrap();
+            rx.handle_datagram(base, 0, from, o.datagrams().next().unwrap());
+            while rx.poll_event().is_some() {}
+        }
+        assert!(rx.session_count() <= 100);
+        assert_eq!(rx.stats().retired, 10_000 - 100);
+    }
+
+    #[test]
+    fn garbage_is_counted_and_rate_limited() {
+        let mut h = Harness::new();
+        for i in 0..1000u32 {
+            let mut bytes = vec![0u8, 1, 2, 3];
+            bytes.extend_from_slice(&i.to_be_bytes());
+            h.feed("10.0.0.4:1", &bytes);
+        }
+        h.feed("10.0.0.4:1", b"");
+        h.feed("10.0.0.4:1", &[0xff, 0xfe, b'a']);
+        let events = h.events();
+        assert_eq!(h.rx.stats().corrupt_total(), 1002);
+        assert!(
+            events.len() <= 20,
+            "a flood of garbage does not flood the events"
+        );
+        assert!(events.iter().all(|e| matches!(e, Event::Corrupt { .. })));
+    }
+
+    #[test]
+    fn text_lines_join_across_datagrams() {
+        let mut h = Harness::new();
+        h.feed("10.0.0.5:514", b"hello wo");
+        h.feed("10.0.0.5:514", b"rld\nsecond\nthi");
+        let events = h.advance(Duration::from_secs(6));
+        let lines: Vec<(u64, Vec<u8>, bool)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Line {
+                    seq, text, partial, ..
+                } => Some((*seq, text.clone(), *partial)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (1, b"hello world".to_vec(), false),
+                (2, b"second".to_vec(), false),
+                (3, b"thi".to_vec(), true)
+            ]
+        );
+        assert!(matches!(
+            events.last(),
+            Some(Event::Silent { last_seq: 3, .. })
+        ));
+    }
+
+    fn fixture(name: &str) -> Vec<Vec<u8>> {
+        let path = format!(
+            "{}/tests/fixtures/netconsole/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let hex = l.split_whitespace().last().unwrap();
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_reboot_starts_a_new_session() {
+        let mut h = Harness::new();
+        for d in fixture("extended-reboot.hex") {
+            h.feed("10.0.2.15:6665", &d);
+        }
+        let events = h.advance(Duration::from_secs(6));
+        let k = kinds(&events);
+        let starts: Vec<&String> = k.iter().filter(|e| e.starts_with("start")).collect();
+        assert_eq!(starts, ["start 0", "start 0"]);
+        assert!(k.iter().any(|e| e.ends_with("restarted")), "{k:?}");
+        match events.last() {
+            Some(Event::Silent {
+                last_text: Some(text),
+                reason: SilentReason::DeadAfter,
+                ..
+            }) => {
+                assert!(
+                    text.starts_with(b"Kernel Offset:"),
+                    "{}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kernel_extended_capture_delivers_markers_in_order_and_names_the_panic() {
+        for name in ["extended.hex", "extended-ignore-loglevel.hex"] {
+            let mut h = Harness::new();
+            for d in fixture(name) {
+                h.feed("10.0.2.15:6665", &d);
+            }
+            let events = h.advance(Duration::from_secs(6));
+            let mut markers = Vec::new();
+            let mut long_line = false;
+            for e in &events {
+                if let Event::Line {
+                    text,
+                    kernel: Some(k),
+                    ..
+                } = e
+                {
+                    assert!(k.level <= 7);
+                    if let Some(pos) = text.windows(10).position(|w| w == b"ncu-marker") {
+                        markers.push(text[pos..].to_vec());
+                    }
+                    long_line |= text.len() > 900;
+                }
+            }
+            assert!(!markers.is_empty(), "{name}: markers");
+            let mut sorted = markers.clone();
+            sorted.sort();
+            assert_eq!(markers, sorted, "{name}: markers in order");
+            assert!(long_line, "{name}: the fragmented long record was rebuilt");
+            assert!(
+                matches!(events.last(), Some(Event::Silent { .. })),
+                "{name}"
+            );
+            let corrupt = events
+                .iter()
+                .filter(|e| matches!(e, Event::Corrupt { .. }))
+                .count();
+            assert_eq!(corrupt, 0, "{name}");
+        }
+    }
 }
