@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
-use ncu_proto::wire::EndReason;
+use ncu_proto::wire::{self, EndReason};
 
 use crate::cli::Config;
 use crate::harden;
@@ -39,7 +39,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let sender = Sender::open(&config.dests, config.copies)
         .map_err(|e| RunError(format!("cannot open a UDP socket: {e}")))?;
     let mut session = Session {
-        framer: Framer::new(session_id(), &config.name, config.max_datagram),
+        framer: Framer::new(session_id(started_us), &config.name, config.max_datagram),
         outbox: Outbox::default(),
         sender,
         pack: config.pack,
@@ -89,7 +89,11 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let mut stop: Option<i32> = None;
     while stop.is_none() {
         let inputs_open = inputs.iter().any(|i| i.fd.is_some());
-        if !inputs_open && !child.as_ref().is_some_and(|c| c.status.is_none()) {
+        let child_done = match &child {
+            Some(c) => c.status.is_some(),
+            None => true,
+        };
+        if !inputs_open && child_done {
             break;
         }
         let now = Instant::now();
@@ -336,14 +340,17 @@ fn command_line(argv: &[OsString]) -> String {
         .join(" ")
 }
 
-/// A random session id.
-fn session_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No entropy source: time and pid still tell runs apart.
-        return wall_us() ^ (u64::from(std::process::id()) << 40);
-    }
-    u64::from_ne_bytes(bytes)
+/// The session id: start time in whole seconds above 32 random bits
+/// ([`wire::session_id`]), so that a receiver can tell how long a session it joins
+/// mid-way has been running.
+fn session_id(started_us: u64) -> u64 {
+    let mut bytes = [0u8; 4];
+    let random = match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u32::from_ne_bytes(bytes),
+        // No entropy source: the microseconds and the pid still tell runs apart.
+        Err(_) => (started_us as u32) ^ std::process::id().rotate_left(16),
+    };
+    wire::session_id((started_us / 1_000_000) as u32, random)
 }
 
 /// The wall clock in microseconds since the Unix epoch (0 before 1970).
