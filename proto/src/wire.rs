@@ -315,7 +315,7 @@ impl EndReason {
     }
     fn from_code(code: u8, value: i32) -> Option<EndReason> {
         match code {
-            0 => Some(EndReason::Eof),
+            0 if value == 0 => Some(EndReason::Eof),
             1 => Some(EndReason::Signal(value)),
             2 => Some(EndReason::Exit(value)),
             3 => Some(EndReason::CommandSignal(value)),
