@@ -1144,6 +1144,17 @@ impl Reassembler {
         let kind = match netconsole::classify(bytes) {
             netconsole::Kind::Extended => SourceKind::KernelExtended,
             netconsole::Kind::Text => SourceKind::Text,
+            // Plain netconsole sends the console's bytes as they are: once a source
+            // has sent text, its datagrams with stray control or non-UTF-8 bytes are
+            // still its console output (NUL bytes are not).
+            netconsole::Kind::Garbage(GarbageReason::Binary | GarbageReason::NotUtf8)
+                if !bytes.contains(&0)
+                    && self
+                        .sessions
+                        .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
+            {
+                SourceKind::Text
+            }
             netconsole::Kind::Garbage(reason) => {
                 let reason = match reason {
                     GarbageReason::Empty => CorruptReason::Empty,
@@ -1646,6 +1657,21 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn plain_console_bytes_from_a_known_text_source_are_kept() {
+        let mut h = Harness::new();
+        h.feed("10.0.2.15:6665", b"[    1.0] booting\n");
+        h.feed("10.0.2.15:6665", b"[    1.1] ncu-escape \x07\x1b[0m \xe9\n");
+        h.feed("10.0.2.16:6665", b"\x07\x1b first datagram of a source\n");
+        let events = h.advance(Duration::from_secs(6));
+        let lines = events
+            .iter()
+            .filter(|e| matches!(e, Event::Line { .. }))
+            .count();
+        assert_eq!(lines, 2, "{:?}", kinds(&events));
+        assert_eq!(h.rx.stats().corrupt_total(), 1);
     }
 
     #[test]
