@@ -43,7 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,7 +208,7 @@ struct Session {
     duplicates: u64,
     reordered: u64,
     late: u64,
-    sealed_reported: bool,
+    name_known: bool,
     source: Source,
     /// Text sessions: the number the next joined line gets.
     next_text_seq: u64,
@@ -227,6 +227,9 @@ const KERNEL_RECORD_MAX: usize = 16 * 1024;
 /// Text bytes held per source while waiting for a newline; past it they go out as
 /// a partial line.
 const TEXT_LINE_MAX: usize = 8 * 1024;
+
+/// Sealed session ids remembered as already reported (then forgotten all at once).
+const MAX_SEALED_REPORTED: usize = 4096;
 
 /// Most reported-lost ranges a session remembers for recognising late lines.
 const MAX_LOST_RANGES: usize = 1024;
@@ -260,7 +263,7 @@ impl Session {
             duplicates: 0,
             reordered: 0,
             late: 0,
-            sealed_reported: false,
+            name_known: false,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,
@@ -354,6 +357,8 @@ pub struct Reassembler {
     corrupt_refilled: Option<Instant>,
     corrupt_suppressed: u64,
     started: Instant,
+    /// Sealed sessions already reported to a receiver without a key.
+    sealed_reported: HashSet<u64>,
 }
 
 impl Reassembler {
@@ -362,6 +367,7 @@ impl Reassembler {
     pub fn new(config: Config, now: Instant) -> Reassembler {
         Reassembler {
             started: now,
+            sealed_reported: HashSet::new(),
             corrupt_tokens: f64::from(config.corrupt_events_per_sec),
             config,
             sessions: HashMap::new(),
@@ -594,27 +600,21 @@ impl Reassembler {
     }
 
     fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        // Without a key, a sealed session is reported once, then counted quietly.
+        // Without a key, a sealed session is reported once (rate limited like every
+        // rejection), then counted quietly.
         let session_id = wire::Datagram::new_unchecked(bytes).session();
-        *self
-            .stats
-            .corrupt
-            .entry(CorruptReason::SealedNoKey.as_str())
-            .or_default() += 1;
-        let key = SessionKey::Ncu(session_id);
-        let first = match self.sessions.get_mut(&key) {
-            Some(s) => !std::mem::replace(&mut s.sealed_reported, true),
-            None => true,
-        };
-        if first {
-            let suppressed = std::mem::take(&mut self.corrupt_suppressed);
-            self.events.push_back(Event::Corrupt {
-                addr: from,
-                reason: CorruptReason::SealedNoKey,
-                suppressed,
-            });
+        if self.sealed_reported.len() >= MAX_SEALED_REPORTED {
+            self.sealed_reported.clear();
         }
-        let _ = now;
+        if self.sealed_reported.insert(session_id) {
+            self.corrupt(now, from, CorruptReason::SealedNoKey);
+        } else {
+            *self
+                .stats
+                .corrupt
+                .entry(CorruptReason::SealedNoKey.as_str())
+                .or_default() += 1;
+        }
     }
 
     /// Records a datagram's arrival: resumes a silent session.
@@ -631,9 +631,10 @@ impl Reassembler {
     }
 
     fn learn_name(&mut self, session: &mut Session, name: &str) {
-        if session.info.name == name {
+        if session.name_known && session.info.name == name {
             return;
         }
+        session.name_known = true;
         let info = SessionInfo {
             name: name.to_owned(),
             ..(*session.info).clone()
@@ -643,8 +644,13 @@ impl Reassembler {
         let previous = self.senders.insert(sender, session.info.id);
         if let Some(old_id) = previous.filter(|&id| id != session.info.id) {
             if let Some(mut old) = self.sessions.remove(&SessionKey::Ncu(old_id)) {
-                if old.end.is_none() && old.fate != Fate::Restarted {
-                    self.go_silent(&mut old, SilentReason::Restarted);
+                match old.fate {
+                    Fate::Running if old.end.is_none() => {
+                        self.go_silent(&mut old, SilentReason::Restarted)
+                    }
+                    // Already reported silent: it stays so, now known to be restarted.
+                    Fate::Silent => old.fate = Fate::Restarted,
+                    _ => {}
                 }
                 self.sessions.insert(SessionKey::Ncu(old_id), old);
             }
@@ -1488,6 +1494,40 @@ mod tests {
             ["silent 0 dead_after"],
             "only the new session goes silent"
         );
+    }
+
+    #[test]
+    fn a_sender_named_like_its_address_is_still_matched_on_restart() {
+        let mut h = Harness::new();
+        for id in [1, 2] {
+            let mut f = Framer::new(wire::session_id(0, id), "10.0.0.7", 1400);
+            for d in datagrams(&mut f, |f, o| f.hello(1, 0, "stdin", 0, o)) {
+                h.feed("10.0.0.7:1000", &d);
+            }
+        }
+        assert_eq!(
+            kinds(&h.events()),
+            ["start 1", "silent 0 restarted", "start 1"]
+        );
+    }
+
+    #[test]
+    fn sealed_without_a_key_is_reported_once_per_session() {
+        let mut h = Harness::new();
+        let mut f = Framer::new(wire::session_id(0, 9), "s", 1400);
+        let mut ds = datagrams(&mut f, |f, o| {
+            for _ in 0..100 {
+                f.push_line(0, b"secret", 0, o);
+                f.flush(o);
+            }
+        });
+        for d in &mut ds {
+            d[5] |= wire::FLAG_SEALED;
+            wire::seal_checksum(d);
+            h.feed("10.0.0.8:1", d);
+        }
+        assert_eq!(kinds(&h.events()), ["corrupt sealed_no_key"]);
+        assert_eq!(h.rx.stats().corrupt["sealed_no_key"], 100);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub enum DecodeError {
     EmptyData,
     /// A fragment whose offset and length do not fit inside its total.
     FragmentOutOfRange,
-    /// A name or command that is not valid UTF-8 or too long.
+    /// A name or command that is not valid UTF-8.
     BadText,
     /// An END with an unknown reason code.
     BadEndReason,
@@ -181,7 +181,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         Ok(datagram)
     }
 
-    /// Checks magic, version, lengths, flags and CRC, in that order.
+    /// Checks magic, version, lengths, CRC, then kind and flags, in that order.
     pub fn check(&self) -> Result<(), DecodeError> {
         let bytes = self.buffer.as_ref();
         if bytes.len() < field::VERSION + 1 {
