@@ -161,3 +161,270 @@ pub fn pipe_unread(pipe: &impl AsRawFd) -> usize {
     assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
     n as usize
 }
+
+// ---- ncu-recv helpers (receiver tests) ----
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+
+use ncu_proto::framer::{Framer, Outbox};
+use ncu_proto::wire::EndReason;
+
+/// Microseconds since the Unix epoch.
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A running `ncu-recv`, its standard output read line by line by a thread.
+#[derive(Debug)]
+pub struct RecvProcess {
+    /// The process.
+    pub child: Child,
+    /// Where to send to (IPv4 loopback and the port it printed).
+    pub addr: SocketAddr,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl RecvProcess {
+    /// Starts `ncu-recv ARGS... 0` (a free port; `listen` overrides the `0`) and
+    /// waits for its `listening on ADDR:PORT` line on stderr.
+    pub fn spawn(args: &[&str]) -> RecvProcess {
+        RecvProcess::spawn_on(args, "0")
+    }
+
+    /// Starts `ncu-recv ARGS... LISTEN`.
+    pub fn spawn_on(args: &[&str], listen: &str) -> RecvProcess {
+        let mut child = Command::new(bin_path("ncu-recv"))
+            .args(args)
+            .arg(listen)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ncu-recv starts");
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let (out_tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            loop {
+                let mut line = Vec::new();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if out_tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let (err_tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = stderr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("ncu-recv prints 'listening on' on stderr");
+        let addr: SocketAddr = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()));
+        RecvProcess {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The next line of standard output (with its newline), or `None` after `timeout`
+    /// or at end of output.
+    pub fn next_line(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.stdout.recv_timeout(timeout).ok()
+    }
+
+    /// The next JSON object on standard output.
+    ///
+    /// # Panics
+    /// When the line is not JSON.
+    pub fn next_json(&self, timeout: Duration) -> Option<serde_json::Value> {
+        let line = self.next_line(timeout)?;
+        Some(
+            serde_json::from_slice(&line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&line))),
+        )
+    }
+
+    /// Reads JSON objects until one matches `want`; returns those before it and it.
+    ///
+    /// # Panics
+    /// When none matches within `timeout`.
+    pub fn wait_json(
+        &self,
+        timeout: Duration,
+        mut want: impl FnMut(&serde_json::Value) -> bool,
+    ) -> (Vec<serde_json::Value>, serde_json::Value) {
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_json(left) {
+                Some(v) if want(&v) => return (before, v),
+                Some(v) => before.push(v),
+                None => panic!("no matching event within {timeout:?}; saw {before:#?}"),
+            }
+        }
+    }
+
+    /// Reads JSON objects until the event named `event`.
+    pub fn wait_event(
+        &self,
+        timeout: Duration,
+        event: &str,
+    ) -> (Vec<serde_json::Value>, serde_json::Value) {
+        self.wait_json(timeout, |v| v["event"] == event)
+    }
+
+    /// Lines written to stderr so far (after the `listening on` line).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`).
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("ncu-recv did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then every remaining JSON object up to end of output, and the status.
+    pub fn stop_json(mut self) -> (Vec<serde_json::Value>, ExitStatus) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait(Duration::from_secs(10));
+        let mut rest = Vec::new();
+        while let Some(v) = self.next_json(Duration::from_secs(5)) {
+            rest.push(v);
+        }
+        (rest, status)
+    }
+}
+
+impl Drop for RecvProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Crafts one ncu session's datagrams with [`Framer`] (one line per datagram) and
+/// sends the ones a test chooses: a shim that can drop, repeat and reorder.
+#[derive(Debug)]
+pub struct Crafter {
+    /// The framer (its session id and name).
+    pub framer: Framer,
+    outbox: Outbox,
+    socket: UdpSocket,
+    dest: SocketAddr,
+}
+
+impl Crafter {
+    /// A session named `name` sending to `dest` from a fresh IPv4 loopback socket.
+    pub fn new(name: &str, dest: SocketAddr) -> Crafter {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP socket");
+        Crafter::with_socket(name, dest, socket)
+    }
+
+    /// A session sending from `socket` (same source address as another session).
+    pub fn with_socket(name: &str, dest: SocketAddr, socket: UdpSocket) -> Crafter {
+        let now = wall_us();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let random =
+            (now as u32) ^ std::process::id().rotate_left(16) ^ n.wrapping_mul(0x9E37_79B9);
+        let secs = (now / 1_000_000) as u32;
+        let session = ncu_proto::wire::session_id(secs, random);
+        Crafter {
+            framer: Framer::new(session, name, 1400),
+            outbox: Outbox::default(),
+            socket,
+            dest,
+        }
+    }
+
+    /// The session id as ncu-recv prints it.
+    pub fn session_hex(&self) -> String {
+        format!("{:016x}", self.framer.session())
+    }
+
+    fn take(&mut self) -> Vec<Vec<u8>> {
+        let d = self.outbox.datagrams().map(<[u8]>::to_vec).collect();
+        self.outbox.clear();
+        d
+    }
+
+    /// The HELLO datagram.
+    pub fn hello(&mut self) -> Vec<u8> {
+        let now = wall_us();
+        self.framer
+            .hello(std::process::id(), now, "test", now, &mut self.outbox);
+        self.take().remove(0)
+    }
+
+    /// One line in its own datagram (several datagrams when it needs fragments).
+    pub fn line(&mut self, text: &[u8]) -> Vec<Vec<u8>> {
+        self.framer.push_line(0, text, wall_us(), &mut self.outbox);
+        self.framer.flush(&mut self.outbox);
+        self.take()
+    }
+
+    /// A heartbeat datagram.
+    pub fn heartbeat(&mut self) -> Vec<u8> {
+        self.framer.heartbeat(wall_us(), &mut self.outbox);
+        self.take().remove(0)
+    }
+
+    /// The END datagram (end of input).
+    pub fn end(&mut self) -> Vec<u8> {
+        self.framer.end(EndReason::Eof, wall_us(), &mut self.outbox);
+        self.take().remove(0)
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, datagram: &[u8]) {
+        self.socket
+            .send_to(datagram, self.dest)
+            .expect("send on loopback");
+    }
+
+    /// Sends raw bytes from this session's socket.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+}

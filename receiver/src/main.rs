@@ -1,1 +1,39 @@
-fn main() {}
+//! `ncu-recv`: receives ncu-send's numbered log lines (and kernel netconsole, and
+//! plain `nc -u` text) from any number of senders, prints them in order and names
+//! every lost line. Glue around [`ncu_proto::reassembler`]; see `ncu-recv --help`.
+
+mod cli;
+mod net;
+mod outdir;
+mod output;
+mod report;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = match cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("ncu-recv: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(run::RunError(msg)) => {
+            eprintln!("ncu-recv: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Command line: clap's [`Args`] (only what the user typed), then a checked
+//! [`Config`] (resolved address, durations) built before any socket opens.
+
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Examples:
+  ncu-recv 6666                           print every sender's lines (IPv6 and IPv4)
+  ncu-recv --json 6666 | jq               one JSON object per line and per event
+  ncu-recv --once --report crash.md 6666  wait for one crash, leave a report for the ticket
+  ncu-recv --output-dir /var/log/ncu 6666 also append each session to its own file
+  ncu-recv --prefix 127.0.0.1:6666        several senders on one terminal, named
+  ncu-send host:6666                      on the sending machine
+
+Output:
+  Each line comes out byte for byte as it was sent, followed by a newline. Every
+  event is its own line starting with '### ncu:', at the point in the stream where
+  it happened:
+    start     a new session (first datagram of a sender run); 'joined mid-way' when
+              this receiver started after the sender and never saw its first lines
+    gap       lines given up on after --reorder-window: they were sent and never
+              arrived (kernel netconsole: record numbers skipped, which may be
+              records below the console loglevel rather than losses)
+    late      a line that arrived after its gap was reported (printed after it)
+    silent    nothing (no line, no heartbeat, no END) for --dead-after: the sender
+              died, hung or lost its network; names the last line received.
+              'restarted': a new session of the same sender began first
+    resumed   a silent session sends again
+    end       the sender finished cleanly (END): lines sent, lines lost, why
+    corrupt   a datagram was rejected (bad checksum, truncated, garbage, ...);
+              rate limited, the rest are counted ('N more not shown')
+    retired   a session was dropped from memory to make room for new ones
+    summary   on exit: per session lines, lost, duplicates, reordered, late, fate;
+              the receiver's own counters (corrupt by reason, kernel drops)
+  With --json the same events are JSON objects ('event': start, line, gap, silent,
+  resumed, end, corrupt, retired, summary); lines that are not valid UTF-8 carry
+  'bytes' (base64) instead of 'text'.
+
+Signals:
+  SIGINT/SIGTERM: give up every hole (reported as gaps), print the summary, write
+  the --report, exit 0. SIGUSR1: rewrite the --report now and go on.
+  A closed standard output (ncu-recv 6666 | head) ends it quietly with status 0.
+
+Exit status: 0 on a clean stop; 1 on a runtime failure (e.g. the port is taken);
+2 on a usage error.";
+
+/// What the user typed, checked only for form.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ncu-recv",
+    version,
+    about = "Receive ncu-send's numbered log lines over UDP (and kernel netconsole, and \
+             plain nc -u) from any number of senders; name every lost line.",
+    after_help = AFTER_HELP
+)]
+pub(crate) struct Args {
+    /// Where to listen: PORT (IPv6 and IPv4 on every interface), ADDR:PORT or
+    /// [IPV6]:PORT. Port 0 picks a free port (printed on stderr).
+    #[arg(value_name = "[ADDR:]PORT")]
+    listen: String,
+
+    /// One JSON object per line and per event instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// Text output: put the sender's name before each line ("web: ...").
+    #[arg(long)]
+    prefix: bool,
+
+    /// How long a missing line is waited for before it is reported as a gap
+    /// (e.g. 100ms, 1s).
+    #[arg(long, value_name = "DUR", default_value = "200ms")]
+    reorder_window: String,
+
+    /// A session that sends nothing for this long (no line, heartbeat or END) is
+    /// reported silent.
+    #[arg(long, value_name = "DUR", default_value = "5s")]
+    dead_after: String,
+
+    /// Write a Markdown gap report to PATH ('-': stderr) on exit, and whenever
+    /// SIGUSR1 arrives.
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
+
+    /// Also append each session's lines to its own file under DIR
+    /// (<sender>-<session>.log); never truncates.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+
+    /// Exit (status 0) after the first session of any kind ends, by END or by
+    /// going silent.
+    #[arg(long)]
+    once: bool,
+
+    /// Bytes per receive buffer slot; a larger datagram is reported corrupt
+    /// (too_large). For tests.
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536, hide = true)]
+    slot_bytes: usize,
+}
+
+/// The checked configuration the receiver runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Where to bind.
+    pub(crate) listen: SocketAddr,
+    /// The user gave no address: dual-stack `[::]`, falling back to `0.0.0.0`.
+    pub(crate) any_address: bool,
+    pub(crate) json: bool,
+    pub(crate) prefix: bool,
+    pub(crate) reorder_window: Duration,
+    pub(crate) dead_after: Duration,
+    pub(crate) report: Option<PathBuf>,
+    pub(crate) output_dir: Option<PathBuf>,
+    pub(crate) once: bool,
+    pub(crate) slot_bytes: usize,
+}
+
+/// A usage error: printed on one line, exit status 2.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Args {
+    /// Checks what the user typed and resolves the address.
+    pub(crate) fn into_config(self) -> Result<Config, UsageError> {
+        let (listen, any_address) = parse_listen(&self.listen)
+            .map_err(|e| UsageError(format!("listen address {:?}: {e}", self.listen)))?;
+        let reorder_window = parse_duration(&self.reorder_window)
+            .map_err(|e| UsageError(format!("--reorder-window {:?}: {e}", self.reorder_window)))?;
+        let dead_after = parse_duration(&self.dead_after)
+            .map_err(|e| UsageError(format!("--dead-after {:?}: {e}", self.dead_after)))?;
+        if dead_after.is_zero() {
+            return Err(UsageError("--dead-after must be more than 0".to_owned()));
+        }
+        if !(512..=65_536).contains(&self.slot_bytes) {
+            return Err(UsageError("--slot-bytes must be 512..=65536".to_owned()));
+        }
+        Ok(Config {
+            listen,
+            any_address,
+            json: self.json,
+            prefix: self.prefix,
+            reorder_window,
+            dead_after,
+            report: self.report,
+            output_dir: self.output_dir,
+            once: self.once,
+            slot_bytes: self.slot_bytes,
+        })
+    }
+}
+
+/// Parses `PORT`, `ADDR:PORT`, `[IPV6]:PORT` or `HOST:PORT` (resolved once).
+fn parse_listen(text: &str) -> Result<(SocketAddr, bool), String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok((SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), true));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr, false));
+    }
+    if !text.contains(':') {
+        return Err("expected PORT, ADDR:PORT or [IPV6]:PORT".to_owned());
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("does not resolve: {e}"))?;
+    addrs
+        .next()
+        .map(|a| (a, false))
+        .ok_or_else(|| "does not resolve to any address".to_owned())
+}
+
+/// Parses a duration: a number and a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), or `0`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && !number.starts_with('.') && !number.ends_with('.'))
+        .ok_or_else(|| "expected a duration such as 100ms, 1s or 2m".to_owned())?;
+    let scale = match unit {
+        "" if value == 0.0 => 0.0,
+        "" => return Err("needs a unit: ns, us, ms, s, m or h (e.g. 100ms)".to_owned()),
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} (use ns, us, ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| "out of range".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let (a, any) = parse_listen("6666").unwrap();
+        assert_eq!(a, "[::]:6666".parse().unwrap());
+        assert!(any);
+        let (a, any) = parse_listen("127.0.0.1:7").unwrap();
+        assert_eq!(a, "127.0.0.1:7".parse().unwrap());
+        assert!(!any);
+        assert_eq!(
+            parse_listen("[::1]:9").unwrap().0,
+            "[::1]:9".parse().unwrap()
+        );
+        assert!(parse_listen("nope").is_err());
+        assert!(parse_listen("70000").is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! The socket: dual-stack bind, a large receive buffer, and batched receive with
+//! `recvmmsg(2)` that flags truncated datagrams and reads the kernel's drop counter.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Datagrams taken per `recvmmsg` call.
+pub(crate) const BATCH: usize = 32;
+/// Receive buffer asked for.
+pub(crate) const WANTED_RCVBUF: usize = 8 << 20;
+/// Room for one `SO_RXQ_OVFL` control message (`CMSG_SPACE(4)` on 64-bit Linux is 24).
+const CONTROL_LEN: usize = 64;
+
+/// The bound socket and what happened while setting it up.
+pub(crate) struct Listener {
+    pub(crate) socket: Socket,
+    /// The address it is bound to (port 0 resolved).
+    pub(crate) local: SocketAddr,
+    /// Whether IPv4 senders are served too on an IPv6 socket.
+    pub(crate) dual_stack: bool,
+    /// The receive buffer the kernel granted (as `SO_RCVBUF` reports it).
+    pub(crate) rcvbuf: usize,
+    /// The kernel attaches its drop counter to datagrams (`SO_RXQ_OVFL`).
+    pub(crate) rxq_ovfl: bool,
+}
+
+/// Binds `addr`; with `any_address`, `[::]` with `IPV6_V6ONLY` off, or `0.0.0.0` when
+/// IPv6 is not available.
+pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> {
+    let (socket, dual_stack) = match bind_one(addr, any_address) {
+        Ok(s) => (s, addr.is_ipv6() && any_address),
+        Err(e) if any_address && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            (bind_one(v4, false)?, false)
+        }
+        Err(e) => return Err(e),
+    };
+    socket.set_nonblocking(true)?;
+    // Root may force a buffer beyond net.core.rmem_max; others ask and see.
+    let fd = socket.as_raw_fd();
+    let forced = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, WANTED_RCVBUF);
+    if forced.is_err() {
+        let _ = socket.set_recv_buffer_size(WANTED_RCVBUF);
+    }
+    let rcvbuf = socket.recv_buffer_size().unwrap_or(0);
+    let rxq_ovfl = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).is_ok();
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
+    Ok(Listener {
+        socket,
+        local,
+        dual_stack,
+        rcvbuf,
+        rxq_ovfl,
+    })
+}
+
+fn bind_one(addr: SocketAddr, dual: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && dual {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid fd and a pointer to a c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One received datagram's metadata.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    /// Who sent it (IPv4-mapped IPv6 addresses given as IPv4).
+    pub(crate) from: SocketAddr,
+    /// Bytes in the slot.
+    pub(crate) len: usize,
+    /// The datagram was larger than the slot (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+}
+
+/// Receive buffers allocated once: `BATCH` slots, their addresses and control space.
+pub(crate) struct Batch {
+    slot: usize,
+    buf: Box<[u8]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    controls: Box<[[u64; CONTROL_LEN / 8]]>,
+    meta: Vec<Meta>,
+    use_recvmmsg: bool,
+    /// The kernel's drop counter for this socket, as last attached to a datagram.
+    pub(crate) kernel_drops: Option<u64>,
+}
+
+impl Batch {
+    /// Buffers for `BATCH` datagrams of up to `slot` bytes each.
+    pub(crate) fn new(slot: usize) -> Batch {
+        // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+        let zero_addr: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        Batch {
+            slot,
+            buf: vec![0; slot * BATCH].into_boxed_slice(),
+            addrs: vec![zero_addr; BATCH].into_boxed_slice(),
+            controls: vec![[0u64; CONTROL_LEN / 8]; BATCH].into_boxed_slice(),
+            meta: Vec::with_capacity(BATCH),
+            use_recvmmsg: true,
+            kernel_drops: None,
+        }
+    }
+
+    /// The datagrams of the last [`Batch::recv`]: metadata and bytes.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Meta, &[u8])> + '_ {
+        self.meta
+            .iter()
+            .enumerate()
+            .map(move |(i, m)| (*m, &self.buf[i * self.slot..i * self.slot + m.len]))
+    }
+
+    /// Takes what is waiting, without blocking: up to `BATCH` datagrams. Returns how
+    /// many (0: nothing waits).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.meta.clear();
+        // SAFETY: mmsghdr and iovec are plain old data; zeroes are valid.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+        let base = self.buf.as_mut_ptr();
+        for i in 0..BATCH {
+            iovs[i] = libc::iovec {
+                // SAFETY: i * slot is within buf (BATCH slots).
+                iov_base: unsafe { base.add(i * self.slot) }.cast(),
+                iov_len: self.slot,
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_controllen = CONTROL_LEN as _;
+        }
+        let n = loop {
+            let rc = if self.use_recvmmsg {
+                // SAFETY: hdrs points at BATCH initialised headers whose buffers live
+                // as long as self; MSG_DONTWAIT never blocks.
+                unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        hdrs.as_mut_ptr(),
+                        BATCH as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                }
+            } else {
+                // SAFETY: as above, one header.
+                let rc = unsafe { libc::recvmsg(fd, &mut hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
+                if rc >= 0 {
+                    hdrs[0].msg_len = rc as libc::c_uint;
+                    1
+                } else {
+                    -1
+                }
+            };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(0),
+                Some(libc::ENOSYS) if self.use_recvmmsg => self.use_recvmmsg = false,
+                _ => return Err(err),
+            }
+        };
+        for (i, hdr) in hdrs.iter().enumerate().take(n) {
+            let h = &hdr.msg_hdr;
+            let from = sockaddr_to_std(&self.addrs[i], h.msg_namelen)
+                .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+            let len = (hdr.msg_len as usize).min(self.slot);
+            let truncated = h.msg_flags & libc::MSG_TRUNC != 0;
+            if let Some(drops) = read_rxq_ovfl(h) {
+                self.kernel_drops = Some(self.kernel_drops.unwrap_or(0).max(drops));
+            }
+            self.meta.push(Meta {
+                from,
+                len,
+                truncated,
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// The `SO_RXQ_OVFL` counter attached to a received message, if any.
+fn read_rxq_ovfl(h: &libc::msghdr) -> Option<u64> {
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, bounded by
+    // msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(h);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_RXQ_OVFL {
+                let data = libc::CMSG_DATA(cmsg).cast::<u32>();
+                return Some(u64::from(data.read_unaligned()));
+            }
+            cmsg = libc::CMSG_NXTHDR(h, cmsg);
+        }
+    }
+    None
+}
+
+fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says it is a sockaddr_in, and it is long enough.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says it is a sockaddr_in6, and it is long enough.
+            let a =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            match ip.to_ipv4_mapped() {
+                Some(v4) => Some(SocketAddr::V4(SocketAddrV4::new(v4, port))),
+                None => Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                ))),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Waits until `fd` is readable, `wake` is readable, or `timeout` passes.
+pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Result<()> {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = match timeout {
+        None => -1,
+        // Round up so that the deadline has passed when poll returns.
+        Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+    };
+    // SAFETY: two valid pollfds.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's drop count for the socket with inode `inode`, from `/proc/net/udp`
+/// and `/proc/net/udp6` (the last column).
+pub(crate) fn proc_drops(fd: RawFd) -> Option<u64> {
+    // SAFETY: fstat on a valid fd into a zeroed stat.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    let inode = st.st_ino.to_string();
+    for path in ["/proc/net/udp6", "/proc/net/udp"] {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 12 && cols[9] == inode {
+                return cols.last().and_then(|d| d.parse().ok());
+            }
+        }
+    }
+    None
+}

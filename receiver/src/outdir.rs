@@ -1,0 +1,174 @@
+//! `--output-dir`: each session's lines (and its event markers) appended to its own
+//! file, with a bounded number of open files. A failing disk is reported once and
+//! counted; standard output is served regardless.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use ncu_proto::event::SessionInfo;
+
+/// Most files open at once (least recently used closed first).
+const MAX_OPEN: usize = 64;
+struct OpenFile {
+    w: BufWriter<File>,
+    path: PathBuf,
+    used: u64,
+}
+
+/// The files of `--output-dir`.
+pub(crate) struct OutputDir {
+    dir: PathBuf,
+    open: HashMap<u64, OpenFile>,
+    tick: u64,
+    /// Writes that failed.
+    pub(crate) errors: u64,
+    warned: bool,
+}
+
+/// A file-name-safe form of a sender name.
+pub(crate) fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+impl OutputDir {
+    /// Files under `dir` (created if missing; a failure is reported, not fatal).
+    pub(crate) fn new(dir: &Path) -> OutputDir {
+        let mut out = OutputDir {
+            dir: dir.to_owned(),
+            open: HashMap::new(),
+            tick: 0,
+            errors: 0,
+            warned: false,
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            out.warn(dir, &e);
+        }
+        out
+    }
+
+    fn warn(&mut self, path: &Path, e: &io::Error) {
+        if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "ncu-recv: --output-dir: cannot write {}: {e}; lines still go to standard \
+                 output (further failures are only counted, see the summary)",
+                path.display()
+            );
+        }
+    }
+
+    /// The session's file: named after its sender as known now (a session's name is
+    /// its source IP until its HELLO or heartbeat arrives).
+    fn path_of(&self, session: &SessionInfo) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.log",
+            sanitize(&session.name),
+            session.id_hex()
+        ))
+    }
+
+    /// Appends `bytes` to the session's file.
+    pub(crate) fn write(&mut self, session: &SessionInfo, bytes: &[u8]) {
+        self.tick += 1;
+        let path = self.path_of(session);
+        if self.open.get(&session.id).is_some_and(|f| f.path != path) {
+            self.close(session.id);
+        }
+        if !self.open.contains_key(&session.id) {
+            if self.open.len() >= MAX_OPEN {
+                let lru = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, f)| f.used)
+                    .map(|(k, _)| *k);
+                if let Some(k) = lru {
+                    self.close(k);
+                }
+            }
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => {
+                    let w = BufWriter::with_capacity(16 * 1024, f);
+                    let path = path.clone();
+                    self.open.insert(session.id, OpenFile { w, path, used: 0 });
+                }
+                Err(e) => {
+                    self.errors += 1;
+                    self.warn(&path, &e);
+                    return;
+                }
+            }
+        }
+        let tick = self.tick;
+        let Some(f) = self.open.get_mut(&session.id) else {
+            return;
+        };
+        f.used = tick;
+        if let Err(e) = f.w.write_all(bytes) {
+            self.errors += 1;
+            self.warn(&path, &e);
+            self.drop_file(session.id);
+        }
+    }
+
+    /// Closes a session's file (it ended); a later line reopens it for appending.
+    pub(crate) fn close(&mut self, id: u64) {
+        if let Some(mut f) = self.open.remove(&id) {
+            if let Err(e) = f.w.flush() {
+                self.errors += 1;
+                self.warn(&f.path, &e);
+            }
+        }
+    }
+
+    fn drop_file(&mut self, id: u64) {
+        if let Some(f) = self.open.remove(&id) {
+            // The buffered bytes failed already; do not try them again.
+            let (_file, _lost) = f.w.into_parts();
+        }
+    }
+
+    /// Writes out what is buffered (when idle, and at exit).
+    pub(crate) fn flush(&mut self) {
+        let mut failed = Vec::new();
+        for (id, f) in &mut self.open {
+            if let Err(e) = f.w.flush() {
+                failed.push((*id, f.path.clone(), e));
+            }
+        }
+        for (id, path, e) in failed {
+            self.errors += 1;
+            self.warn(&path, &e);
+            self.drop_file(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_safe() {
+        assert_eq!(sanitize("web-1.prod"), "web-1.prod");
+        assert_eq!(sanitize("../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(sanitize(""), "_");
+        assert_eq!(sanitize("a b/c"), "a_b_c");
+        assert_eq!(sanitize(&"x".repeat(300)).len(), 64);
+    }
+}

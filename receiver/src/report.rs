@@ -1,0 +1,316 @@
+//! The Markdown gap report (`--report`): what a bug ticket needs, per sender and
+//! session, plus the receiver's own counters. The lost ranges are collected here from
+//! gap events, bounded per session and in total.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+
+use ncu_proto::event::{Event, Fate, GapKind, SessionSummary};
+use ncu_proto::reassembler::Stats;
+
+use crate::output::{rfc3339, show_bytes, Counters};
+
+/// Lost ranges listed per session; the rest are counted.
+const MAX_RANGES_PER_SESSION: usize = 1000;
+/// Lost ranges kept over all sessions.
+const MAX_RANGES_TOTAL: usize = 200_000;
+/// Sessions whose ranges are kept (oldest forgotten first).
+const MAX_SESSIONS: usize = 32_768;
+/// Longest last line quoted.
+const MAX_QUOTE: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Ranges {
+    listed: Vec<(u64, u64)>,
+    more_ranges: u64,
+    more_lines: u64,
+    kernel_ranges: u64,
+    kernel_skipped: u64,
+}
+
+/// Gap ranges per session, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    sessions: HashMap<u64, Ranges>,
+    order: VecDeque<u64>,
+    total: usize,
+    /// Sessions forgotten to stay within bounds.
+    forgotten: u64,
+}
+
+impl Ledger {
+    /// Notes what the report needs from an event.
+    pub(crate) fn note(&mut self, event: &Event) {
+        let Event::Gap {
+            session,
+            first,
+            last,
+            kind,
+        } = event
+        else {
+            return;
+        };
+        if !self.sessions.contains_key(&session.id) {
+            if self.sessions.len() >= MAX_SESSIONS {
+                if let Some(old) = self.order.pop_front() {
+                    if let Some(r) = self.sessions.remove(&old) {
+                        self.total -= r.listed.len();
+                    }
+                    self.forgotten += 1;
+                }
+            }
+            self.order.push_back(session.id);
+        }
+        let r = self.sessions.entry(session.id).or_default();
+        match kind {
+            GapKind::KernelSeq => {
+                r.kernel_ranges += 1;
+                r.kernel_skipped += last - first + 1;
+            }
+            GapKind::Lost => {
+                if r.listed.len() < MAX_RANGES_PER_SESSION && self.total < MAX_RANGES_TOTAL {
+                    r.listed.push((*first, *last));
+                    self.total += 1;
+                } else {
+                    r.more_ranges += 1;
+                    r.more_lines += last - first + 1;
+                }
+            }
+        }
+    }
+}
+
+/// What the report header says about the receiver.
+pub(crate) struct ReceiverInfo<'a> {
+    pub(crate) local: &'a str,
+    pub(crate) started_us: u64,
+    pub(crate) now_us: u64,
+    pub(crate) reorder_window: std::time::Duration,
+    pub(crate) dead_after: std::time::Duration,
+}
+
+fn fence(text: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+fn span(first_us: u64, last_us: u64) -> String {
+    let secs = last_us.saturating_sub(first_us) as f64 / 1e6;
+    format!(
+        "{} to {} ({secs:.3} s)",
+        rfc3339(first_us),
+        rfc3339(last_us)
+    )
+}
+
+/// Renders the report.
+pub(crate) fn render(
+    info: &ReceiverInfo<'_>,
+    ledger: &Ledger,
+    sessions: &[SessionSummary],
+    stats: &Stats,
+    counters: &Counters,
+) -> String {
+    let mut s = String::new();
+    let lost_total: u64 = sessions.iter().map(|x| x.lost).sum();
+    let _ = writeln!(s, "# ncu gap report\n");
+    let _ = writeln!(
+        s,
+        "Receiver `ncu-recv` on `{}`, running since {}; report written {}.",
+        info.local,
+        rfc3339(info.started_us),
+        rfc3339(info.now_us)
+    );
+    let _ = writeln!(
+        s,
+        "Settings: --reorder-window {:?}, --dead-after {:?}.\n",
+        info.reorder_window, info.dead_after
+    );
+    let _ = writeln!(
+        s,
+        "**{} sessions, {} lines lost in total, {} datagrams rejected.**\n",
+        sessions.len(),
+        lost_total,
+        stats.corrupt_total()
+    );
+
+    let _ = writeln!(s, "## Sessions\n");
+    if sessions.is_empty() {
+        let _ = writeln!(s, "No session was seen.\n");
+    }
+    for x in sessions {
+        session_section(&mut s, x, ledger);
+    }
+    if ledger.forgotten > 0 {
+        let _ = writeln!(
+            s,
+            "(Lost ranges of {} older sessions were forgotten to bound memory.)\n",
+            ledger.forgotten
+        );
+    }
+
+    let _ = writeln!(s, "## Receiver counters\n");
+    let _ = writeln!(
+        s,
+        "- datagrams received: {} ({} bytes)",
+        stats.datagrams, stats.bytes
+    );
+    let _ = writeln!(
+        s,
+        "- sessions seen: {}; retired to make room: {}",
+        stats.sessions, stats.retired
+    );
+    let _ = writeln!(
+        s,
+        "- datagrams rejected (corrupt): {}",
+        stats.corrupt_total()
+    );
+    for (reason, n) in &stats.corrupt {
+        let _ = writeln!(s, "  - {reason}: {n}");
+    }
+    match counters.kernel_drops {
+        Some(n) => {
+            let _ = writeln!(
+                s,
+                "- dropped by the kernel before ncu-recv could read them (receive buffer full): {n}"
+            );
+        }
+        None => {
+            let _ = writeln!(s, "- dropped by the kernel: unknown (counter not readable)");
+        }
+    }
+    let _ = writeln!(s, "- receive buffer: {} KiB", counters.rcvbuf / 1024);
+    if counters.output_errors > 0 {
+        let _ = writeln!(
+            s,
+            "- writes under --output-dir that failed: {}",
+            counters.output_errors
+        );
+    }
+    s
+}
+
+fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
+    let info = &x.session;
+    let _ = writeln!(
+        s,
+        "### {} — session {} ({}, from {})\n",
+        info.name,
+        info.id_hex(),
+        info.kind.as_str(),
+        info.addr
+    );
+    let _ = writeln!(
+        s,
+        "- time span: {}",
+        span(x.first_received_at_us, x.last_received_at_us)
+    );
+    let _ = writeln!(s, "- lines received: {}", x.lines);
+    if x.joined {
+        let _ = writeln!(
+            s,
+            "- joined mid-way: yes, the receiver started after this sender; lines before {} \
+             were sent before it listened",
+            x.first_seq
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "- joined mid-way: no (accounted from line {})",
+            x.first_seq.max(1)
+        );
+    }
+    let ranges = ledger.sessions.get(&info.id);
+    let n_ranges = ranges.map_or(0, |r| r.listed.len() as u64 + r.more_ranges);
+    let _ = writeln!(s, "- lost: {} lines in {} ranges", x.lost, n_ranges);
+    let _ = writeln!(
+        s,
+        "- duplicates absorbed: {}; reordered: {}; late (after their gap was reported): {}",
+        x.duplicates, x.reordered, x.late
+    );
+    if x.kernel_seq_skipped > 0 {
+        let _ = writeln!(
+            s,
+            "- kernel record numbers skipped: {} (may be records below the console loglevel, not losses)",
+            x.kernel_seq_skipped
+        );
+    }
+    let last = match &x.last_line {
+        Some((seq, _, _)) => format!("line {seq}"),
+        None => "no line".to_owned(),
+    };
+    let ended = match x.fate {
+        Fate::Ended => match x.end_reason {
+            Some(r) => format!("clean END ({r})"),
+            None => "clean END".to_owned(),
+        },
+        Fate::Silent => format!(
+            "**went silent** after {last}; last datagram at {}, nothing since",
+            rfc3339(x.last_received_at_us)
+        ),
+        Fate::Restarted => format!(
+            "**restarted**: a new session of the same sender began; this one's last datagram at {}, after {last}",
+            rfc3339(x.last_received_at_us)
+        ),
+        Fate::Running => format!(
+            "still running when the report was written (last datagram at {})",
+            rfc3339(x.last_received_at_us)
+        ),
+    };
+    let _ = writeln!(s, "- how it ended: {ended}\n");
+    if let Some(r) = ranges.filter(|r| !r.listed.is_empty() || r.more_ranges > 0) {
+        let _ = writeln!(s, "Lost lines:\n");
+        for &(a, b) in &r.listed {
+            if a == b {
+                let _ = writeln!(s, "- line {a}");
+            } else {
+                let _ = writeln!(s, "- lines {a}-{b} ({})", b - a + 1);
+            }
+        }
+        if r.more_ranges > 0 {
+            let _ = writeln!(
+                s,
+                "- and {} more ranges ({} lines)",
+                r.more_ranges, r.more_lines
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if matches!(x.fate, Fate::Silent | Fate::Restarted) {
+        if let Some((seq, text, sent)) = &x.last_line {
+            let shown = show_bytes(text, MAX_QUOTE);
+            let f = fence(&shown);
+            let sent = sent.map_or(String::new(), |t| format!(", sent at {}", rfc3339(t)));
+            let _ = writeln!(
+                s,
+                "Last line received (line {seq}{sent}):\n\n{f}\n{shown}\n{f}\n"
+            );
+        }
+    }
+}
+
+/// Writes the report to `path` (`-`: stderr) through a temporary file and a rename.
+pub(crate) fn write(path: &Path, text: &str) -> io::Result<()> {
+    if path == Path::new("-") {
+        let mut err = io::stderr().lock();
+        err.write_all(text.as_bytes())?;
+        return err.flush();
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".to_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
