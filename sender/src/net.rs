@@ -213,12 +213,23 @@ impl Sender {
             // SAFETY: `msgs[..count]` point at `iovs[next..next + count]`, which point at
             // the caller's datagrams; all outlive the call, and the kernel only reads them.
             let rc = unsafe {
-                libc::sendmmsg(
-                    target.socket.as_raw_fd(),
-                    self.msgs.as_mut_ptr(),
-                    count as libc::c_uint,
-                    libc::MSG_NOSIGNAL,
-                )
+                if count == 1 {
+                    // One datagram (the usual case for a line at a time): sendmsg skips
+                    // sendmmsg's per-call bookkeeping.
+                    let sent = libc::sendmsg(
+                        target.socket.as_raw_fd(),
+                        &self.msgs[0].msg_hdr,
+                        libc::MSG_NOSIGNAL,
+                    );
+                    if sent >= 0 { 1 } else { -1 }
+                } else {
+                    libc::sendmmsg(
+                        target.socket.as_raw_fd(),
+                        self.msgs.as_mut_ptr(),
+                        count as libc::c_uint,
+                        libc::MSG_NOSIGNAL,
+                    )
+                }
             };
             if rc > 0 {
                 next += rc as usize;

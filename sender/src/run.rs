@@ -87,6 +87,8 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let mut buf = vec![0u8; READ_SIZE];
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
     let mut stop: Option<i32> = None;
+    // The clock is read once per turn, after poll returns (reads can be slow in VMs).
+    let mut now = Instant::now();
     while stop.is_none() {
         let inputs_open = inputs.iter().any(|i| i.fd.is_some());
         let child_done = match &child {
@@ -96,7 +98,6 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         if !inputs_open && child_done {
             break;
         }
-        let now = Instant::now();
         let mut deadline = config.heartbeat.map(|hb| session.last_sent + hb);
         for input in inputs.iter().filter(|i| i.lines.has_pending()) {
             deadline = earliest(deadline, Some(input.last_input + config.flush_after));
@@ -119,7 +120,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
         poll(&mut pollfds, timeout);
 
-        let now = Instant::now();
+        now = Instant::now();
         let now_us = wall_us();
         if pollfds[0].revents != 0 {
             let (count, sig) = signals.take();

@@ -1,0 +1,619 @@
+//! `bench-sender`: measures ncu-send on loopback, side by side in one run with
+//!
+//! - (a) a bare loop of `sendto` calls, one per line, with the datagram sizes
+//!   `ncu-send --no-pack` sends (the machine's limit): lines per second;
+//! - (b) `nc -u` (netcat-openbsd) on the same 200,000-line, 24 MB dmesg-like log:
+//!   time to send it (and lines delivered);
+//! - (c) `nc -u` again for per-line latency, one line every 10 ms: from the write into
+//!   the sender's stdin to the datagram read at a plain UDP socket;
+//! - (d) ncu-send's peak RSS (and RSS over time) while it streams 1 GB.
+//!
+//! Run it through `bench/sender.sh`, which builds in release mode and installs nc.
+
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ncu_proto::framer::{Framer, Outbox};
+use ncu_proto::wire::{Payload, Repr};
+
+/// Lines of the dmesg-like log.
+const LOG_LINES: usize = 200_000;
+/// ncu's bytes per line in a `--no-pack` datagram: the header and one line record.
+const NCU_OVERHEAD: usize = ncu_proto::wire::HEADER_LEN + ncu_proto::wire::LINE_RECORD_HEADER_LEN;
+
+struct Options {
+    ncu: PathBuf,
+    nc: String,
+    rss: bool,
+    /// Which parts to run: letters a, b, c, d.
+    only: String,
+    rss_bytes: u64,
+    runs: usize,
+    latency_lines: usize,
+}
+
+fn main() {
+    let opts = parse_args();
+    let log = dmesg_like(LOG_LINES);
+    let dir = std::env::temp_dir().join(format!("ncu-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let file = dir.join("dmesg.log");
+    std::fs::write(&file, &log).expect("the log written");
+    println!(
+        "log: {} lines, {:.1} MB ({}); ncu-send: {}",
+        LOG_LINES,
+        log.len() as f64 / 1e6,
+        file.display(),
+        opts.ncu.display()
+    );
+
+    let part = |c: char| opts.only.contains(c);
+    if part('a') {
+        throughput(&opts, &log, &file);
+    }
+    if part('b') {
+        bulk(&opts, &log, &file);
+    }
+    if part('c') {
+        latency(&opts);
+    }
+    if part('d') && opts.rss {
+        rss(&opts, &log);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn parse_args() -> Options {
+    let mut opts = Options {
+        ncu: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("ncu-send")))
+            .unwrap_or_else(|| "ncu-send".into()),
+        nc: "nc".into(),
+        rss: true,
+        only: "abcd".into(),
+        rss_bytes: 1_000_000_000,
+        runs: 5,
+        latency_lines: 400,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage(&arg));
+        match arg.as_str() {
+            "--ncu" => opts.ncu = value().into(),
+            "--nc" => opts.nc = value(),
+            "--skip-rss" => opts.rss = false,
+            "--only" => opts.only = value(),
+            "--rss-bytes" => opts.rss_bytes = value().parse().unwrap_or_else(|_| usage(&arg)),
+            "--runs" => opts.runs = value().parse().unwrap_or_else(|_| usage(&arg)),
+            "--latency-lines" => {
+                opts.latency_lines = value().parse().unwrap_or_else(|_| usage(&arg))
+            }
+            _ => usage(&arg),
+        }
+    }
+    opts
+}
+
+fn usage(arg: &str) -> ! {
+    eprintln!(
+        "bench-sender: bad argument {arg:?}\nusage: bench-sender [--ncu PATH] [--nc PATH] \
+         [--runs N] [--latency-lines N] [--skip-rss] [--rss-bytes N] [--only abcd]"
+    );
+    std::process::exit(2)
+}
+
+/// A deterministic dmesg-like log: `[ seconds.micros] subsystem: words`, lines of 60
+/// to 180 bytes (120 on average, about 24 MB for 200,000 lines).
+fn dmesg_like(lines: usize) -> Vec<u8> {
+    const SUBSYSTEMS: [&str; 8] = [
+        "usb 1-1",
+        "EXT4-fs (vda1)",
+        "virtio_net virtio0",
+        "audit",
+        "systemd[1]",
+        "nvme nvme0",
+        "e1000e 0000:00:1f.6 eth0",
+        "kernel",
+    ];
+    const WORDS: [&str; 16] = [
+        "device",
+        "reset",
+        "high-speed",
+        "using",
+        "mounted",
+        "filesystem",
+        "with",
+        "ordered",
+        "data",
+        "mode",
+        "link",
+        "up",
+        "0x0000ffff",
+        "irq",
+        "status",
+        "ok",
+    ];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut out = Vec::with_capacity(lines * 122);
+    for i in 0..lines {
+        let target = 60 + (next() % 121) as usize;
+        let start = out.len();
+        let us = i as u64 * 1_357;
+        write!(
+            out,
+            "[{:>5}.{:06}] {}: ",
+            us / 1_000_000,
+            us % 1_000_000,
+            SUBSYSTEMS[(next() % 8) as usize]
+        )
+        .expect("writing to a Vec");
+        while out.len() - start < target {
+            out.extend_from_slice(WORDS[(next() % 16) as usize].as_bytes());
+            out.push(b' ');
+        }
+        out.truncate(start + target);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn lines(log: &[u8]) -> impl Iterator<Item = &[u8]> {
+    log.split(|&b| b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// A UDP socket on 127.0.0.1 with an 8 MiB receive buffer; optionally drained by a
+/// thread that counts what arrives.
+struct Sink {
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    counter: Option<std::thread::JoinHandle<u64>>,
+}
+
+/// What a drained sink counts.
+#[derive(Clone, Copy)]
+enum Count {
+    /// Lines in ncu datagrams.
+    NcuLines,
+    /// Newlines in raw datagrams (nc).
+    Newlines,
+}
+
+impl Sink {
+    fn new() -> Sink {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("a loopback socket");
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: a valid socket and a c_int option of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        Sink {
+            socket: Arc::new(socket),
+            stop: Arc::new(AtomicBool::new(false)),
+            counter: None,
+        }
+    }
+
+    fn drained(count: Count) -> Sink {
+        let mut sink = Sink::new();
+        let socket = Arc::clone(&sink.socket);
+        let stop = Arc::clone(&sink.stop);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("a timeout");
+        sink.counter = Some(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            let mut total = 0u64;
+            let mut idle_since = None;
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => {
+                        idle_since = None;
+                        total += match count {
+                            Count::Newlines => memchr_count(&buf[..n]),
+                            Count::NcuLines => match Repr::parse(&buf[..n]) {
+                                Ok(Repr {
+                                    payload: Payload::Lines { count, .. },
+                                    ..
+                                }) => u64::from(count),
+                                _ => 0,
+                            },
+                        }
+                    }
+                    Err(_) if stop.load(Ordering::SeqCst) => {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_millis(100) {
+                            return total;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }));
+        sink
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("bound")
+    }
+
+    /// Stops the counter once the socket is quiet; what it counted.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.counter
+            .take()
+            .map(|h| h.join().expect("the counter"))
+            .unwrap_or(0)
+    }
+}
+
+fn memchr_count(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Runs a sender on `file` as standard input; its wall time.
+fn time_run(program: &Path, args: &[String], file: &Path) -> Duration {
+    let input = std::fs::File::open(file).expect("the log");
+    let start = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .stdin(input)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let took = start.elapsed();
+    assert!(status.success(), "{} {args:?}: {status}", program.display());
+    took
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// (a) `--no-pack` lines per second against a bare sendto loop.
+fn throughput(opts: &Options, log: &[u8], file: &Path) {
+    println!(
+        "\n(a) one line per datagram, {LOG_LINES} lines, loopback, median of {} runs",
+        opts.runs
+    );
+    let sink = Sink::new();
+    let dest = sink.addr();
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    let payloads: Vec<Vec<u8>> = lines(log)
+        .map(|l| vec![b'x'; l.len() + NCU_OVERHEAD])
+        .collect();
+    let args = vec![
+        "--no-pack".to_owned(),
+        "--heartbeat".to_owned(),
+        "0".to_owned(),
+        dest.to_string(),
+    ];
+    let (mut bare, mut ncu) = (Vec::new(), Vec::new());
+    for _ in 0..opts.runs {
+        let start = Instant::now();
+        for p in &payloads {
+            let _ = socket.send_to(p, dest);
+        }
+        bare.push(payloads.len() as f64 / start.elapsed().as_secs_f64());
+        let took = time_run(&opts.ncu, &args, file);
+        ncu.push(LOG_LINES as f64 / took.as_secs_f64());
+    }
+    let (bare, ncu) = (median(bare), median(ncu));
+    println!("    sendto loop (in-process)      {:>9.0} lines/s", bare);
+    println!("    ncu-send --no-pack            {:>9.0} lines/s", ncu);
+    println!(
+        "    ratio ncu-send / sendto loop  {:>9.2}   (goal >= 0.80)",
+        ncu / bare
+    );
+}
+
+/// (b) the whole log, packed, against `nc -u`; and against the floor: the same
+/// datagrams sent by an in-process `sendmmsg` loop.
+fn bulk(opts: &Options, log: &[u8], file: &Path) {
+    println!(
+        "\n(b) the whole log (packed) vs nc -u, median of {} runs",
+        opts.runs
+    );
+    let nc_args = |addr: SocketAddr| -> Vec<String> {
+        [
+            "-u",
+            "-q",
+            "0",
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let datagrams = packed_datagrams(log, 1400);
+    let (mut ncu, mut ncu16, mut nc, mut floor) = (vec![], vec![], vec![], vec![]);
+    let (mut ncu_got, mut nc_got) = (Vec::new(), Vec::new());
+    for _ in 0..opts.runs {
+        let sink = Sink::drained(Count::NcuLines);
+        ncu.push(time_run(&opts.ncu, &[sink.addr().to_string()], file).as_secs_f64());
+        ncu_got.push(sink.finish() as f64);
+
+        let sink = Sink::drained(Count::Newlines);
+        nc.push(time_run(Path::new(&opts.nc), &nc_args(sink.addr()), file).as_secs_f64());
+        nc_got.push(sink.finish() as f64);
+
+        // The same drained sink for both, as above.
+        let sink = Sink::drained(Count::NcuLines);
+        let args = [
+            "--max-datagram".to_owned(),
+            "16384".to_owned(),
+            sink.addr().to_string(),
+        ];
+        ncu16.push(time_run(&opts.ncu, &args, file).as_secs_f64());
+        sink.finish();
+        let sink = Sink::drained(Count::NcuLines);
+        floor.push(sendmmsg_loop(&datagrams, sink.addr()).as_secs_f64());
+        sink.finish();
+    }
+    let (ncu, ncu16, nc, floor) = (median(ncu), median(ncu16), median(nc), median(floor));
+    let pct = |v: Vec<f64>| 100.0 * median(v) / LOG_LINES as f64;
+    println!(
+        "    ncu-send (1400-byte datagrams, {} of them) {:>7.1} ms   lines delivered {:>5.1}%",
+        datagrams.len(),
+        ncu * 1e3,
+        pct(ncu_got)
+    );
+    println!(
+        "    nc -u (16 KiB datagrams)                   {:>7.1} ms   lines delivered {:>5.1}% \
+         (newlines; lines split at datagram edges)",
+        nc * 1e3,
+        pct(nc_got)
+    );
+    println!(
+        "    ncu-send --max-datagram 16384              {:>7.1} ms",
+        ncu16 * 1e3
+    );
+    println!(
+        "    floor: sendmmsg of ncu's 1400-byte datagrams, in-process {:>5.1} ms",
+        floor * 1e3
+    );
+    println!(
+        "    ratio ncu-send / nc -u time               {:>6.2}   (goal <= 2)",
+        ncu / nc
+    );
+    println!(
+        "    ratio ncu-send 16 KiB / nc -u time        {:>6.2}",
+        ncu16 / nc
+    );
+    println!(
+        "    ratio ncu-send / floor                    {:>6.2}",
+        ncu / floor
+    );
+}
+
+/// The datagrams ncu-send builds for `log` when it reads it 64 KiB at a time.
+fn packed_datagrams(log: &[u8], max_datagram: usize) -> Vec<Vec<u8>> {
+    let mut framer = Framer::new(1, "bench", max_datagram);
+    let mut outbox = Outbox::default();
+    let mut out = Vec::new();
+    let mut rest = log;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(64 * 1024);
+        while cut < rest.len() && rest[cut - 1] != b'\n' {
+            cut -= 1;
+        }
+        for line in lines(&rest[..cut]) {
+            framer.push_line(0, line, 0, &mut outbox);
+        }
+        framer.flush(&mut outbox);
+        out.extend(outbox.datagrams().map(<[u8]>::to_vec));
+        outbox.clear();
+        rest = &rest[cut..];
+    }
+    out
+}
+
+/// Sends `datagrams` on a connected socket with `sendmmsg`, 64 at a time.
+fn sendmmsg_loop(datagrams: &[Vec<u8>], dest: SocketAddr) -> Duration {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    socket.connect(dest).expect("connect");
+    let start = Instant::now();
+    for batch in datagrams.chunks(64) {
+        let mut iovs: Vec<libc::iovec> = batch
+            .iter()
+            .map(|d| libc::iovec {
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            })
+            .collect();
+        // SAFETY: all-zero mmsghdrs are valid; each then points at one iovec.
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            // SAFETY: the headers point at iovecs that point at live datagrams.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (msgs.len() - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            sent += if rc > 0 { rc as usize } else { 1 };
+        }
+    }
+    start.elapsed()
+}
+
+/// (c) per-line latency, one line every 10 ms, ncu-send and nc in alternating rounds.
+fn latency(opts: &Options) {
+    const ROUNDS: usize = 4;
+    let per_round = (opts.latency_lines / ROUNDS).max(1);
+    println!(
+        "\n(c) latency: write into stdin -> datagram read, one line every 10 ms, {} lines each",
+        per_round * ROUNDS
+    );
+    let (mut ncu, mut nc) = (Vec::new(), Vec::new());
+    // Alternating rounds, each tool going first in half of them, so that drift in the
+    // machine's load favours neither.
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            ncu.extend(latency_round(opts, true, per_round));
+            nc.extend(latency_round(opts, false, per_round));
+        } else {
+            nc.extend(latency_round(opts, false, per_round));
+            ncu.extend(latency_round(opts, true, per_round));
+        }
+    }
+    ncu.sort_by(f64::total_cmp);
+    nc.sort_by(f64::total_cmp);
+    let (m1, p1) = (percentile(&ncu, 0.5), percentile(&ncu, 0.99));
+    let (m2, p2) = (percentile(&nc, 0.5), percentile(&nc, 0.99));
+    println!("                 median      p99");
+    println!("    ncu-send   {:>7.1} us {:>7.1} us", m1, p1);
+    println!("    nc -u      {:>7.1} us {:>7.1} us", m2, p2);
+    println!(
+        "    ratio      {:>7.2}    {:>7.2}      (goal <= 1, within noise)",
+        m1 / m2,
+        p1 / p2
+    );
+}
+
+fn latency_round(opts: &Options, ncu: bool, count: usize) -> Vec<f64> {
+    let sink = Sink::new();
+    let addr = sink.addr();
+    let mut cmd = if ncu {
+        let mut c = Command::new(&opts.ncu);
+        c.args(["--heartbeat", "0", &addr.to_string()]);
+        c
+    } else {
+        let mut c = Command::new(&opts.nc);
+        c.args(["-u", &addr.ip().to_string(), &addr.port().to_string()]);
+        c
+    };
+    let mut child: Child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the sender starts");
+    let mut stdin = child.stdin.take().expect("piped");
+    sink.socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a timeout");
+    let mut buf = vec![0u8; 65_536];
+    if ncu {
+        sink.socket.recv(&mut buf).expect("HELLO");
+    }
+    let mut samples = Vec::with_capacity(count);
+    let line = format!("{}\n", "l".repeat(99));
+    let mut tick = Instant::now();
+    for _ in 0..count {
+        tick += Duration::from_millis(10);
+        std::thread::sleep(tick.saturating_duration_since(Instant::now()));
+        let start = Instant::now();
+        stdin.write_all(line.as_bytes()).expect("write");
+        match sink.socket.recv(&mut buf) {
+            Ok(_) => samples.push(start.elapsed().as_secs_f64() * 1e6),
+            Err(e) => eprintln!("    (a line was not received: {e})"),
+        }
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    samples
+}
+
+/// (d) peak RSS while streaming `rss_bytes` of log through ncu-send.
+fn rss(opts: &Options, log: &[u8]) {
+    println!(
+        "\n(d) memory: {:.1} GB of the log through ncu-send (packed) on a pipe",
+        opts.rss_bytes as f64 / 1e9
+    );
+    let sink = Sink::new();
+    let mut child = Command::new(&opts.ncu)
+        .arg(sink.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ncu-send starts");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    let total = opts.rss_bytes;
+    let written = Arc::new(AtomicU64::new(0));
+    let progress = Arc::clone(&written);
+    let log = log.to_vec();
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(log.len() as u64) as usize;
+            stdin.write_all(&log[..n]).expect("write");
+            left -= n as u64;
+            progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    let mut samples = Vec::new();
+    let mut next_mark = total / 10;
+    while !writer.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+        if written.load(Ordering::Relaxed) >= next_mark {
+            if let Some(kib) = vm_rss_kib(pid) {
+                samples.push(kib);
+            }
+            next_mark += total / 10;
+        }
+    }
+    writer.join().expect("writer");
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
+    // SAFETY: waits for our own child; rusage is written by the kernel.
+    unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    let took = start.elapsed().as_secs_f64();
+    std::mem::forget(child); // reaped above
+    println!(
+        "    peak RSS (ru_maxrss)   {:>6.1} MiB   ({:.0} MB/s)",
+        usage.ru_maxrss as f64 / 1024.0,
+        total as f64 / 1e6 / took
+    );
+    if let (Some(lo), Some(hi)) = (samples.iter().min(), samples.iter().max()) {
+        println!(
+            "    RSS at every 10% of the input: {:.1} .. {:.1} MiB ({} samples)",
+            *lo as f64 / 1024.0,
+            *hi as f64 / 1024.0,
+            samples.len()
+        );
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
