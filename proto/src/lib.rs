@@ -8,4 +8,5 @@ pub mod event;
 pub mod framer;
 pub mod netconsole;
 pub mod reassembler;
+pub mod seal;
 pub mod wire;
