@@ -221,7 +221,11 @@ impl Sender {
                         &self.msgs[0].msg_hdr,
                         libc::MSG_NOSIGNAL,
                     );
-                    if sent >= 0 { 1 } else { -1 }
+                    if sent >= 0 {
+                        1
+                    } else {
+                        -1
+                    }
                 } else {
                     libc::sendmmsg(
                         target.socket.as_raw_fd(),
