@@ -234,7 +234,8 @@ pub enum Event {
         reason: EndReason,
     },
     /// A datagram was rejected. `suppressed` counts rejections not reported as events
-    /// since the previous `Corrupt` event (rate limit); all are counted in [`Stats`].
+    /// since the previous `Corrupt` event (rate limit); all are counted in
+    /// [`Stats`](crate::reassembler::Stats).
     Corrupt {
         /// Where it came from.
         addr: SocketAddr,

@@ -66,6 +66,9 @@ fn corpus() -> Vec<Vec<u8>> {
     }
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/netconsole");
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_none_or(|e| e != "hex") {
+            continue;
+        }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text
             .lines()
@@ -73,6 +76,9 @@ fn corpus() -> Vec<Vec<u8>> {
             .take(40)
         {
             let hex = line.split_whitespace().last().unwrap_or("");
+            if !hex.is_ascii() {
+                continue;
+            }
             let bytes: Option<Vec<u8>> = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
                 .collect();
