@@ -55,6 +55,7 @@ use crate::event::{
 use crate::netconsole::{
     self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
 };
+use crate::seal::{self, Keys, ReplayConfig, ReplayGuard};
 use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
 
 /// Limits and timings of a [`Reassembler`].
@@ -359,6 +360,16 @@ pub struct Reassembler {
     started: Instant,
     /// Sealed sessions already reported to a receiver without a key.
     sealed_reported: HashSet<u64>,
+    /// With a key: only sealed datagrams that authenticate are taken.
+    sealing: Option<Box<Sealing>>,
+}
+
+/// A receiver's keys, its replay guard and a buffer for opened datagrams.
+#[derive(Debug)]
+struct Sealing {
+    keys: Keys,
+    guard: ReplayGuard,
+    opened: Vec<u8>,
 }
 
 impl Reassembler {
@@ -368,6 +379,7 @@ impl Reassembler {
         Reassembler {
             started: now,
             sealed_reported: HashSet::new(),
+            sealing: None,
             corrupt_tokens: f64::from(config.corrupt_events_per_sec),
             config,
             sessions: HashMap::new(),
@@ -381,6 +393,18 @@ impl Reassembler {
             corrupt_refilled: None,
             corrupt_suppressed: 0,
         }
+    }
+
+    /// From now on, accept only datagrams sealed with one of `keys` that
+    /// authenticate and are not replays (see [`crate::seal`]); everything else
+    /// (unsealed ncu datagrams, netconsole, text, forgeries, replays) is rejected as
+    /// `auth`. Byte-identical copies (`--copies`) count as duplicates.
+    pub fn set_keys(&mut self, keys: Keys, replay: ReplayConfig) {
+        self.sealing = Some(Box::new(Sealing {
+            keys,
+            guard: ReplayGuard::new(replay),
+            opened: Vec::new(),
+        }));
     }
 
     /// The configuration.
@@ -424,6 +448,10 @@ impl Reassembler {
     pub fn handle_datagram(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams += 1;
         self.stats.bytes += bytes.len() as u64;
+        if self.sealing.is_some() {
+            self.handle_with_key(now, wall_us, from, bytes);
+            return;
+        }
         if wire::has_magic(bytes) {
             match Repr::parse(bytes) {
                 Ok(repr) => self.handle_ncu(now, wall_us, from, repr),
@@ -597,6 +625,43 @@ impl Reassembler {
         self.after_input(&mut session, now);
         self.sessions.insert(key, session);
         self.enforce_session_limit(now, key);
+    }
+
+    fn handle_with_key(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        let Some(mut sealing) = self.sealing.take() else {
+            return;
+        };
+        sealing.opened.clear();
+        let verdict = match seal::open(&sealing.keys, bytes, &mut sealing.opened) {
+            Err(seal::OpenError::Malformed(e)) if wire::has_magic(bytes) => {
+                Err(CorruptReason::Decode(e))
+            }
+            Err(_) => Err(CorruptReason::Auth),
+            Ok(()) => match Repr::parse(&sealing.opened) {
+                Err(e) => Err(CorruptReason::Decode(e)),
+                Ok(repr) => match sealing.guard.check(&repr.header, wall_us) {
+                    Ok(()) => {
+                        self.handle_ncu(now, wall_us, from, repr);
+                        Ok(())
+                    }
+                    Err(replay) if replay.is_duplicate() => {
+                        // A byte-identical copy (--copies) or a replay within the window:
+                        // dropped before it can make a dead sender look alive.
+                        if let Some(s) =
+                            self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
+                        {
+                            s.duplicates += 1;
+                        }
+                        Ok(())
+                    }
+                    Err(_) => Err(CorruptReason::Auth),
+                },
+            },
+        };
+        self.sealing = Some(sealing);
+        if let Err(reason) = verdict {
+            self.corrupt(now, from, reason);
+        }
     }
 
     fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
@@ -1395,6 +1460,7 @@ fn take_from_ranges(ranges: &mut BTreeMap<u64, u64>, seq: u64) -> bool {
 mod tests {
     use super::*;
     use crate::framer::{Framer, Outbox};
+    use crate::seal::{Keys, ReplayConfig};
     use crate::wire::Header;
 
     struct Harness {
@@ -1528,6 +1594,59 @@ mod tests {
         }
         assert_eq!(kinds(&h.events()), ["corrupt sealed_no_key"]);
         assert_eq!(h.rx.stats().corrupt["sealed_no_key"], 100);
+    }
+
+    #[test]
+    fn with_a_key_only_authentic_sealed_datagrams_are_taken() {
+        let key = [7u8; 32];
+        let mut h = Harness::new();
+        h.now_us = 1_700_000_000_000_000;
+        h.rx.set_keys(Keys::from_bytes(key, &[]), ReplayConfig::default());
+        let now_us = h.now_us;
+        let mut f = Framer::new(wire::session_id(1_700_000_000, 5), "s", 1400);
+        let plain = datagrams(&mut f, |f, o| {
+            f.hello(1, now_us, "stdin", now_us, o);
+            f.push_line(0, b"one", now_us, o);
+            f.flush(o);
+            f.push_line(0, b"two", now_us, o);
+        });
+        let sealed: Vec<Vec<u8>> = plain
+            .iter()
+            .map(|d| {
+                let mut out = Vec::new();
+                seal::seal(&Keys::from_bytes(key, &[]), d, &mut out);
+                out
+            })
+            .collect();
+        let wrong: Vec<u8> = {
+            let mut out = Vec::new();
+            seal::seal(&Keys::from_bytes([8; 32], &[]), &plain[2], &mut out);
+            out
+        };
+        let mut flipped = sealed[2].clone();
+        flipped[wire::HEADER_LEN + 1] ^= 1;
+        wire::seal_checksum(&mut flipped);
+        h.feed("10.0.0.9:1", &sealed[0]);
+        h.feed("10.0.0.9:1", &sealed[1]);
+        h.feed("10.0.0.9:1", &sealed[1]); // a copy
+        h.feed("10.0.0.9:1", &plain[2]); // unsealed
+        h.feed("10.0.0.9:1", &wrong); // another key
+        h.feed("10.0.0.9:1", &flipped); // altered, CRC fixed up
+        h.feed("10.0.0.9:1", b"6,1,2,-;forged kernel line\n");
+        h.feed("10.0.0.9:1", &sealed[2]);
+        assert_eq!(
+            kinds(&h.events()),
+            [
+                "start 1",
+                "line 1",
+                "corrupt auth",
+                "corrupt auth",
+                "corrupt auth",
+                "corrupt auth",
+                "line 2"
+            ]
+        );
+        assert_eq!(h.rx.summaries()[0].duplicates, 1);
     }
 
     #[test]
