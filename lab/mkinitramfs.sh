@@ -87,7 +87,8 @@ ln -s busybox "$stage/bin/sh"   # for /init's #!/bin/sh; the rest: busybox --ins
 # Copy a dynamic executable's shared libraries (by their ldd paths).
 copy_libs() {
     local lib
-    ldd "$1" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+    # ldd fails on static executables (and grep finds nothing): not an error.
+    { ldd "$1" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
         [ -e "$stage$lib" ] && continue
         mkdir -p "$stage$(dirname "$lib")"
         cp -L "$lib" "$stage$lib"

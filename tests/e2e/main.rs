@@ -1,3 +1,4 @@
 //! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
-mod sender;
+mod kernel_lab;
 mod receiver;
+mod sender;
