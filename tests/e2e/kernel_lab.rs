@@ -682,3 +682,85 @@ fn kernel_lab_ncu_send_in_a_crashing_guest() {
         nc_silent["last_text"],
     );
 }
+
+/// Issue 6, scenario 3: 20,000 lines from ncu-send in the guest through netem
+/// (loss 10%, reorder 25%, duplicate 5%, delay 5 ms): delivered + reported lost is
+/// exactly what was sent, no duplicates, in order.
+fn netem_run(copies: u32) {
+    const LINES: u64 = 20_000;
+    let tag = format!("netem-copies{copies}");
+    let started = Instant::now();
+    let initrd = initramfs(
+        "netem",
+        "ncu-send-netem.sh",
+        &[static_ncu_send().to_owned()],
+    );
+    let mut recv = Recv::start(&["--dead-after", "3s"]);
+    let cmdline = format!(
+        "panic=1 ncu.port={} ncu.lines={LINES} ncu.sendargs=--copies,{copies}",
+        recv.port
+    );
+    let booted = boot(&initrd, &cmdline, &tag);
+    let fate = recv
+        .wait_for(Duration::from_secs(15), |e| is(e, "end") || is(e, "silent"))
+        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
+    let events = recv.stop();
+    save_events(&events, &tag);
+    let session = fate["session"].clone();
+    let mine = of_session(&events, &session);
+    let seqs: Vec<u64> = mine
+        .iter()
+        .filter(|e| is(e, "line"))
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    let texts: Vec<u64> = mine
+        .iter()
+        .filter(|e| is(e, "line"))
+        .map(|e| text(e).parse().expect("a number line"))
+        .collect();
+    assert_eq!(seqs, texts, "{tag}: line seq vs its text");
+    let mut unique = seqs.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), seqs.len(), "{tag}: duplicated lines");
+    let late = mine.iter().filter(|e| e["late"] == true).count();
+    let in_order = seqs.windows(2).filter(|w| w[0] < w[1]).count();
+    assert_eq!(
+        in_order + 1,
+        seqs.len(),
+        "{tag}: lines out of order ({late} late)"
+    );
+    let lost: u64 = mine
+        .iter()
+        .filter(|e| is(e, "gap"))
+        .map(|e| e["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        seqs.len() as u64 + lost,
+        LINES,
+        "{tag}: delivered {} + reported lost {lost} != sent; fate {fate}",
+        seqs.len()
+    );
+    if is(&fate, "end") {
+        assert_eq!(fate["lines"], LINES, "{tag}: {fate}");
+        assert_eq!(fate["lost"], lost, "{tag}: {fate}");
+    }
+    eprintln!(
+        "{tag}: boot {:.1}s, total {:.1}s; {} delivered + {lost} lost = {LINES}, {late} late, \
+         fate {}",
+        booted.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        seqs.len(),
+        fate["event"]
+    );
+}
+
+#[test]
+fn kernel_lab_ncu_send_through_netem() {
+    netem_run(1);
+}
+
+#[test]
+fn kernel_lab_ncu_send_through_netem_copies_2() {
+    netem_run(2);
+}
