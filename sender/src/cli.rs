@@ -4,10 +4,20 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ncu_proto::seal::{Keys, SEAL_OVERHEAD};
 use ncu_proto::wire::{MAX_DATAGRAM, MIN_DATAGRAM};
+
+/// The smallest `--max-datagram` with `--key-file`: a plain datagram of
+/// [`MIN_DATAGRAM`] bytes plus the seal's tag.
+pub(crate) const MIN_SEALED_DATAGRAM: usize = MIN_DATAGRAM + SEAL_OVERHEAD;
+
+/// A sealing sender starts a new session before its datagram counter reaches this
+/// (2^31): nonces and the receiver's replay window rely on the counter never wrapping.
+pub(crate) const ROLLOVER_AT: u64 = 1 << 31;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -17,6 +27,16 @@ Examples:
                                                exit with its status
   ncu-send --copies 2 a:6666 [fd00::2]:6666    two receivers, every datagram twice
   ncu-recv 6666                                on the receiving machine
+
+Sealing (encryption and authentication with a shared key, see SECURITY.md):
+  ncu-send --gen-key /etc/ncu.key              write a new key file (mode 0600)
+  scp -p /etc/ncu.key receiver:/etc/ncu.key    the same file on the receiver
+  ncu-send --key-file /etc/ncu.key host:6666   every datagram sealed
+  ncu-recv --key-file /etc/ncu.key 6666        on the receiving machine
+  A key file that group or others may read is refused (chmod 600 it). Sealed
+  datagrams stay within --max-datagram (which must then be at least 144). A sealing
+  ncu-send starts a new session (new id, HELLO, lines numbered from 1 again) every
+  2^31 datagrams, so that no nonce is ever reused.
 
 Delivery:
   Every line is handed to the kernel as soon as its newline is read; lines read
@@ -37,7 +57,8 @@ Signals:
 
 Exit status: 0 at end of input; COMMAND's status with -- (128+N when signal N
 killed it; 127 when it cannot be run); 128+N when stopped by signal N; 1 on a
-runtime failure; 2 on a usage error (a DEST that does not parse or resolve).";
+runtime failure; 2 on a usage error (a DEST that does not parse or resolve, a key
+file that cannot be read or is readable by others).";
 
 /// What the user typed, checked only for form.
 #[derive(Debug, Parser)]
@@ -51,8 +72,23 @@ runtime failure; 2 on a usage error (a DEST that does not parse or resolve).";
 pub(crate) struct Args {
     /// Where to send: HOST:PORT, IPV4:PORT or [IPV6]:PORT (host names are resolved
     /// once at start-up). Every DEST gets every datagram.
-    #[arg(value_name = "DEST", required = true)]
+    #[arg(value_name = "DEST", required_unless_present = "gen_key")]
     dests: Vec<String>,
+
+    /// Write a new key file at PATH (mode 0600, never overwriting) and exit. Copy it
+    /// to the receiver and give both ends --key-file PATH.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["dests", "command", "key_file"])]
+    gen_key: Option<PathBuf>,
+
+    /// Seal (encrypt and authenticate) every datagram with the first key in PATH, a
+    /// file made by --gen-key and readable by its owner only.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+
+    /// Testing aid: with --key-file, start a new session after this many datagrams
+    /// (at most 2^31, the default).
+    #[arg(long, value_name = "N", hide = true)]
+    rollover_after: Option<u64>,
 
     /// Run COMMAND and ship its stdout and stderr instead of reading standard input.
     #[arg(last = true, value_name = "COMMAND")]
@@ -135,6 +171,11 @@ pub(crate) struct Config {
     pub(crate) mlock: bool,
     pub(crate) oom_protect: bool,
     pub(crate) verbose: bool,
+    /// `Some`: seal every datagram (the framer builds `max_datagram - SEAL_OVERHEAD`).
+    pub(crate) keys: Option<Keys>,
+    /// With keys: datagrams per session before a new one starts (at most
+    /// [`ROLLOVER_AT`]).
+    pub(crate) rollover_after: u64,
 }
 
 /// A usage error: one line for standard error, exit status 2.
@@ -148,6 +189,11 @@ impl fmt::Display for UsageError {
 }
 
 impl Args {
+    /// `--gen-key PATH`, when given: nothing else is done.
+    pub(crate) fn gen_key(&self) -> Option<&Path> {
+        self.gen_key.as_deref()
+    }
+
     /// Checks every value and resolves every DEST (the only syscalls: name lookups).
     pub(crate) fn into_config(self) -> Result<Config, UsageError> {
         let flush_after = parse_duration(&self.flush_after)
@@ -171,6 +217,31 @@ impl Args {
         if self.copies == 0 {
             return Err(UsageError("--copies 0: must be at least 1".into()));
         }
+        let keys = match &self.key_file {
+            None => None,
+            Some(path) => {
+                // Read before any socket opens; the message names the file (and the
+                // chmod for one others may read).
+                let keys = Keys::load(path).map_err(|e| UsageError(e.to_string()))?;
+                if self.max_datagram < MIN_SEALED_DATAGRAM {
+                    return Err(UsageError(format!(
+                        "--max-datagram {}: must be at least {MIN_SEALED_DATAGRAM} with \
+                         --key-file (a sealed datagram carries a {SEAL_OVERHEAD}-byte tag)",
+                        self.max_datagram
+                    )));
+                }
+                Some(keys)
+            }
+        };
+        let rollover_after = match self.rollover_after {
+            None => ROLLOVER_AT,
+            Some(n) if (3..=ROLLOVER_AT).contains(&n) => n,
+            Some(n) => {
+                return Err(UsageError(format!(
+                    "--rollover-after {n}: must be between 3 and {ROLLOVER_AT}"
+                )))
+            }
+        };
         let dests = self
             .dests
             .iter()
@@ -197,6 +268,8 @@ impl Args {
             mlock: self.mlock,
             oom_protect: self.oom_protect,
             verbose: self.verbose,
+            keys,
+            rollover_after,
         })
     }
 }

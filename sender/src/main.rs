@@ -13,7 +13,25 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let config = match cli::Args::parse().into_config() {
+    let args = cli::Args::parse();
+    if let Some(path) = args.gen_key() {
+        return match ncu_proto::seal::generate_key_file(path) {
+            Ok(()) => {
+                let p = path.display();
+                eprintln!(
+                    "ncu-send: wrote a new key to {p} (mode 0600); copy it to the receiver \
+                     (e.g. scp -p {p} host:{p}) and run ncu-send --key-file {p} HOST:PORT \
+                     and ncu-recv --key-file {p} PORT"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("ncu-send: {err}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let config = match args.into_config() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("ncu-send: {err}");

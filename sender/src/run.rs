@@ -10,7 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
-use ncu_proto::wire::{self, EndReason};
+use ncu_proto::seal::{self, Keys, SEAL_OVERHEAD};
+use ncu_proto::wire::{self, EndReason, FRAGMENT_HEADER_LEN, HEADER_LEN};
 
 use crate::cli::Config;
 use crate::harden;
@@ -31,6 +32,8 @@ pub(crate) struct RunError(pub(crate) String);
 pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let started = Instant::now();
     let started_us = wall_us();
+    let sealing = config.keys.is_some();
+    let first_id = session_id(started_us, sealing)?;
     let mut signals =
         Signals::install().map_err(|e| RunError(format!("cannot catch signals: {e}")))?;
     if config.mlock {
@@ -38,16 +41,29 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     }
     let sender = Sender::open(&config.dests, config.copies)
         .map_err(|e| RunError(format!("cannot open a UDP socket: {e}")))?;
+    let source = match &config.command {
+        Some(argv) => command_line(argv),
+        None => "stdin".to_owned(),
+    };
+    // Sealed datagrams grow by the tag: the framer leaves room for it.
+    let framed_max = match sealing {
+        true => config.max_datagram - SEAL_OVERHEAD,
+        false => config.max_datagram,
+    };
     let mut session = Session {
-        framer: Framer::new(session_id(started_us), &config.name, config.max_datagram),
+        framer: Framer::new(first_id, &config.name, framed_max),
         outbox: Outbox::default(),
         sender,
         pack: config.pack,
         last_sent: started,
-    };
-    let source = match &config.command {
-        Some(argv) => command_line(argv),
-        None => "stdin".to_owned(),
+        seal: config.keys.clone().map(|keys| Sealing {
+            keys,
+            sealed: Vec::new(),
+            ends: Vec::new(),
+            counted: 0,
+            limit: config.rollover_after,
+            source: source.clone(),
+        }),
     };
     // First, before any line: announces the session and gets the neighbour resolved.
     session.framer.hello(
@@ -186,26 +202,114 @@ struct Session {
     sender: Sender,
     pack: bool,
     last_sent: Instant,
+    /// With `--key-file`.
+    seal: Option<Sealing>,
+}
+
+/// What sealing needs besides the framer: the keys, a reusable buffer holding one
+/// outbox's sealed datagrams back to back, and the datagram count that triggers a
+/// new session.
+struct Sealing {
+    keys: Keys,
+    /// The sealed datagrams of one outbox, back to back (reused: no allocation per
+    /// datagram, and the batch still goes out in one `sendmmsg`).
+    sealed: Vec<u8>,
+    /// Where each sealed datagram ends in `sealed`.
+    ends: Vec<usize>,
+    /// Datagrams of the current session sent so far (the framer's next counter).
+    counted: u64,
+    /// The counter must stay below this: a new session starts before.
+    limit: u64,
+    /// HELLO's source, for the HELLO of every new session.
+    source: String,
 }
 
 impl Session {
     /// Numbers and frames one line (or piece of one).
     fn push(&mut self, flags: u8, text: &[u8], now_us: u64) {
+        if let Some(s) = &self.seal {
+            // Counters this line may use: the DATA datagram being built (or a new
+            // one), or its fragments. Beyond the limit: a new session first (unless
+            // this session has nothing but its HELLO, so that a huge line still goes).
+            let chunk = (self.framer.max_datagram() - HEADER_LEN - FRAGMENT_HEADER_LEN) as u64;
+            let pending = s.counted + self.outbox.len() as u64 + 1;
+            let needs = text.len() as u64 / chunk + 2;
+            if pending + needs > s.limit && s.counted + self.outbox.len() as u64 > 1 {
+                self.new_session(now_us);
+            }
+        }
         self.framer.push_line(flags, text, now_us, &mut self.outbox);
         if !self.pack {
             self.framer.flush(&mut self.outbox);
         }
     }
 
-    /// Hands everything framed so far to the kernel.
+    /// Hands everything framed so far to the kernel (sealed with `--key-file`).
     fn ship(&mut self, now: Instant) {
         self.framer.flush(&mut self.outbox);
         if self.outbox.is_empty() {
             return;
         }
-        self.sender.send(self.outbox.datagrams());
-        self.outbox.clear();
+        self.send_outbox();
         self.last_sent = now;
+        // Room for the next heartbeat or END; else a new session now.
+        if self.seal.as_ref().is_some_and(|s| s.counted + 2 > s.limit) {
+            self.new_session(wall_us());
+        }
+    }
+
+    /// Sends the finished datagrams in the outbox, sealed when sealing, and empties it.
+    fn send_outbox(&mut self) {
+        match &mut self.seal {
+            None => self.sender.send(self.outbox.datagrams()),
+            Some(s) => {
+                s.sealed.clear();
+                s.ends.clear();
+                for d in self.outbox.datagrams() {
+                    seal::seal(&s.keys, d, &mut s.sealed);
+                    s.ends.push(s.sealed.len());
+                }
+                let (sealed, ends) = (&s.sealed, &s.ends);
+                self.sender.send((0..ends.len()).map(|i| {
+                    let start = if i == 0 { 0 } else { ends[i - 1] };
+                    &sealed[start..ends[i]]
+                }));
+                s.counted += ends.len() as u64;
+            }
+        }
+        self.outbox.clear();
+    }
+
+    /// Sealing only: sends what was framed, then starts a new session (new random
+    /// id, HELLO, lines numbered from 1, counter from 0) so that the datagram counter
+    /// never reaches the limit (2^31): no nonce is reused under the key, and the
+    /// receiver's replay window never sees a counter wrap. The old session gets no END
+    /// (no END reason fits): the receiver sees the new session start from the same
+    /// sender.
+    fn new_session(&mut self, now_us: u64) {
+        self.framer.flush(&mut self.outbox);
+        self.send_outbox();
+        let Some(s) = self.seal.as_mut() else { return };
+        let id = match session_id(now_us, true) {
+            Ok(id) => id,
+            Err(RunError(msg)) => {
+                // Sealing under a weak id is not an option, and the old session may
+                // not go on: stop.
+                eprintln!("ncu-send: {msg}");
+                std::process::exit(1);
+            }
+        };
+        s.counted = 0;
+        self.framer = Framer::new(id, self.framer.name(), self.framer.max_datagram());
+        self.framer.hello(
+            std::process::id(),
+            now_us,
+            &s.source,
+            now_us,
+            &mut self.outbox,
+        );
+        self.send_outbox();
+        self.last_sent = Instant::now();
     }
 
     /// Sends END, prints the counters with `--verbose`, returns `status`.
@@ -343,15 +447,23 @@ fn command_line(argv: &[OsString]) -> String {
 
 /// The session id: start time in whole seconds above 32 random bits
 /// ([`wire::session_id`]), so that a receiver can tell how long a session it joins
-/// mid-way has been running.
-fn session_id(started_us: u64) -> u64 {
+/// mid-way has been running. `sealing`: the random bits keep nonces apart across
+/// sessions (SECURITY.md), so they must come from the OS generator; without it,
+/// an error rather than a weaker fallback.
+fn session_id(started_us: u64, sealing: bool) -> Result<u64, RunError> {
     let mut bytes = [0u8; 4];
     let random = match getrandom::getrandom(&mut bytes) {
         Ok(()) => u32::from_ne_bytes(bytes),
+        Err(e) if sealing => {
+            return Err(RunError(format!(
+                "no randomness from the OS for a session id ({e}): refusing to seal \
+                 with a guessable one"
+            )))
+        }
         // No entropy source: the microseconds and the pid still tell runs apart.
         Err(_) => (started_us as u32) ^ std::process::id().rotate_left(16),
     };
-    wire::session_id((started_us / 1_000_000) as u32, random)
+    Ok(wire::session_id((started_us / 1_000_000) as u32, random))
 }
 
 /// The wall clock in microseconds since the Unix epoch (0 before 1970).
