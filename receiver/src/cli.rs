@@ -97,6 +97,13 @@ pub(crate) struct Args {
     #[arg(long)]
     once: bool,
 
+    /// Accept only datagrams sealed with a key from PATH (made by
+    /// `ncu-send --gen-key PATH`, mode 0600; one key per line, all are tried, so
+    /// a new key can be added before the senders switch). Everything else, and
+    /// replays, is rejected as corrupt (reason auth).
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+
     /// Bytes per receive buffer slot; a larger datagram is reported corrupt
     /// (too_large). For tests.
     #[arg(long, value_name = "BYTES", default_value_t = 65_536, hide = true)]
@@ -118,6 +125,8 @@ pub(crate) struct Config {
     pub(crate) output_dir: Option<PathBuf>,
     pub(crate) once: bool,
     pub(crate) slot_bytes: usize,
+    /// `--key-file`: only authentic sealed datagrams are taken.
+    pub(crate) keys: Option<ncu_proto::seal::Keys>,
 }
 
 /// A usage error: printed on one line, exit status 2.
@@ -145,7 +154,14 @@ impl Args {
         if !(512..=65_536).contains(&self.slot_bytes) {
             return Err(UsageError("--slot-bytes must be 512..=65536".to_owned()));
         }
+        let keys = match &self.key_file {
+            Some(path) => {
+                Some(ncu_proto::seal::Keys::load(path).map_err(|e| UsageError(e.to_string()))?)
+            }
+            None => None,
+        };
         Ok(Config {
+            keys,
             listen,
             any_address,
             json: self.json,

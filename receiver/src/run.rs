@@ -211,6 +211,9 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         ..RxConfig::default()
     };
     let mut rx = Reassembler::new(rx_config, started);
+    if let Some(keys) = config.keys.clone() {
+        rx.set_keys(keys, ncu_proto::seal::ReplayConfig::default());
+    }
     let mut batch = Batch::new(config.slot_bytes);
     let stdout = io::stdout();
     let mut sink = Sink {
