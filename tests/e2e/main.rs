@@ -1,4 +1,5 @@
 //! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
+mod faults;
 mod kernel_lab;
 mod receiver;
 mod sealed;
