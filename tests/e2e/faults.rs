@@ -383,8 +383,12 @@ fn fault_garbage_beside_a_good_stream() {
     assert!(corrupt > 0, "{summary}");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     eprintln!(
-        "garbage: {sent} sent, corrupt_total {corrupt} ({}), peak RSS {peak} KiB, {:?}",
+        "garbage: {sent} sent, corrupt_total {corrupt} ({}), datagrams {}, sessions {}, \
+         kernel drops {}, peak RSS {peak} KiB, {:?}",
         summary["corrupt"],
+        summary["datagrams"],
+        summary["sessions_seen"],
+        summary["kernel_drops"],
         t0.elapsed()
     );
 }
