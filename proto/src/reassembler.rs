@@ -1216,10 +1216,10 @@ impl Reassembler {
             netconsole::Kind::Extended => SourceKind::KernelExtended,
             netconsole::Kind::Text => SourceKind::Text,
             // Plain netconsole sends the console's bytes as they are: once a source
-            // has sent text, its datagrams with stray control or non-UTF-8 bytes are
-            // still its console output (NUL bytes are not).
+            // has sent text, its datagrams with a few stray control or non-UTF-8 bytes
+            // are still its console output (random bytes, or any NUL, are not).
             netconsole::Kind::Garbage(GarbageReason::Binary | GarbageReason::NotUtf8)
-                if !bytes.contains(&0)
+                if mostly_text(bytes)
                     && self
                         .sessions
                         .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
@@ -1429,6 +1429,15 @@ fn session_key(session: &Session) -> SessionKey {
         SourceKind::Ncu => SessionKey::Ncu(session.info.id),
         kind => SessionKey::Source(session.info.addr, kind),
     }
+}
+
+/// No NUL, and at most one byte in 16 a control character other than tab, CR, LF.
+fn mostly_text(bytes: &[u8]) -> bool {
+    let control = bytes
+        .iter()
+        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+        .count();
+    !bytes.contains(&0) && control * 16 <= bytes.len()
 }
 
 fn in_ranges(ranges: &BTreeMap<u64, u64>, seq: u64) -> bool {
@@ -1822,7 +1831,10 @@ mod tests {
     fn plain_console_bytes_from_a_known_text_source_are_kept() {
         let mut h = Harness::new();
         h.feed("10.0.2.15:6665", b"[    1.0] booting\n");
-        h.feed("10.0.2.15:6665", b"[    1.1] ncu-escape \x07\x1b[0m \xe9\n");
+        h.feed(
+            "10.0.2.15:6665",
+            b"[    1.100000] ncu-escape: tab\there bell \x07 esc \x1b[0m latin1 \xe9 end\n",
+        );
         h.feed("10.0.2.16:6665", b"\x07\x1b first datagram of a source\n");
         let events = h.advance(Duration::from_secs(6));
         let lines = events
