@@ -695,14 +695,16 @@ fn netem_run(copies: u32) {
         "ncu-send-netem.sh",
         &[static_ncu_send().to_owned()],
     );
-    let mut recv = Recv::start(&["--dead-after", "3s"]);
+    // An emulated guest on 2 shared cores stalls now and then: a wider reorder
+    // window keeps such stalls from turning reordered lines into late ones.
+    let mut recv = Recv::start(&["--dead-after", "5s", "--reorder-window", "1s"]);
     let cmdline = format!(
         "panic=1 ncu.port={} ncu.lines={LINES} ncu.sendargs=--copies,{copies}",
         recv.port
     );
     let booted = boot(&initrd, &cmdline, &tag);
     let fate = recv
-        .wait_for(Duration::from_secs(15), |e| is(e, "end") || is(e, "silent"))
+        .wait_for(Duration::from_secs(30), |e| is(e, "end") || is(e, "silent"))
         .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
     let events = recv.stop();
     save_events(&events, &tag);
@@ -723,18 +725,35 @@ fn netem_run(copies: u32) {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), seqs.len(), "{tag}: duplicated lines");
-    let late = mine.iter().filter(|e| e["late"] == true).count();
-    let in_order = seqs.windows(2).filter(|w| w[0] < w[1]).count();
-    assert_eq!(
-        in_order + 1,
-        seqs.len(),
-        "{tag}: lines out of order ({late} late)"
+    // Lines in order, except those flagged late: each of those must fall in a gap
+    // reported before it, and is then no longer lost.
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let mut in_order: Vec<u64> = Vec::new();
+    let mut late = 0u64;
+    for e in &mine {
+        if is(e, "gap") {
+            gaps.push((
+                e["first"].as_u64().expect("first"),
+                e["last"].as_u64().expect("last"),
+            ));
+        } else if is(e, "line") {
+            let seq = e["seq"].as_u64().expect("seq");
+            if e["late"] == true {
+                assert!(
+                    gaps.iter().any(|&(a, b)| a <= seq && seq <= b),
+                    "{tag}: late line {seq} was not in a reported gap"
+                );
+                late += 1;
+            } else {
+                in_order.push(seq);
+            }
+        }
+    }
+    assert!(
+        in_order.windows(2).all(|w| w[0] < w[1]),
+        "{tag}: lines out of order"
     );
-    let lost: u64 = mine
-        .iter()
-        .filter(|e| is(e, "gap"))
-        .map(|e| e["count"].as_u64().expect("count"))
-        .sum();
+    let lost: u64 = gaps.iter().map(|&(a, b)| b - a + 1).sum::<u64>() - late;
     assert_eq!(
         seqs.len() as u64 + lost,
         LINES,
