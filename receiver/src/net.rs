@@ -1,5 +1,7 @@
 //! The socket: dual-stack bind, a large receive buffer, and batched receive with
-//! `recvmmsg(2)` that flags truncated datagrams and reads the kernel's drop counter.
+//! `recvmmsg(2)` that flags truncated datagrams. The kernel's drop counter is read
+//! from `/proc/net/udp` when needed (not `SO_RXQ_OVFL`: a control message on every
+//! datagram cost about 7% of the receive path).
 
 use std::io;
 use std::mem;
@@ -13,8 +15,6 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 pub(crate) const BATCH: usize = 32;
 /// Receive buffer asked for.
 pub(crate) const WANTED_RCVBUF: usize = 8 << 20;
-/// Room for one `SO_RXQ_OVFL` control message (`CMSG_SPACE(4)` on 64-bit Linux is 24).
-const CONTROL_LEN: usize = 64;
 
 /// The bound socket and what happened while setting it up.
 pub(crate) struct Listener {
@@ -25,8 +25,6 @@ pub(crate) struct Listener {
     pub(crate) dual_stack: bool,
     /// The receive buffer the kernel granted (as `SO_RCVBUF` reports it).
     pub(crate) rcvbuf: usize,
-    /// The kernel attaches its drop counter to datagrams (`SO_RXQ_OVFL`).
-    pub(crate) rxq_ovfl: bool,
 }
 
 /// Binds `addr`; with `any_address`, `[::]` with `IPV6_V6ONLY` off, or `0.0.0.0` when
@@ -48,7 +46,6 @@ pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> 
         let _ = socket.set_recv_buffer_size(WANTED_RCVBUF);
     }
     let rcvbuf = socket.recv_buffer_size().unwrap_or(0);
-    let rxq_ovfl = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).is_ok();
     let local = socket
         .local_addr()?
         .as_socket()
@@ -58,7 +55,6 @@ pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> 
         local,
         dual_stack,
         rcvbuf,
-        rxq_ovfl,
     })
 }
 
@@ -108,16 +104,13 @@ pub(crate) struct Meta {
     pub(crate) truncated: bool,
 }
 
-/// Receive buffers allocated once: `BATCH` slots, their addresses and control space.
+/// Receive buffers allocated once: `BATCH` slots and their addresses.
 pub(crate) struct Batch {
     slot: usize,
     buf: Box<[u8]>,
     addrs: Box<[libc::sockaddr_storage]>,
-    controls: Box<[[u64; CONTROL_LEN / 8]]>,
     meta: Vec<Meta>,
     use_recvmmsg: bool,
-    /// The kernel's drop counter for this socket, as last attached to a datagram.
-    pub(crate) kernel_drops: Option<u64>,
 }
 
 impl Batch {
@@ -129,10 +122,8 @@ impl Batch {
             slot,
             buf: vec![0; slot * BATCH].into_boxed_slice(),
             addrs: vec![zero_addr; BATCH].into_boxed_slice(),
-            controls: vec![[0u64; CONTROL_LEN / 8]; BATCH].into_boxed_slice(),
             meta: Vec::with_capacity(BATCH),
             use_recvmmsg: true,
-            kernel_drops: None,
         }
     }
 
@@ -163,8 +154,6 @@ impl Batch {
             h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = self.controls[i].as_mut_ptr().cast();
-            h.msg_controllen = CONTROL_LEN as _;
         }
         let n = loop {
             let rc = if self.use_recvmmsg {
@@ -206,9 +195,6 @@ impl Batch {
                 .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
             let len = (hdr.msg_len as usize).min(self.slot);
             let truncated = h.msg_flags & libc::MSG_TRUNC != 0;
-            if let Some(drops) = read_rxq_ovfl(h) {
-                self.kernel_drops = Some(self.kernel_drops.unwrap_or(0).max(drops));
-            }
             self.meta.push(Meta {
                 from,
                 len,
@@ -217,24 +203,6 @@ impl Batch {
         }
         Ok(n)
     }
-}
-
-/// The `SO_RXQ_OVFL` counter attached to a received message, if any.
-fn read_rxq_ovfl(h: &libc::msghdr) -> Option<u64> {
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled, bounded by
-    // msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(h);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_RXQ_OVFL {
-                let data = libc::CMSG_DATA(cmsg).cast::<u32>();
-                return Some(u64::from(data.read_unaligned()));
-            }
-            cmsg = libc::CMSG_NXTHDR(h, cmsg);
-        }
-    }
-    None
 }
 
 fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
@@ -299,8 +267,8 @@ pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Res
     Ok(())
 }
 
-/// The kernel's drop count for the socket with inode `inode`, from `/proc/net/udp`
-/// and `/proc/net/udp6` (the last column).
+/// The kernel's drop count for socket `fd` (receive buffer full), from the line of
+/// its inode in `/proc/net/udp6` or `/proc/net/udp` (the last column).
 pub(crate) fn proc_drops(fd: RawFd) -> Option<u64> {
     // SAFETY: fstat on a valid fd into a zeroed stat.
     let mut st: libc::stat = unsafe { mem::zeroed() };

@@ -229,17 +229,12 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         ended: false,
     };
     let local = listener.local.to_string();
-    let counters = |batch: &Batch, sink: &Sink<'_>| Counters {
-        kernel_drops: match (net::proc_drops(fd), listener.rxq_ovfl) {
-            (Some(p), true) => Some(p.max(batch.kernel_drops.unwrap_or(0))),
-            (Some(p), false) => Some(p),
-            (None, true) => Some(batch.kernel_drops.unwrap_or(0)),
-            (None, false) => None,
-        },
+    let counters = |sink: &Sink<'_>| Counters {
+        kernel_drops: net::proc_drops(fd),
         output_errors: sink.outdir.as_ref().map_or(0, |d| d.errors),
         rcvbuf: listener.rcvbuf,
     };
-    let write_report = |rx: &Reassembler, sink: &Sink<'_>, batch: &Batch| {
+    let write_report = |rx: &Reassembler, sink: &Sink<'_>| {
         let Some(path) = &config.report else {
             return;
         };
@@ -255,7 +250,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             &sink.ledger,
             &rx.summaries(),
             rx.stats(),
-            &counters(batch, sink),
+            &counters(sink),
         );
         if let Err(e) = report::write(path, &text) {
             eprintln!(
@@ -272,7 +267,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
         if sig.usr1.swap(false, Ordering::Relaxed) {
             sink.flush();
-            write_report(&rx, &sink, &batch);
+            write_report(&rx, &sink);
         }
         let n = match batch.recv(fd) {
             Ok(n) => n,
@@ -319,12 +314,12 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     rx.flush();
     sink.drain(&mut rx);
     if sink.stdout == Stdout::Open {
-        let c = counters(&batch, &sink);
+        let c = counters(&sink);
         let result = output::summary(sink.json, &rx.summaries(), rx.stats(), &c, &mut sink.out);
         sink.check(result);
     }
     sink.flush();
-    write_report(&rx, &sink, &batch);
+    write_report(&rx, &sink);
     match sink.failed {
         Some(e) => Err(RunError(format!("cannot write to standard output: {e}"))),
         None => Ok(()),

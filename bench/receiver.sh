@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Receiver benchmark (figures side by side; not a test). About 40 s of loopback load:
+# do not run it in a loop on a shared machine.
+#   1. ncu-send -> ncu-recv, 1,000,000 lines, packed and --no-pack: lines lost
+#   2. ncu-recv's ceiling in datagrams/s fed by 2 blaster processes, against a bare
+#      recvmmsg loop fed the same way (ratio; target >= 70%)
+#   3. ncu-recv's peak RSS (VmHWM) under a garbage flood and under 10,000 sessions
+# Binaries: receiver/examples/{blast,bare_recv}.rs, release ncu-send and ncu-recv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p ncu-receiver -p ncu-sender --bins --examples
+rel="$target/release"
+blast="$rel/examples/blast"
+bare="$rel/examples/bare_recv"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+secs=${BLAST_SECS:-3}
+
+# Starts ncu-recv with "$@" in the background; sets $rpid and $rport.
+start_recv() {
+  rm -f "$work/out" "$work/err"
+  "$rel/ncu-recv" "$@" 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+  rpid=$!
+  for _ in $(seq 200); do
+    grep -q 'listening on' "$work/err" 2>/dev/null && break
+    sleep 0.01
+  done
+  rport=$(grep -o 'listening on [^ ]*' "$work/err" | sed 's/.*://')
+}
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+echo "== 1. ncu-send -> ncu-recv, 1,000,000 lines (80 bytes) at the sender's full speed"
+seq -f 'line %07g ................................................................' 1 1000000 >"$work/in"
+for mode in packed no-pack; do
+  flag=""; [ "$mode" = no-pack ] && flag="--no-pack"
+  start_recv --once --report "$work/report.md"
+  t0=$(date +%s.%N)
+  "$rel/ncu-send" $flag --name bench "127.0.0.1:$rport" <"$work/in"
+  wait "$rpid"
+  t1=$(date +%s.%N)
+  got=$(grep -o 'lines received: [0-9]*' "$work/report.md" | head -1 | awk '{print $3}')
+  lost=$(grep -o 'lost: [0-9]* lines' "$work/report.md" | head -1 | awk '{print $2}')
+  drops=$(grep -o 'receive buffer full): [0-9]*' "$work/report.md" | awk '{print $4}')
+  printf '  %-8s received %s lines, lost %s, kernel drops %s, %.2f s\n' "$mode" "$got" "$lost" "${drops:-?}" "$(echo "$t1 - $t0" | bc)"
+done
+
+echo "== 2. ceiling: 2 blasters x ${secs}s, one 100-byte line per datagram"
+start_recv --report "$work/ceiling.md"
+"$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b1" & b1=$!
+"$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b2" & b2=$!
+wait $b1 $b2
+sleep 0.5
+kill -TERM "$rpid"; wait "$rpid" || true
+recv_n=$(grep -o 'datagrams received: [0-9]*' "$work/ceiling.md" | awk '{print $3}')
+offered=$(cat "$work/b1" "$work/b2" | awk '{s += $5} END {print s}')
+"$bare" 127.0.0.1:0 >"$work/bare" 2>"$work/bare.err" & bpid=$!
+for _ in $(seq 200); do grep -q listening "$work/bare.err" && break; sleep 0.01; done
+bport=$(grep -o 'listening on [^ ]*' "$work/bare.err" | sed 's/.*://')
+"$blast" lines "127.0.0.1:$bport" "$secs" 2>"$work/b3" & b3=$!
+"$blast" lines "127.0.0.1:$bport" "$secs" 2>"$work/b4" & b4=$!
+wait $b3 $b4
+wait "$bpid"
+bare_n=$(cat "$work/bare")
+bare_offered=$(cat "$work/b3" "$work/b4" | awk '{s += $5} END {print s}')
+printf '  %-22s %12s %12s %10s\n' "" offered received "per second"
+printf '  %-22s %12d %12d %10d\n' "ncu-recv (text out)" "$offered" "$recv_n" $((recv_n / secs))
+printf '  %-22s %12d %12d %10d\n' "bare recvmmsg loop" "$bare_offered" "$bare_n" $((bare_n / secs))
+echo "  ratio ncu-recv / bare: $(echo "scale=1; 100 * $recv_n / $bare_n" | bc)%"
+
+echo "== 3. peak RSS (VmHWM) of ncu-recv"
+start_recv
+base=$(hwm "$rpid")
+"$blast" garbage "127.0.0.1:$rport" "$secs" 2>"$work/g1" & g1=$!
+"$blast" garbage "127.0.0.1:$rport" "$secs" 2>"$work/g2" & g2=$!
+wait $g1 $g2
+sleep 0.3
+garbage_hwm=$(hwm "$rpid")
+kill -TERM "$rpid"; wait "$rpid" || true
+echo "  idle: ${base} KiB; garbage flood ($(cat "$work/g1" "$work/g2" | awk '{s += $3} END {print s}') datagrams): ${garbage_hwm} KiB"
+start_recv
+"$blast" sessions "127.0.0.1:$rport" 10000 5 2>"$work/s1"
+sleep 0.5
+sessions_hwm=$(hwm "$rpid")
+kill -TERM "$rpid"; wait "$rpid" || true
+sessions=$(grep -o 'summary [0-9]* sessions' "$work/out" | awk '{print $2}')
+echo "  10,000 concurrent sessions x 5 lines (${sessions} sessions seen): ${sessions_hwm} KiB"
