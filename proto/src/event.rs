@@ -251,8 +251,10 @@ pub enum Event {
     },
 }
 
-/// The longest `last_text` a `Silent` event quotes.
-pub const LAST_TEXT_MAX: usize = 64 * 1024;
+/// The longest `last_text` a `Silent` event quotes (the line's first bytes). Every
+/// session keeps its last line this long, so this bounds that memory: at most
+/// 8 KiB times the sessions in memory and the summaries kept.
+pub const LAST_TEXT_MAX: usize = 8 * 1024;
 
 /// How a session ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

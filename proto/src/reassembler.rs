@@ -534,6 +534,14 @@ impl Reassembler {
                 };
                 self.stats.sessions += 1;
                 let mut s = Session::new(Arc::new(info), now, wall_us);
+                // HEARTBEAT and END carry the name: learn it before `start` is
+                // reported (HELLO does so below, before it starts the session).
+                match repr.payload {
+                    Payload::Heartbeat { name } | Payload::End { name, .. } => {
+                        self.learn_name(&mut s, name)
+                    }
+                    _ => {}
+                }
                 let is_hello = matches!(repr.payload, Payload::Hello { .. });
                 if !is_hello {
                     let started_us =
@@ -1656,6 +1664,18 @@ mod tests {
             ]
         );
         assert_eq!(h.rx.summaries()[0].duplicates, 1);
+    }
+
+    #[test]
+    fn a_session_first_seen_by_heartbeat_starts_with_its_name() {
+        let mut h = Harness::new();
+        let mut f = Framer::new(wire::session_id(0, 11), "web", 1400);
+        let ds = datagrams(&mut f, |f, o| f.heartbeat(0, o));
+        h.feed("10.0.0.12:1", &ds[0]);
+        match h.events().first() {
+            Some(Event::Start { session, .. }) => assert_eq!(session.name, "web"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -351,7 +351,7 @@ fn check_session(
             let want = &plan.lines[(highest - 1) as usize].text;
             assert_eq!(
                 last_text.as_deref(),
-                Some(&want[..want.len().min(64 * 1024)]),
+                Some(&want[..want.len().min(ncu_proto::event::LAST_TEXT_MAX)]),
                 "{ctx}"
             );
         }
