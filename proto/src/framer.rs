@@ -79,6 +79,8 @@ pub struct Framer {
     next_counter: u32,
     /// Lines in the DATA datagram being built (0: none being built).
     open_lines: u16,
+    /// Pad datagrams closed for lack of room to exactly `max_datagram`.
+    pad_full: bool,
 }
 
 impl Framer {
@@ -102,7 +104,15 @@ impl Framer {
             next_seq: 1,
             next_counter: 0,
             open_lines: 0,
+            pad_full: false,
         }
+    }
+
+    /// Pads every DATA datagram closed because the next line did not fit to exactly
+    /// [`Framer::max_datagram`] bytes (with a [`wire::LINE_PADDING`] record), so that
+    /// runs of full datagrams have equal sizes (for UDP GSO). Off by default.
+    pub fn set_pad_full(&mut self, pad: bool) {
+        self.pad_full = pad;
     }
 
     /// The session id.
@@ -183,6 +193,15 @@ impl Framer {
         if self.open_lines > 0
             && (open_len + record_len > self.max_datagram || self.open_lines == u16::MAX)
         {
+            let room = self.max_datagram - open_len;
+            if self.pad_full && room >= LINE_RECORD_HEADER_LEN {
+                let padding = room - LINE_RECORD_HEADER_LEN;
+                outbox.bytes.push(wire::LINE_PADDING);
+                outbox
+                    .bytes
+                    .extend_from_slice(&(padding as u16).to_be_bytes());
+                outbox.bytes.resize(outbox.bytes.len() + padding, 0);
+            }
             self.flush(outbox);
         }
         if self.open_lines == 0 {
@@ -275,6 +294,38 @@ mod tests {
         let second = Repr::parse(outbox.datagrams().nth(1).unwrap()).unwrap();
         assert_eq!(second.header.seq, 4);
         assert_eq!(second.header.counter, 1);
+    }
+
+    #[test]
+    fn full_datagrams_are_padded_to_equal_size_and_decode_to_the_same_lines() {
+        let mut framer = Framer::new(1, "n", 200);
+        framer.set_pad_full(true);
+        let mut outbox = Outbox::default();
+        let lines: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| vec![b'a' + i % 26; 10 + usize::from(i) * 3])
+            .collect();
+        for line in &lines {
+            framer.push_line(0, line, 5, &mut outbox);
+        }
+        framer.flush(&mut outbox);
+        let sizes: Vec<usize> = outbox.datagrams().map(<[u8]>::len).collect();
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(full.iter().all(|&s| s == 200 || s >= 198), "{sizes:?}");
+        assert!(
+            full.iter().filter(|&&s| s == 200).count() >= full.len() - 1,
+            "{sizes:?}"
+        );
+        assert!(*last <= 200);
+        let mut decoded = Vec::new();
+        for d in outbox.datagrams() {
+            let Payload::Lines { count, lines } = Repr::parse(d).unwrap().payload else {
+                panic!()
+            };
+            let got: Vec<Vec<u8>> = lines.map(|l| l.text.to_vec()).collect();
+            assert_eq!(got.len(), usize::from(count));
+            decoded.extend(got);
+        }
+        assert_eq!(decoded, lines);
     }
 
     #[test]

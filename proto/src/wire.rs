@@ -53,6 +53,11 @@ pub const LINE_PARTIAL: u8 = 0x01;
 /// Line flag: the line continues the previous one, cut at `--max-line`.
 pub const LINE_CONTINUATION: u8 = 0x02;
 const KNOWN_LINE_FLAGS: u8 = LINE_PARTIAL | LINE_CONTINUATION;
+/// Record flags of a padding record: not a line (no sequence number); its bytes are
+/// zero and ignored. Only as the last record of a DATA datagram. Senders pad full
+/// datagrams to exactly `--max-datagram` so that runs of them can be sent with UDP
+/// segmentation offload (GSO), which needs equal sizes.
+pub const LINE_PADDING: u8 = 0x80;
 
 /// Why a datagram was rejected. Cheap to copy and compare; one variant per cause so
 /// that drops can be counted by cause.
@@ -368,6 +373,9 @@ impl<'a> Iterator for Lines<'a> {
             return None;
         }
         let flags = self.rest[0];
+        if flags == LINE_PADDING {
+            return None;
+        }
         let len = usize::from(read_u16(&self.rest[1..3]));
         let end = (LINE_RECORD_HEADER_LEN + len).min(self.rest.len());
         let text = &self.rest[LINE_RECORD_HEADER_LEN..end];
@@ -626,14 +634,23 @@ fn parse_payload(kind: Kind, fragment: bool, p: &[u8]) -> Result<Payload<'_>, De
                 if rest.len() < LINE_RECORD_HEADER_LEN {
                     return Err(DecodeError::BadLength);
                 }
-                if rest[0] & !KNOWN_LINE_FLAGS != 0 {
+                let padding = rest[0] == LINE_PADDING;
+                if rest[0] & !KNOWN_LINE_FLAGS != 0 && !padding {
                     return Err(DecodeError::BadFlags);
                 }
                 let len = usize::from(read_u16(&rest[1..3]));
                 if rest.len() < LINE_RECORD_HEADER_LEN + len {
                     return Err(DecodeError::BadLength);
                 }
+                let bytes = &rest[LINE_RECORD_HEADER_LEN..LINE_RECORD_HEADER_LEN + len];
                 rest = &rest[LINE_RECORD_HEADER_LEN + len..];
+                if padding {
+                    // Last record, zero bytes: one canonical form.
+                    if !rest.is_empty() || bytes.iter().any(|&b| b != 0) {
+                        return Err(DecodeError::BadLength);
+                    }
+                    break;
+                }
                 count = count.checked_add(1).ok_or(DecodeError::BadLength)?;
             }
             if count == 0 {
@@ -937,6 +954,40 @@ mod tests {
         v[HEADER_LEN + 4] = 9;
         finish_datagram(&mut v);
         assert_eq!(Repr::parse(&v).unwrap_err(), DecodeError::BadEndReason);
+    }
+
+    #[test]
+    fn padding_is_last_zero_and_not_a_line() {
+        let build = |records: &[(u8, &[u8])]| {
+            let mut v = Vec::new();
+            write_header(&mut v, Kind::Data, 0, 0, &header());
+            for (flags, text) in records {
+                push_line_record(&mut v, *flags, text);
+            }
+            finish_datagram(&mut v);
+            v
+        };
+        let ok = build(&[(0, b"a"), (LINE_PADDING, &[0, 0, 0])]);
+        let Payload::Lines { count, lines } = Repr::parse(&ok).unwrap().payload else {
+            panic!()
+        };
+        assert_eq!((count, lines.count()), (1, 1));
+        assert_eq!(
+            Repr::parse(&build(&[(LINE_PADDING, &[0])])).unwrap_err(),
+            DecodeError::EmptyData
+        );
+        assert_eq!(
+            Repr::parse(&build(&[(LINE_PADDING, &[]), (0, b"a")])).unwrap_err(),
+            DecodeError::BadLength
+        );
+        assert_eq!(
+            Repr::parse(&build(&[(0, b"a"), (LINE_PADDING, &[1])])).unwrap_err(),
+            DecodeError::BadLength
+        );
+        assert_eq!(
+            Repr::parse(&build(&[(0, b"a"), (LINE_PADDING | 1, &[])])).unwrap_err(),
+            DecodeError::BadFlags
+        );
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn corpus() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for max in [128, 512, 1400] {
         let mut framer = Framer::new(wire::session_id(1_700_000_000, max as u32), "fuzz", max);
+        framer.set_pad_full(max == 512);
         let mut outbox = Outbox::default();
         framer.hello(7, 0, "stdin", 0, &mut outbox);
         framer.push_line(0, b"short line", 1, &mut outbox);

@@ -94,6 +94,7 @@ fn send_session(
     start_us: u64,
 ) -> Vec<(u64, Vec<u8>)> {
     let mut framer = Framer::new(id, name, max_datagram);
+    framer.set_pad_full(rng.chance(50));
     let mut outbox = Outbox::default();
     let mut now = start_us;
     let mut out = Vec::new();
