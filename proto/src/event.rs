@@ -125,6 +125,8 @@ pub enum CorruptReason {
     Auth,
     /// A netconsole record the assembler refused (bad fragment, over the size limit).
     Netconsole,
+    /// A well-formed ncu datagram of a kind receivers do not take (a NACK).
+    UnexpectedKind,
     /// A line longer than the receiver's limit for one line.
     LineTooLong,
 }
@@ -141,6 +143,7 @@ impl CorruptReason {
             CorruptReason::SealedNoKey => "sealed_no_key",
             CorruptReason::Auth => "auth",
             CorruptReason::Netconsole => "netconsole",
+            CorruptReason::UnexpectedKind => "unexpected_kind",
             CorruptReason::LineTooLong => "line_too_long",
         }
     }
@@ -302,6 +305,10 @@ pub struct SessionSummary {
     pub reordered: u64,
     /// Lines delivered after their gap was reported.
     pub late: u64,
+    /// Lines that arrived after a NACK asked for them (recovery).
+    pub recovered: u64,
+    /// The sender offers recovery (resends on NACK).
+    pub recovery: bool,
     /// How it ended up.
     pub fate: Fate,
     /// How the sender said it ended, when it sent END.

@@ -47,6 +47,14 @@ impl Outbox {
             &self.bytes[start..end]
         })
     }
+    /// Appends a finished datagram (e.g. one to resend).
+    pub fn push(&mut self, datagram: &[u8]) {
+        let start = self.finished_len();
+        // A datagram still being built stays last: put this one before it.
+        self.bytes.splice(start..start, datagram.iter().copied());
+        self.ends.push(start + datagram.len());
+    }
+
     /// How many finished datagrams wait.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -81,6 +89,8 @@ pub struct Framer {
     open_lines: u16,
     /// Pad datagrams closed for lack of room to exactly `max_datagram`.
     pad_full: bool,
+    /// Flags set on every datagram (FLAG_RECOVERY).
+    flags: u8,
 }
 
 impl Framer {
@@ -105,6 +115,7 @@ impl Framer {
             next_counter: 0,
             open_lines: 0,
             pad_full: false,
+            flags: 0,
         }
     }
 
@@ -113,6 +124,16 @@ impl Framer {
     /// runs of full datagrams have equal sizes (for UDP GSO). Off by default.
     pub fn set_pad_full(&mut self, pad: bool) {
         self.pad_full = pad;
+    }
+
+    /// Marks every datagram from now on with [`wire::FLAG_RECOVERY`]: this sender
+    /// keeps a resend ring and answers NACKs.
+    pub fn set_recovery(&mut self, on: bool) {
+        if on {
+            self.flags |= wire::FLAG_RECOVERY;
+        } else {
+            self.flags &= !wire::FLAG_RECOVERY;
+        }
     }
 
     /// The session id.
@@ -150,7 +171,12 @@ impl Framer {
     fn emit(&mut self, seq: u64, now_us: u64, payload: Payload<'_>, outbox: &mut Outbox) {
         self.flush(outbox);
         let header = self.header(seq, now_us);
+        let start = outbox.bytes.len();
         Repr { header, payload }.emit(&mut outbox.bytes);
+        if self.flags != 0 {
+            outbox.bytes[start + 5] |= self.flags;
+            wire::seal_checksum(&mut outbox.bytes[start..]);
+        }
         outbox.ends.push(outbox.bytes.len());
     }
 
@@ -206,7 +232,7 @@ impl Framer {
         }
         if self.open_lines == 0 {
             let header = self.header(seq, now_us);
-            wire::write_header(&mut outbox.bytes, Kind::Data, 0, 0, &header);
+            wire::write_header(&mut outbox.bytes, Kind::Data, self.flags, 0, &header);
         }
         wire::push_line_record(&mut outbox.bytes, flags, text);
         self.open_lines += 1;
@@ -258,6 +284,11 @@ impl Framer {
             Payload::Heartbeat { name: &name },
             outbox,
         );
+    }
+
+    /// Queues a GONE datagram: lines `first..=last` are no longer kept for resending.
+    pub fn gone(&mut self, first: u64, last: u64, now_us: u64, outbox: &mut Outbox) {
+        self.emit(first, now_us, Payload::Gone { last }, outbox);
     }
 
     /// Queues the END datagram (after flushing any open DATA).

@@ -8,5 +8,6 @@ pub mod event;
 pub mod framer;
 pub mod netconsole;
 pub mod reassembler;
+pub mod recovery;
 pub mod seal;
 pub mod wire;

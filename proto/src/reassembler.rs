@@ -84,6 +84,20 @@ pub struct Config {
     /// Most `Corrupt` events per second (the rest are counted, and reported in the
     /// next event's `suppressed`).
     pub corrupt_events_per_sec: u32,
+    /// Ask senders that offer recovery (FLAG_RECOVERY) to resend missing lines.
+    pub nack: bool,
+    /// How long a hole waits before the first NACK (reordering usually fills it).
+    pub nack_delay: Duration,
+    /// Time between NACKs for a session while it has holes.
+    pub nack_interval: Duration,
+    /// With recovery, how long a hole is waited for (NACKs retried) before it is
+    /// reported as a gap; at least `reorder_window`.
+    pub nack_window: Duration,
+    /// Most NACK datagrams per second over all sessions (bounds what spoofed
+    /// sessions could make this receiver send).
+    pub nacks_per_sec: u32,
+    /// Seed for the random counters of NACKs (see PROTOCOL.md).
+    pub rng_seed: u64,
 }
 
 impl Default for Config {
@@ -99,6 +113,12 @@ impl Default for Config {
             max_lines_in_fragments: 64,
             max_finished_summaries: 10_000,
             corrupt_events_per_sec: 20,
+            nack: true,
+            nack_delay: Duration::from_millis(20),
+            nack_interval: Duration::from_millis(40),
+            nack_window: Duration::from_secs(1),
+            nacks_per_sec: 2000,
+            rng_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
 }
@@ -116,6 +136,10 @@ pub struct Stats {
     pub sessions: u64,
     /// Sessions retired to make room.
     pub retired: u64,
+    /// NACK datagrams sent.
+    pub nacks_sent: u64,
+    /// NACKs not sent because of `nacks_per_sec`.
+    pub nacks_suppressed: u64,
 }
 
 impl Stats {
@@ -210,6 +234,18 @@ struct Session {
     reordered: u64,
     late: u64,
     name_known: bool,
+    /// The sender offers recovery (FLAG_RECOVERY seen).
+    recovery: bool,
+    /// When the last NACK went out.
+    last_nack: Option<Instant>,
+    /// Highest line any NACK asked for.
+    nack_horizon: u64,
+    /// The sender said lines up to this are gone from its ring.
+    gone_upto: u64,
+    /// Lines that filled a hole after a NACK asked for them.
+    recovered: u64,
+    /// Where the newest datagram came from (NACKs go there).
+    last_addr: SocketAddr,
     source: Source,
     /// Text sessions: the number the next joined line gets.
     next_text_seq: u64,
@@ -237,6 +273,7 @@ const MAX_LOST_RANGES: usize = 1024;
 
 impl Session {
     fn new(info: Arc<SessionInfo>, now: Instant, wall_us: u64) -> Session {
+        let info_addr = info.addr;
         Session {
             info,
             first_seq: None,
@@ -265,6 +302,12 @@ impl Session {
             reordered: 0,
             late: 0,
             name_known: false,
+            recovery: false,
+            last_nack: None,
+            nack_horizon: 0,
+            gone_upto: 0,
+            recovered: 0,
+            last_addr: info_addr,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,
@@ -282,12 +325,71 @@ impl Session {
             duplicates: self.duplicates,
             reordered: self.reordered,
             late: self.late,
+            recovered: self.recovered,
+            recovery: self.recovery,
             fate: self.fate,
             end_reason: self.end.map(|(_, reason)| reason),
             first_received_at_us: self.first_rx_wall,
             last_received_at_us: self.last_rx_wall,
             last_line: self.last_line.clone(),
         }
+    }
+
+    /// How long a hole is waited for before it is reported: longer when the sender
+    /// resends on request.
+    fn wait(&self, config: &Config) -> Duration {
+        if self.recovery && config.nack {
+            config.reorder_window.max(config.nack_window)
+        } else {
+            config.reorder_window
+        }
+    }
+
+    /// When the next NACK is due, if this session has holes and offers recovery.
+    fn nack_due(&self, config: &Config) -> Option<Instant> {
+        if !self.recovery || !config.nack || self.fate != Fate::Running {
+            return None;
+        }
+        let since = self.hole_since()?;
+        let first = since + config.nack_delay;
+        Some(match self.last_nack {
+            Some(last) => first.max(last + config.nack_interval),
+            None => first,
+        })
+    }
+
+    /// The missing lines from `next` up to the highest known, as `(first, count)`
+    /// ranges (at most [`wire::MAX_NACK_RANGES`]).
+    fn missing_ranges(&self) -> Vec<(u64, u32)> {
+        let horizon = [
+            self.pending.last_key_value().map(|(&k, _)| k),
+            self.fragments.last_key_value().map(|(&k, _)| k),
+            Some(self.known_last),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        let mut ranges = Vec::new();
+        let mut start = self.next;
+        let mut push = |first: u64, end_exclusive: u64| {
+            let mut first = first;
+            while first < end_exclusive && ranges.len() < wire::MAX_NACK_RANGES {
+                let count = (end_exclusive - first).min(u64::from(u32::MAX));
+                ranges.push((first, count as u32));
+                first += count;
+            }
+        };
+        for &seq in self.pending.keys() {
+            if seq > start {
+                push(start, seq);
+            }
+            start = seq + 1;
+        }
+        if horizon >= start {
+            push(start, horizon + 1);
+        }
+        ranges
     }
 
     /// When the oldest evidence of a hole at `next` arrived, if there is a hole.
@@ -318,7 +420,10 @@ impl Session {
             Source::Ncu => {}
         }
         if let Some(since) = self.hole_since() {
-            take(since + config.reorder_window);
+            take(since + self.wait(config));
+        }
+        if let Some(t) = self.nack_due(config) {
+            take(t);
         }
         if let Some(arrived) = self
             .fragments
@@ -334,7 +439,7 @@ impl Session {
         }
         if self.end.is_some() && !self.end_reported {
             if let Some(t) = self.known_since {
-                take(t + config.reorder_window);
+                take(t + self.wait(config));
             }
         }
         deadline
@@ -362,6 +467,19 @@ pub struct Reassembler {
     sealed_reported: HashSet<u64>,
     /// With a key: only sealed datagrams that authenticate are taken.
     sealing: Option<Box<Sealing>>,
+    transmits: VecDeque<Transmit>,
+    nack_tokens: f64,
+    nack_refilled: Option<Instant>,
+    rng: u64,
+}
+
+/// A datagram the receiver wants sent: a NACK to a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to (the address the session's datagrams come from).
+    pub to: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
 }
 
 /// A receiver's keys, its replay guard and a buffer for opened datagrams.
@@ -380,6 +498,10 @@ impl Reassembler {
             started: now,
             sealed_reported: HashSet::new(),
             sealing: None,
+            transmits: VecDeque::new(),
+            nack_tokens: f64::from(config.nacks_per_sec),
+            nack_refilled: None,
+            rng: config.rng_seed | 1,
             corrupt_tokens: f64::from(config.corrupt_events_per_sec),
             config,
             sessions: HashMap::new(),
@@ -437,6 +559,11 @@ impl Reassembler {
         self.next_check
     }
 
+    /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
     /// Counts a datagram the caller rejected before it could be handed over (e.g.
     /// truncated by the socket), reporting it like any other rejection.
     pub fn reject(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
@@ -454,7 +581,10 @@ impl Reassembler {
         }
         if wire::has_magic(bytes) {
             match Repr::parse(bytes) {
-                Ok(repr) => self.handle_ncu(now, wall_us, from, repr),
+                Ok(repr) => {
+                    let flags = wire::Datagram::new_unchecked(bytes).flags();
+                    self.handle_ncu(now, wall_us, from, flags, repr)
+                }
                 Err(DecodeError::Sealed) => self.handle_sealed(now, from, bytes),
                 Err(e) => self.corrupt(now, from, CorruptReason::Decode(e)),
             }
@@ -521,8 +651,25 @@ impl Reassembler {
 
     // ---- ncu sessions ----
 
-    fn handle_ncu(&mut self, now: Instant, wall_us: u64, from: SocketAddr, repr: Repr<'_>) {
+    fn handle_ncu(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        flags: u8,
+        repr: Repr<'_>,
+    ) {
         let key = SessionKey::Ncu(repr.header.session);
+        match repr.payload {
+            // NACKs go to senders; one here is misdirected (or a reflection attempt).
+            Payload::Nack { .. } => {
+                self.corrupt(now, from, CorruptReason::UnexpectedKind);
+                return;
+            }
+            // Only meaningful for a session this receiver knows.
+            Payload::Gone { .. } if !self.sessions.contains_key(&key) => return,
+            _ => {}
+        }
         let mut session = match self.sessions.remove(&key) {
             Some(s) => s,
             None => {
@@ -561,8 +708,21 @@ impl Reassembler {
             }
         };
         self.touch(&mut session, now, wall_us, repr.header.seq);
+        session.last_addr = from;
+        session.recovery |= flags & wire::FLAG_RECOVERY != 0;
         let sent_at = repr.header.sent_at_us;
         match repr.payload {
+            Payload::Nack { .. } => {}
+            Payload::Gone { last } => {
+                if last >= repr.header.seq && last > session.gone_upto {
+                    session.gone_upto = last;
+                    // The sender no longer has these: report them now.
+                    while session.first_seq.is_some()
+                        && session.next <= session.gone_upto
+                        && self.give_up_first_hole_upto(&mut session, last)
+                    {}
+                }
+            }
             Payload::Hello { name, .. } => {
                 self.learn_name(&mut session, name);
                 if session.first_seq.is_none() {
@@ -649,7 +809,8 @@ impl Reassembler {
                 Err(e) => Err(CorruptReason::Decode(e)),
                 Ok(repr) => match sealing.guard.check(&repr.header, wall_us) {
                     Ok(()) => {
-                        self.handle_ncu(now, wall_us, from, repr);
+                        let flags = wire::Datagram::new_unchecked(&sealing.opened).flags();
+                        self.handle_ncu(now, wall_us, from, flags, repr);
                         Ok(())
                     }
                     Err(replay) if replay.is_duplicate() => {
@@ -896,6 +1057,9 @@ impl Reassembler {
         }
         if seq < session.highest {
             session.reordered += 1;
+            if !is_late && seq <= session.nack_horizon {
+                session.recovered += 1;
+            }
         }
         if seq >= session.highest {
             session.highest = seq;
@@ -1001,7 +1165,12 @@ impl Reassembler {
     /// Reports the hole at `next` as lost and moves on. Returns false when there is
     /// no hole to give up.
     fn give_up_first_hole(&mut self, session: &mut Session) -> bool {
-        if session.first_seq.is_none() {
+        self.give_up_first_hole_upto(session, u64::MAX)
+    }
+
+    /// [`Reassembler::give_up_first_hole`], but no further than line `limit`.
+    fn give_up_first_hole_upto(&mut self, session: &mut Session, limit: u64) -> bool {
+        if session.first_seq.is_none() || session.next > limit {
             return false;
         }
         let next = session.next;
@@ -1023,6 +1192,7 @@ impl Reassembler {
                 None => return false,
             }
         };
+        let last = last.min(limit);
         let count = last - next + 1;
         if session.gap_kind == GapKind::Lost {
             session.lost += count;
@@ -1101,6 +1271,56 @@ impl Reassembler {
         });
     }
 
+    /// Queues a NACK for every line `session` is missing (rate limited overall).
+    fn send_nack(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
+        session.last_nack = Some(now);
+        let ranges = session.missing_ranges();
+        if ranges.is_empty() {
+            return;
+        }
+        let rate = f64::from(self.config.nacks_per_sec);
+        if let Some(last) = self.nack_refilled {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.nack_tokens = (self.nack_tokens + elapsed * rate).min(rate);
+        }
+        self.nack_refilled = Some(now);
+        if self.nack_tokens < 1.0 {
+            self.stats.nacks_suppressed += 1;
+            return;
+        }
+        self.nack_tokens -= 1.0;
+        if let Some(&(first, count)) = ranges.last() {
+            let end = first + u64::from(count) - 1;
+            session.nack_horizon = session.nack_horizon.max(end);
+        }
+
+        // The counter of a NACK is random: several receivers may NACK one session
+        // with one key in the same microsecond, and sealed nonces must not repeat.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let header = wire::Header {
+            session: session.info.id,
+            seq: 0,
+            sent_at_us: wall_us,
+            counter: self.rng as u32,
+        };
+        let mut bytes = Vec::with_capacity(wire::HEADER_LEN + 1 + 12 * ranges.len() + 16);
+        wire::write_header(&mut bytes, wire::Kind::Nack, 0, 0, &header);
+        wire::push_nack_ranges(&mut bytes, &ranges);
+        wire::finish_datagram(&mut bytes);
+        if let Some(sealing) = &self.sealing {
+            let mut sealed = Vec::with_capacity(bytes.len() + 16);
+            seal::seal(&sealing.keys, &bytes, &mut sealed);
+            bytes = sealed;
+        }
+        self.stats.nacks_sent += 1;
+        self.transmits.push_back(Transmit {
+            to: session.last_addr,
+            bytes,
+        });
+    }
+
     fn session_timeout(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         let due = match &mut session.source {
             Source::Kernel(assembler) => assembler.handle_timeout(now) > 0,
@@ -1113,13 +1333,14 @@ impl Reassembler {
         if session.joining_until.is_some_and(|t| t <= now) {
             self.resolve_join(session);
         }
-        while session
-            .hole_since()
-            .is_some_and(|t| t + self.config.reorder_window <= now)
-        {
+        let wait = session.wait(&self.config);
+        while session.hole_since().is_some_and(|t| t + wait <= now) {
             if !self.give_up_first_hole(session) {
                 break;
             }
+        }
+        if session.nack_due(&self.config).is_some_and(|t| t <= now) {
+            self.send_nack(session, now, wall_us);
         }
         let stale: Vec<u64> = session
             .fragments
@@ -1132,10 +1353,7 @@ impl Reassembler {
         }
         if session.end.is_some() && !session.end_reported {
             // END arrived but lines before it never came: give them up.
-            if session
-                .known_since
-                .is_some_and(|t| t + self.config.reorder_window <= now)
-            {
+            if session.known_since.is_some_and(|t| t + wait <= now) {
                 self.resolve_join(session);
                 self.give_up_all(session);
             }

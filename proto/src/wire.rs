@@ -46,7 +46,14 @@ mod field {
 pub const FLAG_SEALED: u8 = 0x01;
 /// Header flag (DATA only): the payload is one fragment of a long line.
 pub const FLAG_FRAGMENT: u8 = 0x02;
-const KNOWN_FLAGS: u8 = FLAG_SEALED | FLAG_FRAGMENT;
+/// Header flag (sender kinds): the sender keeps recent datagrams and resends them
+/// when a receiver asks with a NACK (recovery, see PROTOCOL.md).
+pub const FLAG_RECOVERY: u8 = 0x04;
+const KNOWN_FLAGS: u8 = FLAG_SEALED | FLAG_FRAGMENT | FLAG_RECOVERY;
+/// Most ranges one NACK asks for.
+pub const MAX_NACK_RANGES: usize = 64;
+/// Bytes of one NACK range (first u64, count u32).
+const NACK_RANGE_LEN: usize = 12;
 
 /// Line flag: the line had no newline (flushed after idling, or at end of input).
 pub const LINE_PARTIAL: u8 = 0x01;
@@ -133,6 +140,10 @@ pub enum Kind {
     Heartbeat = 3,
     /// The sender finished cleanly.
     End = 4,
+    /// Receiver to sender: please resend these lines (recovery).
+    Nack = 5,
+    /// Sender to receiver: these lines are no longer kept, stop asking.
+    Gone = 6,
 }
 
 impl Kind {
@@ -143,6 +154,8 @@ impl Kind {
             2 => Some(Kind::Data),
             3 => Some(Kind::Heartbeat),
             4 => Some(Kind::End),
+            5 => Some(Kind::Nack),
+            6 => Some(Kind::Gone),
             _ => None,
         }
     }
@@ -217,7 +230,10 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         }
         let kind = Kind::from_u8(self.kind_byte()).ok_or(DecodeError::UnknownKind)?;
         let flags = self.flags();
-        if flags & !KNOWN_FLAGS != 0 || (flags & FLAG_FRAGMENT != 0 && kind != Kind::Data) {
+        if flags & !KNOWN_FLAGS != 0
+            || (flags & FLAG_FRAGMENT != 0 && kind != Kind::Data)
+            || (flags & FLAG_RECOVERY != 0 && kind == Kind::Nack)
+        {
             return Err(DecodeError::BadFlags);
         }
         Ok(())
@@ -421,6 +437,17 @@ pub enum Payload<'a> {
         /// The sender's name.
         name: &'a str,
     },
+    /// Receiver to sender: resend these lines. `session` in the header is the
+    /// sender's session; `seq` is 0; `counter` is random (see PROTOCOL.md).
+    Nack {
+        /// `(first line, how many lines)` ranges, 1 to [`MAX_NACK_RANGES`].
+        ranges: NackRanges<'a>,
+    },
+    /// Sender to receiver: lines `seq` (in the header) to `last` are no longer kept.
+    Gone {
+        /// The last line of the range.
+        last: u64,
+    },
     /// Clean end; `seq` in the header is the number of the last line sent.
     End {
         /// The sender's name.
@@ -428,6 +455,50 @@ pub enum Payload<'a> {
         /// How the input ended.
         reason: EndReason,
     },
+}
+
+/// Iterator over the `(first, count)` ranges of a checked NACK payload.
+#[derive(Debug, Clone)]
+pub struct NackRanges<'a> {
+    rest: &'a [u8],
+}
+
+impl NackRanges<'_> {
+    /// The ranges as raw payload bytes (for emitting).
+    fn bytes(&self) -> &[u8] {
+        self.rest
+    }
+}
+
+impl Iterator for NackRanges<'_> {
+    type Item = (u64, u32);
+    fn next(&mut self) -> Option<(u64, u32)> {
+        if self.rest.len() < NACK_RANGE_LEN {
+            return None;
+        }
+        let item = (read_u64(&self.rest[..8]), read_u32(&self.rest[8..12]));
+        self.rest = &self.rest[NACK_RANGE_LEN..];
+        Some(item)
+    }
+}
+
+impl PartialEq for NackRanges<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rest == other.rest
+    }
+}
+impl Eq for NackRanges<'_> {}
+
+/// Appends a NACK payload for `ranges` (at most [`MAX_NACK_RANGES`] are taken) and
+/// returns how many ranges it holds.
+pub fn push_nack_ranges(out: &mut Vec<u8>, ranges: &[(u64, u32)]) -> usize {
+    let ranges = &ranges[..ranges.len().min(MAX_NACK_RANGES)];
+    out.push(ranges.len() as u8);
+    for (first, count) in ranges {
+        out.extend_from_slice(&first.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    ranges.len()
 }
 
 impl PartialEq for Lines<'_> {
@@ -473,6 +544,8 @@ impl<'a> Repr<'a> {
             Payload::Lines { .. } | Payload::Fragment { .. } => Kind::Data,
             Payload::Heartbeat { .. } => Kind::Heartbeat,
             Payload::End { .. } => Kind::End,
+            Payload::Nack { .. } => Kind::Nack,
+            Payload::Gone { .. } => Kind::Gone,
         }
     }
 
@@ -484,6 +557,8 @@ impl<'a> Repr<'a> {
             Payload::Fragment { bytes, .. } => FRAGMENT_HEADER_LEN + bytes.len(),
             Payload::Heartbeat { name } => 1 + name.len(),
             Payload::End { name, .. } => 1 + name.len() + 1 + 4,
+            Payload::Nack { ranges } => 1 + ranges.bytes().len(),
+            Payload::Gone { .. } => 8,
         }
     }
 
@@ -534,6 +609,11 @@ impl<'a> Repr<'a> {
                 out.push(code);
                 out.extend_from_slice(&value.to_be_bytes());
             }
+            Payload::Nack { ranges } => {
+                out.push((ranges.bytes().len() / NACK_RANGE_LEN) as u8);
+                out.extend_from_slice(ranges.bytes());
+            }
+            Payload::Gone { last } => out.extend_from_slice(&last.to_be_bytes()),
         }
         seal_checksum(&mut out[start..]);
     }
@@ -675,6 +755,22 @@ fn parse_payload(kind: Kind, fragment: bool, p: &[u8]) -> Result<Payload<'_>, De
             let reason = EndReason::from_code(code, value).ok_or(DecodeError::BadEndReason)?;
             Payload::End { name, reason }
         }
+        Kind::Nack => {
+            let n = usize::from(r.u8()?);
+            if n == 0 || n > MAX_NACK_RANGES {
+                return Err(DecodeError::BadLength);
+            }
+            let bytes = r.take(n * NACK_RANGE_LEN)?;
+            for (first, count) in (NackRanges { rest: bytes }) {
+                if first == 0 || count == 0 || first.checked_add(u64::from(count)).is_none() {
+                    return Err(DecodeError::BadLength);
+                }
+            }
+            Payload::Nack {
+                ranges: NackRanges { rest: bytes },
+            }
+        }
+        Kind::Gone => Payload::Gone { last: r.u64()? },
     };
     if !r.rest.is_empty() {
         return Err(DecodeError::BadLength);
