@@ -64,6 +64,9 @@ fn decode(bytes: &[u8]) -> Got {
         },
         Payload::Heartbeat { .. } => Got::Heartbeat { seq },
         Payload::End { reason, .. } => Got::End { seq, reason },
+        other @ (Payload::Nack { .. } | Payload::Gone { .. }) => {
+            panic!("a sender without recovery sent {other:?}")
+        }
     }
 }
 
