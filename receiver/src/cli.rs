@@ -25,7 +25,8 @@ Output:
               this receiver started after the sender and never saw its first lines
     gap       lines given up on after --reorder-window: they were sent and never
               arrived (kernel netconsole: record numbers skipped, which may be
-              records below the console loglevel rather than losses)
+              records below the console loglevel rather than losses); for a sender
+              offering recovery, only once recovery failed (see Recovery below)
     late      a line that arrived after its gap was reported (printed after it)
     silent    nothing (no line, no heartbeat, no END) for --dead-after: the sender
               died, hung or lost its network; names the last line received.
@@ -35,11 +36,25 @@ Output:
     corrupt   a datagram was rejected (bad checksum, truncated, garbage, ...);
               rate limited, the rest are counted ('N more not shown')
     retired   a session was dropped from memory to make room for new ones
-    summary   on exit: per session lines, lost, duplicates, reordered, late, fate;
-              the receiver's own counters (corrupt by reason, kernel drops)
+    summary   on exit: per session lines, lost, duplicates, reordered, late,
+              recovered, whether the sender offers recovery, fate; the receiver's
+              own counters (corrupt by reason, kernel drops, NACKs)
   With --json the same events are JSON objects ('event': start, line, gap, silent,
   resumed, end, corrupt, retired, summary); lines that are not valid UTF-8 carry
   'bytes' (base64) instead of 'text'.
+
+Recovery (NACK):
+  A sender that offers recovery (ncu-send with a resend buffer; its datagrams say
+  so) is asked to resend missing lines: about 20ms after a hole appears ncu-recv
+  sends it a NACK naming the missing lines, and asks again every 40ms. Such a hole
+  is reported as a gap only when recovery failed (after 1s, or --reorder-window
+  if longer) or at once when the sender answers that the lines have left its
+  buffer (GONE). Recovered lines come out in order, once; the summary counts them
+  per session ('recovered'). NACKs go only to senders that offer recovery, only to
+  the address the session's datagrams come from, and at most 2000 per second in
+  all; with --key-file they are sealed. Senders without recovery get no NACK and
+  their holes wait --reorder-window. On a one-way network (the receiver cannot
+  reach the sender, or must not send), use --no-nack.
 
 Signals:
   SIGINT/SIGTERM: give up every hole (reported as gaps), print the summary, write
@@ -104,6 +119,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
+    /// Never send NACKs (ask no sender to resend): for one-way networks. Holes of
+    /// every session then wait only --reorder-window.
+    #[arg(long)]
+    no_nack: bool,
+
     /// Bytes per receive buffer slot; a larger datagram is reported corrupt
     /// (too_large). For tests.
     #[arg(long, value_name = "BYTES", default_value_t = 65_536, hide = true)]
@@ -127,6 +147,8 @@ pub(crate) struct Config {
     pub(crate) slot_bytes: usize,
     /// `--key-file`: only authentic sealed datagrams are taken.
     pub(crate) keys: Option<ncu_proto::seal::Keys>,
+    /// NACK senders that offer recovery (not `--no-nack`).
+    pub(crate) nack: bool,
 }
 
 /// A usage error: printed on one line, exit status 2.
@@ -172,6 +194,7 @@ impl Args {
             output_dir: self.output_dir,
             once: self.once,
             slot_bytes: self.slot_bytes,
+            nack: !self.no_nack,
         })
     }
 }

@@ -237,6 +237,44 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Optio
     }
 }
 
+/// What became of a datagram handed to [`send_to`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Sent,
+    /// The socket's send buffer is full (or the kernel is out of buffers): dropped.
+    Full,
+}
+
+/// Sends `bytes` to `to` from the listening socket without blocking. An IPv4
+/// destination is given as IPv4-mapped IPv6 on an IPv6 socket.
+pub(crate) fn send_to(
+    socket: &Socket,
+    local: SocketAddr,
+    to: SocketAddr,
+    bytes: &[u8],
+) -> io::Result<Sent> {
+    let to = match to {
+        SocketAddr::V4(v4) if local.is_ipv6() => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        other => other,
+    };
+    let to = SockAddr::from(to);
+    loop {
+        match socket.send_to(bytes, &to) {
+            Ok(_) => return Ok(Sent::Sent),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                return Ok(Sent::Full)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Waits until `fd` is readable, `wake` is readable, or `timeout` passes.
 pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Result<()> {
     let mut fds = [

@@ -17,6 +17,14 @@ pub(crate) struct Counters {
     pub(crate) output_errors: u64,
     /// The receive buffer granted, bytes.
     pub(crate) rcvbuf: usize,
+    /// NACKs are sent (not `--no-nack`).
+    pub(crate) nack: bool,
+    /// NACK datagrams handed to the kernel.
+    pub(crate) nacks_sent: u64,
+    /// NACK datagrams not sent: the socket's send buffer was full.
+    pub(crate) nacks_dropped: u64,
+    /// NACK datagrams not sent: any other send error.
+    pub(crate) nack_send_errors: u64,
 }
 
 /// RFC 3339 UTC with microseconds: `2024-05-01T12:00:00.123456Z`.
@@ -442,6 +450,27 @@ fn corrupt_text(stats: &Stats) -> String {
     )
 }
 
+/// The NACK counters in words (text summary and report).
+pub(crate) fn nack_text(stats: &Stats, counters: &Counters) -> String {
+    if !counters.nack {
+        return "NACKs off (--no-nack)".to_owned();
+    }
+    let mut t = format!(
+        "NACKs sent {}, suppressed by the rate limit {}",
+        counters.nacks_sent, stats.nacks_suppressed
+    );
+    if counters.nacks_dropped > 0 {
+        t.push_str(&format!(
+            ", dropped (send buffer full) {}",
+            counters.nacks_dropped
+        ));
+    }
+    if counters.nack_send_errors > 0 {
+        t.push_str(&format!(", send errors {}", counters.nack_send_errors));
+    }
+    t
+}
+
 /// Writes the exit summary: one JSON object, or a block of `### ncu: summary` lines.
 pub(crate) fn summary(
     json: bool,
@@ -464,6 +493,8 @@ pub(crate) fn summary(
                 m.insert("duplicates".into(), s.duplicates.into());
                 m.insert("reordered".into(), s.reordered.into());
                 m.insert("late".into(), s.late.into());
+                m.insert("recovered".into(), s.recovered.into());
+                m.insert("recovery".into(), s.recovery.into());
                 m.insert("fate".into(), s.fate.as_str().into());
                 m.insert("first_seq".into(), s.first_seq.into());
                 m.insert("joined".into(), s.joined.into());
@@ -500,6 +531,11 @@ pub(crate) fn summary(
             "retired": stats.retired,
             "kernel_drops": counters.kernel_drops,
             "output_errors": counters.output_errors,
+            "nack": counters.nack,
+            "nacks_sent": counters.nacks_sent,
+            "nacks_suppressed": stats.nacks_suppressed,
+            "nacks_dropped": counters.nacks_dropped,
+            "nack_send_errors": counters.nack_send_errors,
         });
         serde_json::to_writer(&mut *out, &v)?;
         out.write_all(b"\n")?;
@@ -523,10 +559,11 @@ pub(crate) fn summary(
             counters.output_errors
         )?;
     }
+    writeln!(out, "### ncu: summary {}", nack_text(stats, counters))?;
     for s in sessions {
         writeln!(
             out,
-            "### ncu: summary {} addr={}: {} lines, {} lost, {} duplicates, {} reordered, {} late; {}",
+            "### ncu: summary {} addr={}: {} lines, {} lost, {} duplicates, {} reordered, {} late, {} recovered{}; {}",
             who(&s.session),
             s.session.addr,
             s.lines,
@@ -534,6 +571,12 @@ pub(crate) fn summary(
             s.duplicates,
             s.reordered,
             s.late,
+            s.recovered,
+            if s.recovery {
+                " (sender offers recovery)"
+            } else {
+                " (sender without recovery)"
+            },
             fate_text(s)
         )?;
     }

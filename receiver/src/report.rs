@@ -10,7 +10,7 @@ use std::path::Path;
 use ncu_proto::event::{Event, Fate, GapKind, SessionSummary};
 use ncu_proto::reassembler::Stats;
 
-use crate::output::{rfc3339, show_bytes, Counters};
+use crate::output::{nack_text, rfc3339, show_bytes, Counters};
 
 /// Lost ranges listed per session; the rest are counted.
 const MAX_RANGES_PER_SESSION: usize = 1000;
@@ -130,8 +130,14 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         s,
-        "Settings: --reorder-window {:?}, --dead-after {:?}.\n",
-        info.reorder_window, info.dead_after
+        "Settings: --reorder-window {:?}, --dead-after {:?}, recovery (NACK) {}.\n",
+        info.reorder_window,
+        info.dead_after,
+        if counters.nack {
+            "on for senders that offer it"
+        } else {
+            "off (--no-nack)"
+        }
     );
     let _ = writeln!(
         s,
@@ -187,6 +193,7 @@ pub(crate) fn render(
         }
     }
     let _ = writeln!(s, "- receive buffer: {} KiB", counters.rcvbuf / 1024);
+    let _ = writeln!(s, "- {}", nack_text(stats, counters));
     if counters.output_errors > 0 {
         let _ = writeln!(
             s,
@@ -235,6 +242,19 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
         "- duplicates absorbed: {}; reordered: {}; late (after their gap was reported): {}",
         x.duplicates, x.reordered, x.late
     );
+    if x.recovery {
+        let _ = writeln!(
+            s,
+            "- recovery: offered by the sender; lines recovered (resent after a NACK): {}",
+            x.recovered
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "- recovery: not offered by the sender (no NACKs sent; lines recovered: {})",
+            x.recovered
+        );
+    }
     if x.kernel_seq_skipped > 0 {
         let _ = writeln!(
             s,

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use ncu_proto::event::{CorruptReason, Event};
 use ncu_proto::reassembler::{Config as RxConfig, Reassembler};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use socket2::Socket;
 
 use crate::cli::Config;
 use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
@@ -33,6 +35,51 @@ fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A seed for the reassembler's random NACK counters: 8 bytes from the kernel's
+/// random source, else (no /dev/urandom) the clock and the process id.
+fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
+        Ok(()) => u64::from_le_bytes(buf),
+        Err(_) => {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// NACKs handed to the socket, and what became of them.
+#[derive(Debug, Default)]
+struct Nacks {
+    sent: u64,
+    /// The send buffer was full.
+    dropped: u64,
+    errors: u64,
+    error_reported: bool,
+}
+
+impl Nacks {
+    /// Sends every datagram the reassembler wants sent (NACKs), from the listening
+    /// socket, without blocking; failures are counted, never fatal.
+    fn send_all(&mut self, rx: &mut Reassembler, socket: &Socket, local: SocketAddr) {
+        while let Some(t) = rx.poll_transmit() {
+            match net::send_to(socket, local, t.to, &t.bytes) {
+                Ok(net::Sent::Sent) => self.sent += 1,
+                Ok(net::Sent::Full) => self.dropped += 1,
+                Err(e) => {
+                    self.errors += 1;
+                    if !self.error_reported {
+                        eprintln!("ncu-recv: cannot send a NACK to {} (going on): {e}", t.to);
+                        self.error_reported = true;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why the loop stopped writing to standard output.
@@ -208,6 +255,8 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     let rx_config = RxConfig {
         reorder_window: config.reorder_window,
         dead_after: config.dead_after,
+        nack: config.nack,
+        rng_seed: random_seed(),
         ..RxConfig::default()
     };
     let mut rx = Reassembler::new(rx_config, started);
@@ -229,12 +278,17 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         ended: false,
     };
     let local = listener.local.to_string();
-    let counters = |sink: &Sink<'_>| Counters {
+    let mut nacks = Nacks::default();
+    let counters = |sink: &Sink<'_>, nacks: &Nacks| Counters {
         kernel_drops: net::proc_drops(fd),
         output_errors: sink.outdir.as_ref().map_or(0, |d| d.errors),
         rcvbuf: listener.rcvbuf,
+        nack: config.nack,
+        nacks_sent: nacks.sent,
+        nacks_dropped: nacks.dropped,
+        nack_send_errors: nacks.errors,
     };
-    let write_report = |rx: &Reassembler, sink: &Sink<'_>| {
+    let write_report = |rx: &Reassembler, sink: &Sink<'_>, nacks: &Nacks| {
         let Some(path) = &config.report else {
             return;
         };
@@ -250,7 +304,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             &sink.ledger,
             &rx.summaries(),
             rx.stats(),
-            &counters(sink),
+            &counters(sink, nacks),
         );
         if let Err(e) = report::write(path, &text) {
             eprintln!(
@@ -267,7 +321,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
         if sig.usr1.swap(false, Ordering::Relaxed) {
             sink.flush();
-            write_report(&rx, &sink);
+            write_report(&rx, &sink, &nacks);
         }
         let n = match batch.recv(fd) {
             Ok(n) => n,
@@ -293,6 +347,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         if rx.poll_timeout().is_some_and(|t| t <= now) {
             rx.handle_timeout(now, wall);
         }
+        nacks.send_all(&mut rx, &listener.socket, listener.local);
         sink.drain(&mut rx);
         if sink.stdout == Stdout::Closed || (sink.once && sink.ended) {
             break;
@@ -314,12 +369,12 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     rx.flush();
     sink.drain(&mut rx);
     if sink.stdout == Stdout::Open {
-        let c = counters(&sink);
+        let c = counters(&sink, &nacks);
         let result = output::summary(sink.json, &rx.summaries(), rx.stats(), &c, &mut sink.out);
         sink.check(result);
     }
     sink.flush();
-    write_report(&rx, &sink);
+    write_report(&rx, &sink, &nacks);
     match sink.failed {
         Some(e) => Err(RunError(format!("cannot write to standard output: {e}"))),
         None => Ok(()),

@@ -2,5 +2,6 @@
 mod faults;
 mod kernel_lab;
 mod receiver;
+mod recovery;
 mod sealed;
 mod sender;
