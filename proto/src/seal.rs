@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::XChaCha20;
+use poly1305::universal_hash::{KeyInit as _, UniversalHash as _};
 use subtle::ConstantTimeEq;
 
 use crate::wire::{self, Datagram, DecodeError, Header, FLAG_SEALED, HEADER_LEN};
@@ -448,21 +449,14 @@ impl std::error::Error for OpenError {}
 
 // ---------------------------------------------------------------------------------
 // The AEAD: XChaCha20-Poly1305 as RustCrypto's `chacha20poly1305` computes it (draft-
-// irtf-cfrg-xchacha, RFC 8439 section 2.8), byte for byte (tests compare the two).
+// irtf-cfrg-xchacha, RFC 8439 section 2.8), byte for byte (a test compares the two),
+// composed here from the same audited crates, `chacha20` and `poly1305`.
 //
-// Why not `chacha20poly1305::XChaCha20Poly1305` itself: on x86-64 its `poly1305` 0.8
-// picks its AVX2 backend at run time, and that backend, compiled without
-// `-C target-feature=+avx2`, calls every AVX2 intrinsic as an out-of-line function
-// (they cannot be inlined into its non-`target_feature` helpers and operator impls).
-// It was ~3x slower than portable code on our 163-byte datagrams (seal 1.9 us, open
-// 2.2 us, three quarters of it in Poly1305), and its setup cost (powers of r) is
-// never repaid on a few blocks. Also, its ChaCha20 calls (one block for the Poly1305
-// key, then the payload) each ran a 4-block AVX2 pass: 12 blocks computed for 3 used.
-//
-// So: the keystream comes from the `chacha20` crate's `XChaCha20` (HChaCha20 subkey
-// plus ChaCha20, SIMD autodetected), asked for 4 blocks at a time (one AVX2 pass);
-// Poly1305 is poly1305-donna's 64-bit version (3 limbs of 44/44/42 bits, u128
-// products, constant time: no secret-dependent branch or index).
+// Why not `chacha20poly1305::XChaCha20Poly1305` itself: its ChaCha20 calls (one block
+// for the Poly1305 key, then the payload) each ran a 4-block AVX2 pass, 12 blocks
+// computed for 3 used. Here the keystream comes from `chacha20`'s `XChaCha20`
+// (HChaCha20 subkey plus ChaCha20, SIMD autodetected), asked for 4 blocks at a time
+// (one pass). Poly1305's backend choice: see `aead_tag`.
 
 /// One key's cipher material; wiped on drop.
 #[derive(Clone)]
@@ -532,156 +526,19 @@ fn xor(data: &mut [u8], keystream: &[u8]) {
 }
 
 /// The tag of RFC 8439 section 2.8: Poly1305 over `ad`, padding, `ciphertext`,
-/// padding, and both lengths as little-endian u64.
+/// padding, and both lengths as little-endian u64. Poly1305 is RustCrypto's
+/// `poly1305` crate; `.cargo/config.toml` selects its portable backend
+/// (`poly1305_force_soft`), which on these short messages is about three times faster
+/// than its AVX2 backend as built without `target-feature=+avx2`.
 fn aead_tag(mac_key: &[u8; 32], ad: &[u8], ciphertext: &[u8]) -> [u8; SEAL_OVERHEAD] {
-    let mut mac = Poly1305::new(mac_key);
-    mac.padded(ad);
-    mac.padded(ciphertext);
-    let mut lengths = [0u8; 16];
+    let mut mac = poly1305::Poly1305::new(mac_key.into());
+    mac.update_padded(ad);
+    mac.update_padded(ciphertext);
+    let mut lengths = poly1305::Block::default();
     lengths[..8].copy_from_slice(&(ad.len() as u64).to_le_bytes());
     lengths[8..].copy_from_slice(&(ciphertext.len() as u64).to_le_bytes());
-    mac.block(&lengths);
-    mac.finish()
-}
-
-const MASK44: u64 = (1 << 44) - 1;
-const MASK42: u64 = (1 << 42) - 1;
-
-/// Poly1305 (poly1305-donna-64) for messages padded to whole 16-byte blocks, which is
-/// all the AEAD needs.
-struct Poly1305 {
-    r: [u64; 3],
-    s: [u64; 2],
-    h: [u64; 3],
-    pad: [u64; 2],
-}
-
-impl Drop for Poly1305 {
-    fn drop(&mut self) {
-        for limb in self.r.iter_mut().chain(&mut self.s).chain(&mut self.h) {
-            *limb = 0;
-        }
-        self.pad = [0; 2];
-        std::hint::black_box(self);
-    }
-}
-
-fn le64(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
-}
-
-impl Poly1305 {
-    fn new(key: &[u8; 32]) -> Poly1305 {
-        let (t0, t1) = (le64(&key[0..]), le64(&key[8..]));
-        // r clamped as the RFC says, split into 44/44/42-bit limbs.
-        let r0 = t0 & 0xffc_0fff_ffff;
-        let r1 = ((t0 >> 44) | (t1 << 20)) & 0xfff_ffc0_ffff;
-        let r2 = (t1 >> 24) & 0x00f_ffff_fc0f;
-        Poly1305 {
-            r: [r0, r1, r2],
-            s: [r1 * (5 << 2), r2 * (5 << 2)],
-            h: [0; 3],
-            pad: [le64(&key[16..]), le64(&key[24..])],
-        }
-    }
-
-    /// Adds `data`, zero-padded to a multiple of 16 bytes.
-    fn padded(&mut self, data: &[u8]) {
-        let mut blocks = data.chunks_exact(16);
-        for b in &mut blocks {
-            self.block(b.try_into().expect("16 bytes"));
-        }
-        let tail = blocks.remainder();
-        if !tail.is_empty() {
-            let mut last = [0u8; 16];
-            last[..tail.len()].copy_from_slice(tail);
-            self.block(&last);
-        }
-    }
-
-    /// h = (h + block + 2^128) * r mod 2^130 - 5, partially reduced.
-    fn block(&mut self, block: &[u8; 16]) {
-        let [r0, r1, r2] = self.r.map(u128::from);
-        let [s1, s2] = self.s.map(u128::from);
-        let (t0, t1) = (le64(&block[0..]), le64(&block[8..]));
-        let h0 = u128::from(self.h[0] + (t0 & MASK44));
-        let h1 = u128::from(self.h[1] + (((t0 >> 44) | (t1 << 20)) & MASK44));
-        let h2 = u128::from(self.h[2] + (((t1 >> 24) & MASK42) | (1 << 40)));
-
-        let d0 = h0 * r0 + h1 * s2 + h2 * s1;
-        let mut d1 = h0 * r1 + h1 * r0 + h2 * s2;
-        let mut d2 = h0 * r2 + h1 * r1 + h2 * r0;
-
-        let mut c = (d0 >> 44) as u64;
-        let mut h0 = d0 as u64 & MASK44;
-        d1 += u128::from(c);
-        c = (d1 >> 44) as u64;
-        let h1 = d1 as u64 & MASK44;
-        d2 += u128::from(c);
-        c = (d2 >> 42) as u64;
-        let h2 = d2 as u64 & MASK42;
-        h0 += c * 5;
-        c = h0 >> 44;
-        h0 &= MASK44;
-        self.h = [h0, h1 + c, h2];
-    }
-
-    /// The tag: h fully reduced mod 2^130 - 5, plus s, mod 2^128.
-    fn finish(self) -> [u8; 16] {
-        let [mut h0, mut h1, mut h2] = self.h;
-        let mut c = h1 >> 44;
-        h1 &= MASK44;
-        h2 += c;
-        c = h2 >> 42;
-        h2 &= MASK42;
-        h0 += c * 5;
-        c = h0 >> 44;
-        h0 &= MASK44;
-        h1 += c;
-        c = h1 >> 44;
-        h1 &= MASK44;
-        h2 += c;
-        c = h2 >> 42;
-        h2 &= MASK42;
-        h0 += c * 5;
-        c = h0 >> 44;
-        h0 &= MASK44;
-        h1 += c;
-
-        // g = h + 5 - 2^130; keep h when that is negative, without branching.
-        let mut g0 = h0 + 5;
-        c = g0 >> 44;
-        g0 &= MASK44;
-        let mut g1 = h1 + c;
-        c = g1 >> 44;
-        g1 &= MASK44;
-        let mut g2 = (h2 + c).wrapping_sub(1 << 42);
-        let keep_g = (g2 >> 63).wrapping_sub(1); // all ones when g >= 0
-        g0 &= keep_g;
-        g1 &= keep_g;
-        g2 &= keep_g;
-        let keep_h = !keep_g;
-        h0 = (h0 & keep_h) | g0;
-        h1 = (h1 & keep_h) | g1;
-        h2 = (h2 & keep_h) | g2;
-
-        // + s, mod 2^128
-        let [t0, t1] = self.pad;
-        h0 += t0 & MASK44;
-        c = h0 >> 44;
-        h0 &= MASK44;
-        h1 += (((t0 >> 44) | (t1 << 20)) & MASK44) + c;
-        c = h1 >> 44;
-        h1 &= MASK44;
-        h2 += ((t1 >> 24) & MASK42) + c;
-        h2 &= MASK42;
-        let lo = h0 | (h1 << 44);
-        let hi = (h1 >> 20) | (h2 << 24);
-        let mut tag = [0u8; 16];
-        tag[..8].copy_from_slice(&lo.to_le_bytes());
-        tag[8..].copy_from_slice(&hi.to_le_bytes());
-        tag
-    }
+    mac.update(&[lengths]);
+    mac.finalize().into()
 }
 
 // ---------------------------------------------------------------------------------
@@ -1473,33 +1330,6 @@ mod tests {
                 check(&key, plain);
             }
             outbox.clear();
-        }
-    }
-
-    /// Our Poly1305 against the `poly1305` crate on whole blocks (the only input the
-    /// AEAD gives it), including the limb edge values.
-    #[test]
-    fn poly1305_matches_the_poly1305_crate() {
-        use chacha20poly1305::aead::KeyInit;
-        let seed = test_seed();
-        let mut rng = XorShift(seed);
-        let mut message = vec![0u8; 16 * 40];
-        for round in 0..4000 {
-            let mut key = [0u8; 32];
-            let fill = |bytes: &mut [u8], rng: &mut XorShift| match round % 4 {
-                0 => bytes.fill(0xff),
-                1 => bytes
-                    .iter_mut()
-                    .for_each(|b| *b = [0, 0xff][rng.next() as usize & 1]),
-                _ => bytes.iter_mut().for_each(|b| *b = rng.next() as u8),
-            };
-            fill(&mut key, &mut rng);
-            let len = 16 * (rng.next() as usize % 41);
-            fill(&mut message[..len], &mut rng);
-            let mut ours = Poly1305::new(&key);
-            ours.padded(&message[..len]);
-            let want = poly1305::Poly1305::new((&key).into()).compute_unpadded(&message[..len]);
-            assert_eq!(ours.finish()[..], want[..], "seed {seed}, round {round}");
         }
     }
 
