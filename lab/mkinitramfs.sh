@@ -36,10 +36,12 @@ fi
 
 # Modules loaded by /init (in dependency order) and netconsole (loaded by
 # the scenario through load_netconsole). veth and the qdiscs/actions are for
-# network-impairment scenarios (tc ... netem, ifb + mirred for ingress).
+# network-impairment scenarios (tc ... netem, ifb + mirred for ingress; the ingress
+# qdisc + u32 + gact drop for a one-way network, lab_drop_udp_in in guest/lab.sh).
 init_modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
               failover net_failover virtio_net configfs
-              veth sch_netem sch_tbf sch_prio ifb act_mirred cls_u32 cls_matchall)
+              veth sch_netem sch_tbf sch_prio ifb act_mirred cls_u32 cls_matchall
+              sch_ingress act_gact)
 # shellcheck disable=SC2206
 init_modules+=(${LAB_EXTRA_MODULES:-})
 

@@ -37,6 +37,35 @@ lab_crash() {
     echo c >/proc/sysrq-trigger
 }
 
+# lab_drop_udp_in [DEV]: drop every UDP datagram arriving on DEV (default eth0), a
+# one-way network: the guest still sends (ARP to the gateway is static, see /init)
+# but nothing the host sends back over UDP reaches the guest's sockets.
+lab_drop_udp_in() {
+    tc qdisc add dev "${1:-eth0}" ingress &&
+        tc filter add dev "${1:-eth0}" parent ffff: protocol ip u32 \
+            match ip protocol 17 0xff action drop
+}
+
+# lab_udp_in_dropped [DEV]: datagrams dropped so far by lab_drop_udp_in's filter.
+lab_udp_in_dropped() {
+    tc -s filter show dev "${1:-eth0}" parent ffff: |
+        sed -n 's/.*Sent [0-9]* bytes \([0-9]*\) pkt.*/\1/p' | head -n 1
+}
+
+# lab_wait_socket PID [TRIES]: wait (TRIES x 10 ms at most, default 500) until
+# process PID has a socket open, e.g. a sender past its start-up; prints the tries.
+lab_wait_socket() {
+    _i=0
+    while [ "$_i" -lt "${2:-500}" ]; do
+        for _fd in /proc/"$1"/fd/*; do
+            case "$(readlink "$_fd" 2>/dev/null)" in socket:*) echo "$_i"; return 0 ;; esac
+        done
+        usleep 10000; _i=$((_i + 1))
+    done
+    echo "$_i"
+    return 1
+}
+
 # busybox's ash runs its own applets before searching PATH, and busybox's
 # tc knows no netem: use the full iproute2 tools when the initramfs has them.
 if [ -x /usr/local/sbin/tc ]; then tc() { /usr/local/sbin/tc "$@"; }; fi
