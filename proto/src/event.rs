@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::wire::EndReason;
 
 /// What kind of source a session comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
     /// An `ncu-send` session (sequence numbers, heartbeats, END).
     Ncu,

@@ -43,7 +43,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,7 +150,7 @@ impl Stats {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum SessionKey {
     Ncu(u64),
     Source(SocketAddr, SourceKind),
@@ -246,6 +247,8 @@ struct Session {
     recovered: u64,
     /// Where the newest datagram came from (NACKs go there).
     last_addr: SocketAddr,
+    /// The deadline this session has in the timers, if any.
+    scheduled: Option<Instant>,
     source: Source,
     /// Text sessions: the number the next joined line gets.
     next_text_seq: u64,
@@ -308,6 +311,7 @@ impl Session {
             gone_upto: 0,
             recovered: 0,
             last_addr: info_addr,
+            scheduled: None,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,
@@ -442,6 +446,10 @@ impl Session {
                 take(t + self.wait(config));
             }
         }
+        if self.end_reported {
+            // Dropped from memory once ended and quiet (see `handle_timeout`).
+            take(self.last_rx + config.dead_after);
+        }
         deadline
     }
 }
@@ -456,7 +464,9 @@ pub struct Reassembler {
     events: VecDeque<Event>,
     stats: Stats,
     finished: VecDeque<SessionSummary>,
-    next_check: Option<Instant>,
+    /// Session deadlines, earliest first. An entry is current when it equals its
+    /// session's `scheduled`; others are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     next_local_id: u64,
     total_held_bytes: usize,
     corrupt_tokens: f64,
@@ -509,7 +519,7 @@ impl Reassembler {
             events: VecDeque::new(),
             stats: Stats::default(),
             finished: VecDeque::new(),
-            next_check: None,
+            timers: BinaryHeap::new(),
             next_local_id: 1,
             total_held_bytes: 0,
             corrupt_refilled: None,
@@ -556,7 +566,7 @@ impl Reassembler {
 
     /// When [`Reassembler::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_check
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.
@@ -596,34 +606,46 @@ impl Reassembler {
     /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
     /// sessions gone silent.
     pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
-        if self.next_check.is_some_and(|t| t > now) {
-            return;
-        }
-        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
-        let mut next: Option<Instant> = None;
-        let mut remove = Vec::new();
-        for key in keys {
+        // Only sessions with a deadline due are visited: the cost follows the work,
+        // not the number of sessions.
+        while let Some(&Reverse((due, key))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
             let Some(mut session) = self.sessions.remove(&key) else {
                 continue;
             };
+            if session.scheduled != Some(due) {
+                self.sessions.insert(key, session); // a stale entry
+                continue;
+            }
+            session.scheduled = None;
             self.session_timeout(&mut session, now, wall_us);
             if session.end_reported
                 && session.pending.is_empty()
                 && session.fragments.is_empty()
                 && now >= session.last_rx + self.config.dead_after
             {
-                remove.push(session);
+                self.finish(session);
                 continue;
             }
-            if let Some(d) = session.deadline(&self.config) {
-                next = Some(next.map_or(d, |n| n.min(d)));
-            }
+            self.schedule(key, &mut session, now);
             self.sessions.insert(key, session);
         }
-        for session in remove {
-            self.finish(session);
+    }
+
+    /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
+    /// turns out early is harmless: the session is visited and rescheduled).
+    fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
+        if let Some(deadline) = session.deadline(&self.config) {
+            // A deadline already past is handled at the next turn.
+            let deadline = deadline.max(now);
+            if session.scheduled.is_none_or(|s| deadline < s) {
+                session.scheduled = Some(deadline);
+                self.timers.push(Reverse((deadline, key)));
+            }
         }
-        self.next_check = next.map(|d| d.max(now + Duration::from_millis(1)));
     }
 
     /// Summaries of every session in memory and of those finished and kept.
@@ -1225,10 +1247,8 @@ impl Reassembler {
     /// After a datagram: report END when everything up to it is accounted for.
     fn after_input(&mut self, session: &mut Session, now: Instant) {
         self.maybe_end(session);
-        if let Some(deadline) = session.deadline(&self.config) {
-            let deadline = deadline.max(now);
-            self.next_check = Some(self.next_check.map_or(deadline, |t| t.min(deadline)));
-        }
+        let key = session_key(session);
+        self.schedule(key, session, now);
     }
 
     fn maybe_end(&mut self, session: &mut Session) {
