@@ -331,8 +331,8 @@ fn throughput(opts: &Options, log: &[u8], file: &Path) {
     );
 }
 
-/// (b) the whole log, packed, against `nc -u`; and against the floor: the same
-/// datagrams sent by an in-process `sendmmsg` loop.
+/// (b) the whole log, packed, against `nc -u`; against ncu-send without GSO; and
+/// against the same datagrams sent by an in-process `sendmmsg` loop without GSO.
 fn bulk(opts: &Options, log: &[u8], file: &Path) {
     println!(
         "\n(b) the whole log (packed) vs nc -u, median of {} runs",
@@ -351,6 +351,7 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
     };
     let datagrams = packed_datagrams(log, 1400);
     let (mut ncu, mut ncu16, mut nc, mut floor) = (vec![], vec![], vec![], vec![]);
+    let mut no_gso = vec![];
     let (mut ncu_got, mut nc_got) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
         let sink = Sink::drained(Count::NcuLines);
@@ -371,10 +372,15 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
         ncu16.push(time_run(&opts.ncu, &args, file).as_secs_f64());
         sink.finish();
         let sink = Sink::drained(Count::NcuLines);
+        let args = ["--no-gso".to_owned(), sink.addr().to_string()];
+        no_gso.push(time_run(&opts.ncu, &args, file).as_secs_f64());
+        sink.finish();
+        let sink = Sink::drained(Count::NcuLines);
         floor.push(sendmmsg_loop(&datagrams, sink.addr()).as_secs_f64());
         sink.finish();
     }
     let (ncu, ncu16, nc, floor) = (median(ncu), median(ncu16), median(nc), median(floor));
+    let no_gso = median(no_gso);
     let pct = |v: Vec<f64>| 100.0 * median(v) / LOG_LINES as f64;
     println!(
         "    ncu-send (1400-byte datagrams, {} of them) {:>7.1} ms   lines delivered {:>5.1}%",
@@ -393,7 +399,11 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
         ncu16 * 1e3
     );
     println!(
-        "    floor: sendmmsg of ncu's 1400-byte datagrams, in-process {:>5.1} ms",
+        "    ncu-send --no-gso (one datagram per message) {:>5.1} ms",
+        no_gso * 1e3
+    );
+    println!(
+        "    sendmmsg of ncu's 1400-byte datagrams, no GSO, in-process {:>5.1} ms",
         floor * 1e3
     );
     println!(
@@ -405,7 +415,7 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
         ncu16 / nc
     );
     println!(
-        "    ratio ncu-send / floor                    {:>6.2}",
+        "    ratio ncu-send / in-process sendmmsg      {:>6.2}",
         ncu / floor
     );
 }
@@ -413,6 +423,8 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
 /// The datagrams ncu-send builds for `log` when it reads it 64 KiB at a time.
 fn packed_datagrams(log: &[u8], max_datagram: usize) -> Vec<Vec<u8>> {
     let mut framer = Framer::new(1, "bench", max_datagram);
+    // As ncu-send frames them for GSO: full datagrams padded to equal sizes.
+    framer.set_pad_full(true);
     let mut outbox = Outbox::default();
     let mut out = Vec::new();
     let mut rest = log;

@@ -90,6 +90,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", hide = true)]
     rollover_after: Option<u64>,
 
+    /// Testing and benchmarking aid: never use UDP segmentation offload (GSO), as on
+    /// a kernel without it.
+    #[arg(long, hide = true)]
+    no_gso: bool,
+
     /// Run COMMAND and ship its stdout and stderr instead of reading standard input.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -176,6 +181,8 @@ pub(crate) struct Config {
     /// With keys: datagrams per session before a new one starts (at most
     /// [`ROLLOVER_AT`]).
     pub(crate) rollover_after: u64,
+    /// Use UDP GSO where the kernel offers it (not `--no-gso`).
+    pub(crate) gso: bool,
 }
 
 /// A usage error: one line for standard error, exit status 2.
@@ -270,6 +277,7 @@ impl Args {
             verbose: self.verbose,
             keys,
             rollover_after,
+            gso: !self.no_gso,
         })
     }
 }

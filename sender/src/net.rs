@@ -1,6 +1,8 @@
 //! Sending datagrams: one non-blocking UDP socket per destination, connected when the
 //! route allows (so that ICMP port unreachable shows up as a counted
-//! `ECONNREFUSED`), written with `sendmmsg(2)` in batches. No error stops it.
+//! `ECONNREFUSED`), written with `sendmmsg(2)` in batches; runs of full datagrams leave as one
+//! message each with UDP segmentation offload (GSO) where the kernel offers it. No
+//! error stops it.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,6 +17,11 @@ use crate::cli::Dest;
 pub(crate) const FULL_BUFFER_WAIT: Duration = Duration::from_millis(200);
 /// The most messages handed to one `sendmmsg` call (the kernel's `UIO_MAXIOV`).
 const BATCH: usize = 1024;
+/// Most segments in one GSO message (the kernel's `UDP_MAX_SEGMENTS` before 6.x
+/// raised it).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one GSO message: a UDP datagram over IPv4 (65,535 - 20 - 8).
+const GSO_MAX_BYTES: usize = 65_507;
 /// Send buffer asked for: room for bursts of a few hundred datagrams.
 const SEND_BUFFER: usize = 4 << 20;
 
@@ -109,21 +116,44 @@ struct Target {
     /// The last datagram was dropped on a full buffer: do not wait for this one again
     /// until it takes a datagram.
     stalled: bool,
+    /// UDP GSO works on this socket: runs of full datagrams leave as one message.
+    gso: bool,
 }
+
+/// One message of a send: `count` datagrams from `first` (their iovecs), as one GSO
+/// message of `segment`-byte segments when `segment` is not 0, else one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Message {
+    first: usize,
+    count: usize,
+    segment: usize,
+}
+
+/// Room for one `UDP_SEGMENT` control message (`CMSG_SPACE(2)`, 24 bytes on 64-bit
+/// Linux), aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct GsoCmsg([u8; 32]);
 
 /// All destinations.
 pub(crate) struct Sender {
     targets: Vec<Target>,
     copies: u32,
+    /// The size of a full datagram (as sent): only runs of these become GSO messages.
+    full: usize,
     stats: Stats,
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    plan: Vec<Message>,
+    cmsgs: Vec<GsoCmsg>,
 }
 
 impl Sender {
     /// Opens one socket per destination. Fails only when a socket cannot be created at
     /// all; a destination without a route is used unconnected (errors are counted).
-    pub(crate) fn open(dests: &[Dest], copies: u32) -> io::Result<Sender> {
+    /// `full`: the size of a full datagram as sent; with `gso`, runs of them leave
+    /// with UDP segmentation offload where the kernel offers it.
+    pub(crate) fn open(dests: &[Dest], copies: u32, full: usize, gso: bool) -> io::Result<Sender> {
         let mut targets = Vec::with_capacity(dests.len());
         for dest in dests {
             let socket = Socket::new(
@@ -136,20 +166,31 @@ impl Sender {
             let _ = socket.set_send_buffer_size(SEND_BUFFER);
             let addr = SockAddr::from(dest.addr);
             let connected = socket.connect(&addr).is_ok();
+            let gso = gso && gso_supported(socket.as_raw_fd());
             targets.push(Target {
                 socket,
                 addr,
                 connected,
                 stalled: false,
+                gso,
             });
         }
         Ok(Sender {
             targets,
             copies,
+            full,
             stats: Stats::default(),
             msgs: Vec::new(),
             iovs: Vec::new(),
+            plan: Vec::new(),
+            cmsgs: Vec::new(),
         })
+    }
+
+    /// Whether some destination takes GSO messages (so padding full datagrams to
+    /// equal sizes pays).
+    pub(crate) fn gso(&self) -> bool {
+        self.targets.iter().any(|t| t.gso)
     }
 
     /// The counters so far.
@@ -184,37 +225,52 @@ impl Sender {
             iov_len: d.len(),
         }));
         for t in 0..self.targets.len() {
+            plan(&self.iovs, self.targets[t].gso, self.full, &mut self.plan);
             for _ in 0..self.copies {
                 self.send_to(t);
             }
         }
     }
 
+    /// Sends the planned messages to target `t`.
     fn send_to(&mut self, t: usize) {
         let target = &mut self.targets[t];
-        // SAFETY (for the zeroed msghdr): mmsghdr is plain old data; all-zero is a valid
-        // "no address, no control data" header.
+        // SAFETY (for the zeroed headers): mmsghdr and cmsghdr are plain old data;
+        // all-zero is a valid "no address, no control data" header.
         let zero: libc::mmsghdr = unsafe { std::mem::zeroed() };
         self.msgs.clear();
-        self.msgs.resize(self.iovs.len().min(BATCH), zero);
+        self.msgs.resize(self.plan.len().min(BATCH), zero);
+        self.cmsgs.resize(self.msgs.len(), GsoCmsg([0; 32]));
         let mut next = 0;
         let mut retried = usize::MAX;
         let mut waited = Duration::ZERO;
-        while next < self.iovs.len() {
-            let count = (self.iovs.len() - next).min(BATCH);
-            for (msg, iov) in self.msgs.iter_mut().zip(&mut self.iovs[next..next + count]) {
-                msg.msg_hdr.msg_iov = iov;
-                msg.msg_hdr.msg_iovlen = 1;
+        while next < self.plan.len() {
+            let count = (self.plan.len() - next).min(BATCH);
+            for ((msg, m), cmsg) in self
+                .msgs
+                .iter_mut()
+                .zip(&self.plan[next..next + count])
+                .zip(&mut self.cmsgs)
+            {
+                msg.msg_hdr.msg_iov = &mut self.iovs[m.first];
+                msg.msg_hdr.msg_iovlen = m.count as _;
                 if !target.connected {
                     msg.msg_hdr.msg_name = target.addr.as_ptr() as *mut libc::c_void;
                     msg.msg_hdr.msg_namelen = target.addr.len();
                 }
+                if m.segment == 0 {
+                    msg.msg_hdr.msg_control = std::ptr::null_mut();
+                    msg.msg_hdr.msg_controllen = 0;
+                } else {
+                    set_segment(&mut msg.msg_hdr, cmsg, m.segment as u16);
+                }
             }
-            // SAFETY: `msgs[..count]` point at `iovs[next..next + count]`, which point at
-            // the caller's datagrams; all outlive the call, and the kernel only reads them.
+            // SAFETY: `msgs[..count]` point at `iovs` (which point at the caller's
+            // datagrams) and at `cmsgs`; all outlive the call, and the kernel only
+            // reads them.
             let rc = unsafe {
                 if count == 1 {
-                    // One datagram (the usual case for a line at a time): sendmsg skips
+                    // One message (the usual case for a line at a time): sendmsg skips
                     // sendmmsg's per-call bookkeeping.
                     let sent = libc::sendmsg(
                         target.socket.as_raw_fd(),
@@ -236,13 +292,31 @@ impl Sender {
                 }
             };
             if rc > 0 {
+                let done = &self.plan[next..next + rc as usize];
+                self.stats.sent += done.iter().map(|m| m.count as u64).sum::<u64>();
                 next += rc as usize;
-                self.stats.sent += rc as u64;
                 target.stalled = false;
                 continue;
             }
             let err = io::Error::last_os_error();
             let kind = ErrorKind::of(&err);
+            let failed = self.plan[next];
+            if failed.segment != 0 && gso_refused(&err) {
+                // No GSO on this path after all (no checksum offload, IPsec, a
+                // segment over the MTU...): never again on this socket; the rest goes
+                // one datagram per message. Not a network error.
+                target.gso = false;
+                self.plan.truncate(next);
+                self.plan
+                    .extend((failed.first..self.iovs.len()).map(|first| Message {
+                        first,
+                        count: 1,
+                        segment: 0,
+                    }));
+                self.msgs.resize(self.plan.len().min(BATCH), zero);
+                self.cmsgs.resize(self.msgs.len(), GsoCmsg([0; 32]));
+                continue;
+            }
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) if !target.stalled && waited < FULL_BUFFER_WAIT => {
@@ -261,10 +335,82 @@ impl Sender {
                 retried = next;
                 continue;
             }
-            self.stats.dropped += 1;
+            self.stats.dropped += failed.count as u64;
             next += 1;
         }
     }
+}
+
+/// Splits `iovs` into messages: with `gso`, every run of at least two datagrams of
+/// `full` bytes (at most [`GSO_MAX_SEGMENTS`], and [`GSO_MAX_BYTES`] in all),
+/// together with one shorter datagram right after it, becomes one GSO message; every
+/// other datagram is a message of its own.
+fn plan(iovs: &[libc::iovec], gso: bool, full: usize, out: &mut Vec<Message>) {
+    out.clear();
+    let max = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / full.max(1));
+    let mut i = 0;
+    while i < iovs.len() {
+        let mut count = 1;
+        if gso && iovs[i].iov_len == full && max >= 2 {
+            while count < max && iovs.get(i + count).is_some_and(|v| v.iov_len == full) {
+                count += 1;
+            }
+            // One shorter last segment: the GSO total still stays under
+            // `(count + 1) * full <= max * full`.
+            if count < max && iovs.get(i + count).is_some_and(|v| v.iov_len < full) {
+                count += 1;
+            }
+        }
+        let segment = if count >= 2 { full } else { 0 };
+        out.push(Message {
+            first: i,
+            count,
+            segment,
+        });
+        i += count;
+    }
+}
+
+/// Points `hdr`'s control data at `cmsg`, holding one `UDP_SEGMENT` of `segment`.
+fn set_segment(hdr: &mut libc::msghdr, cmsg: &mut GsoCmsg, segment: u16) {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; `cmsg` is 8-aligned and larger
+    // than CMSG_SPACE(2), so the header and its two data bytes fit in it.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        debug_assert!(space <= std::mem::size_of::<GsoCmsg>());
+        hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(hdr);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+    }
+}
+
+/// Whether the kernel knows `UDP_SEGMENT` (Linux 4.18+).
+fn gso_supported(fd: RawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: one c_int and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+}
+
+/// Errors with which a GSO message says GSO does not work on this path.
+fn gso_refused(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EMSGSIZE | libc::EOPNOTSUPP)
+    )
 }
 
 /// Waits until `fd` can be written to, or `timeout` passed.
@@ -277,4 +423,78 @@ fn wait_writable(fd: RawFd, timeout: Duration) {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iovs(sizes: &[usize]) -> Vec<libc::iovec> {
+        sizes
+            .iter()
+            .map(|&n| libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: n,
+            })
+            .collect()
+    }
+
+    fn planned(sizes: &[usize], gso: bool, full: usize) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        plan(&iovs(sizes), gso, full, &mut out);
+        out.iter().map(|m| (m.first, m.count, m.segment)).collect()
+    }
+
+    #[test]
+    fn runs_of_full_datagrams_and_one_shorter_become_gso_messages() {
+        let sizes = [90, 100, 100, 100, 40, 100, 50, 100, 100, 100];
+        assert_eq!(
+            planned(&sizes, true, 100),
+            vec![
+                (0, 1, 0),
+                (1, 4, 100),
+                // One full datagram and a shorter one: a run of two.
+                (5, 2, 100),
+                (7, 3, 100),
+            ]
+        );
+        // Without GSO, or without full datagrams: one datagram per message.
+        assert_eq!(
+            planned(&sizes, false, 100),
+            (0..sizes.len()).map(|i| (i, 1, 0)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            planned(&[99, 99, 98], true, 100),
+            vec![(0, 1, 0), (1, 1, 0), (2, 1, 0)]
+        );
+        // A lone full datagram stays alone.
+        assert_eq!(planned(&[100], true, 100), vec![(0, 1, 0)]);
+    }
+
+    #[test]
+    fn gso_messages_stay_within_the_kernel_limits() {
+        // 1400-byte segments: 46 fit 65,507 bytes; the 47th starts a new run.
+        let sizes = vec![1400; 100];
+        let plan = planned(&sizes, true, 1400);
+        assert_eq!(plan, vec![(0, 46, 1400), (46, 46, 1400), (92, 8, 1400)]);
+        // Small segments: at most 64 per message.
+        let sizes = vec![200; 130];
+        assert_eq!(
+            planned(&sizes, true, 200),
+            vec![(0, 64, 200), (64, 64, 200), (128, 2, 200)]
+        );
+        for (sizes, full) in [
+            (
+                vec![1400; 45].into_iter().chain([1399]).collect::<Vec<_>>(),
+                1400,
+            ),
+            (vec![1000; 70], 1000),
+            (vec![65_507, 65_507], 65_507),
+        ] {
+            for m in planned(&sizes, true, full) {
+                let total: usize = sizes[m.0..m.0 + m.1].iter().sum();
+                assert!(m.1 <= GSO_MAX_SEGMENTS && total <= GSO_MAX_BYTES, "{m:?}");
+            }
+        }
+    }
 }

@@ -39,19 +39,23 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     if config.mlock {
         harden::lock_memory();
     }
-    let sender = Sender::open(&config.dests, config.copies)
-        .map_err(|e| RunError(format!("cannot open a UDP socket: {e}")))?;
     let source = match &config.command {
         Some(argv) => command_line(argv),
         None => "stdin".to_owned(),
     };
     // Sealed datagrams grow by the tag: the framer leaves room for it.
-    let framed_max = match sealing {
-        true => config.max_datagram - SEAL_OVERHEAD,
-        false => config.max_datagram,
-    };
+    let overhead = if sealing { SEAL_OVERHEAD } else { 0 };
+    let mut framer = Framer::new(first_id, &config.name, config.max_datagram - overhead);
+    // Full datagrams as sent: runs of them leave as one GSO message each.
+    let full = framer.max_datagram() + overhead;
+    let sender = Sender::open(&config.dests, config.copies, full, config.gso)
+        .map_err(|e| RunError(format!("cannot open a UDP socket: {e}")))?;
+    // Padding datagrams that were closed for lack of room to the full size makes
+    // runs of them equal, as GSO needs; useless without GSO. A lone line never waits
+    // nor grows: only a datagram followed by another one is ever padded.
+    framer.set_pad_full(sender.gso());
     let mut session = Session {
-        framer: Framer::new(first_id, &config.name, framed_max),
+        framer,
         outbox: Outbox::default(),
         sender,
         pack: config.pack,
@@ -278,6 +282,10 @@ impl Session {
             }
         }
         self.outbox.clear();
+        // GSO turned out not to work on any path: stop padding.
+        if !self.sender.gso() {
+            self.framer.set_pad_full(false);
+        }
     }
 
     /// Sealing only: sends what was framed, then starts a new session (new random
@@ -301,6 +309,7 @@ impl Session {
         };
         s.counted = 0;
         self.framer = Framer::new(id, self.framer.name(), self.framer.max_datagram());
+        self.framer.set_pad_full(self.sender.gso());
         self.framer.hello(
             std::process::id(),
             now_us,
