@@ -48,6 +48,19 @@ Delivery:
   that stays full is marked stalled and its datagrams are dropped (counted) without
   waiting until it takes one again, so a dead path never blocks the input.
 
+Recovery (--resend-buffer, on by default):
+  ncu-send keeps its most recent DATA datagrams (4MiB by default) and marks every
+  datagram as offering recovery. A receiver that misses lines asks for them (NACK)
+  on the path back; ncu-send resends those datagrams byte for byte, to the
+  destination whose socket the NACK arrived on only (never to the NACK's source
+  address), and answers lines it no longer holds with GONE. New lines always go
+  first. Resends are limited by a token bucket of --resend-rate bytes per second
+  (burst: one second's worth; at most 1024 datagrams per NACK; at most one GONE
+  per NACK and 50 GONEs per second). With --key-file, NACKs that do not
+  authenticate are dropped. After END, ncu-send lingers: it answers NACKs and
+  repeats END every 200ms until no NACK came for 1s, at most 3s (SIGINT/SIGTERM
+  end the linger at once). --resend-buffer 0 turns all of it off.
+
 Signals:
   SIGINT/SIGTERM: what was read is sent (a pending partial line too), then END, and
   ncu-send exits with 128+signal. With -- COMMAND, the first SIGINT/SIGTERM is
@@ -129,6 +142,16 @@ pub(crate) struct Args {
     #[arg(long)]
     no_pack: bool,
 
+    /// Keep the most recent datagrams sent, up to this many bytes, and resend them
+    /// when a receiver asks (NACK); 0 turns recovery off (e.g. 4MiB, 64KiB, 0).
+    #[arg(long, value_name = "BYTES", default_value = "4MiB")]
+    resend_buffer: String,
+
+    /// Resend at most this many bytes per second (token bucket, burst one second's
+    /// worth, at most 1024 datagrams per NACK).
+    #[arg(long, value_name = "BYTES", default_value = "2MiB")]
+    resend_rate: String,
+
     /// Also copy the input unchanged to standard output (with -- COMMAND: its stdout
     /// to standard output, its stderr to standard error).
     #[arg(long)]
@@ -172,6 +195,10 @@ pub(crate) struct Config {
     pub(crate) copies: u32,
     pub(crate) max_line: usize,
     pub(crate) pack: bool,
+    /// Bytes of recent DATA datagrams kept for resending (0: recovery off).
+    pub(crate) resend_buffer: usize,
+    /// Resend rate limit, bytes per second.
+    pub(crate) resend_rate: u64,
     pub(crate) tee: bool,
     pub(crate) mlock: bool,
     pub(crate) oom_protect: bool,
@@ -224,6 +251,17 @@ impl Args {
         if self.copies == 0 {
             return Err(UsageError("--copies 0: must be at least 1".into()));
         }
+        let resend_buffer = parse_size(&self.resend_buffer)
+            .map_err(|e| UsageError(format!("--resend-buffer {:?}: {e}", self.resend_buffer)))?;
+        let resend_rate = parse_size(&self.resend_rate)
+            .map_err(|e| UsageError(format!("--resend-rate {:?}: {e}", self.resend_rate)))?;
+        if resend_rate == 0 {
+            return Err(UsageError(format!(
+                "--resend-rate {:?}: must be at least 1 (turn recovery off with \
+                 --resend-buffer 0)",
+                self.resend_rate
+            )));
+        }
         let keys = match &self.key_file {
             None => None,
             Some(path) => {
@@ -271,6 +309,8 @@ impl Args {
             copies: self.copies,
             max_line,
             pack: !self.no_pack,
+            resend_buffer,
+            resend_rate: resend_rate as u64,
             tee: self.tee,
             mlock: self.mlock,
             oom_protect: self.oom_protect,

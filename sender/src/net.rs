@@ -5,6 +5,7 @@
 //! error stops it.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,20 @@ impl Stats {
             parts.join(" ")
         }
     }
+}
+
+/// What [`Sender::recv`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A datagram of this many bytes from the destination.
+    Datagram(usize),
+    /// Nothing (more) waiting.
+    Nothing,
+    /// A datagram from another address (an unconnected socket takes anyone's):
+    /// dropped.
+    Foreign,
+    /// A socket error (an ICMP error, counted): stop reading this socket for now.
+    Error,
 }
 
 struct Target {
@@ -228,6 +243,61 @@ impl Sender {
             plan(&self.iovs, self.targets[t].gso, self.full, &mut self.plan);
             for _ in 0..self.copies {
                 self.send_to(t);
+            }
+        }
+    }
+
+    /// Sends every datagram once to destination `index` only (resends and GONEs
+    /// answering a NACK that arrived on its socket). Never fails, as [`Sender::send`].
+    pub(crate) fn send_one<'a>(
+        &mut self,
+        index: usize,
+        datagrams: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) {
+        if datagrams.len() == 0 || index >= self.targets.len() {
+            return;
+        }
+        self.iovs.clear();
+        self.iovs.extend(datagrams.map(|d| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        }));
+        plan(
+            &self.iovs,
+            self.targets[index].gso,
+            self.full,
+            &mut self.plan,
+        );
+        self.send_to(index);
+    }
+
+    /// Receives one datagram waiting on the socket of destination `index` into `buf`
+    /// (without waiting).
+    pub(crate) fn recv(&mut self, index: usize, buf: &mut [u8]) -> Received {
+        let Some(target) = self.targets.get(index) else {
+            return Received::Nothing;
+        };
+        // SAFETY: `recv_from` only writes initialised bytes into the buffer; viewing
+        // initialised `u8`s as `MaybeUninit<u8>` is sound.
+        let uninit = unsafe {
+            std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), buf.len())
+        };
+        loop {
+            match target.socket.recv_from(uninit) {
+                Ok((n, from)) => {
+                    // A connected socket receives only its destination's datagrams;
+                    // an unconnected one checks the address itself.
+                    if !target.connected && from.as_socket() != target.addr.as_socket() {
+                        return Received::Foreign;
+                    }
+                    return Received::Datagram(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::Nothing,
+                Err(e) => {
+                    self.stats.count(ErrorKind::of(&e));
+                    return Received::Error;
+                }
             }
         }
     }

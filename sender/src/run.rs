@@ -10,19 +10,33 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
+use ncu_proto::recovery::{Recovery, RecoveryStats, TokenBucket};
 use ncu_proto::seal::{self, Keys, SEAL_OVERHEAD};
-use ncu_proto::wire::{self, EndReason, FRAGMENT_HEADER_LEN, HEADER_LEN};
+use ncu_proto::wire::{
+    self, Datagram, EndReason, Kind, Payload, Repr, FRAGMENT_HEADER_LEN, HEADER_LEN,
+};
 
 use crate::cli::Config;
 use crate::harden;
 use crate::lines::LineAssembler;
-use crate::net::Sender;
+use crate::net::{Received, Sender};
 use crate::signals::Signals;
 
 /// Bytes asked for per `read(2)`: a full pipe.
 const READ_SIZE: usize = 64 * 1024;
 /// Without a pidfd, how often to look whether COMMAND exited after closing its output.
 const CHILD_POLL: Duration = Duration::from_millis(20);
+/// Most datagrams read from one socket per loop turn (NACKs): new lines go first.
+const NACKS_PER_TURN: usize = 64;
+/// After END with recovery: END is repeated this often...
+const END_REPEAT: Duration = Duration::from_millis(200);
+/// ...until no NACK came for this long...
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+/// ...and at most this long in all.
+const LINGER_MAX: Duration = Duration::from_secs(3);
+/// GONE datagrams (one per NACK at most) are limited to this many per second, on
+/// top of the resend rate: a flood of NACKs for old lines stays small.
+const GONE_PER_SEC: u64 = 50;
 
 /// A failure before the loop starts (exit status 1).
 #[derive(Debug)]
@@ -54,12 +68,15 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     // runs of them equal, as GSO needs; useless without GSO. A lone line never waits
     // nor grows: only a datagram followed by another one is ever padded.
     framer.set_pad_full(sender.gso());
+    framer.set_recovery(config.resend_buffer > 0);
     let mut session = Session {
         framer,
         outbox: Outbox::default(),
         sender,
         pack: config.pack,
         last_sent: started,
+        recovery: (config.resend_buffer > 0)
+            .then(|| Recovering::new(config.resend_buffer, config.resend_rate)),
         seal: config.keys.clone().map(|keys| Sealing {
             keys,
             sealed: Vec::new(),
@@ -96,7 +113,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                 } else {
                     126
                 };
-                return Ok(session.end(EndReason::Exit(status), &config, status as u8));
+                return Ok(session.end(
+                    EndReason::Exit(status),
+                    &config,
+                    status as u8,
+                    &mut signals,
+                ));
             }
         },
     };
@@ -136,7 +158,13 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         let pidfd = wait_child.and_then(|c| c.pidfd.as_ref().map(|fd| fd.as_raw_fd()));
         pollfds.push(pollfd(pidfd.unwrap_or(-1), libc::POLLIN));
         let sockets_at = pollfds.len();
-        pollfds.extend(session.sender.fds().map(|fd| pollfd(fd, 0)));
+        // With recovery, NACKs arrive on the sockets.
+        let socket_events = if session.recovery.is_some() {
+            libc::POLLIN
+        } else {
+            0
+        };
+        pollfds.extend(session.sender.fds().map(|fd| pollfd(fd, socket_events)));
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
         poll(&mut pollfds, timeout);
 
@@ -173,6 +201,10 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             if pfd.revents & libc::POLLERR != 0 {
                 session.sender.take_error(i);
             }
+            // After the input: new lines always go first.
+            if pfd.revents & libc::POLLIN != 0 {
+                session.answer_nacks(i, now);
+            }
         }
         if let Some(hb) = config.heartbeat {
             if now >= session.last_sent + hb {
@@ -196,7 +228,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         },
         (None, None) => (EndReason::Eof, 0),
     };
-    Ok(session.end(reason, &config, status.clamp(0, 255) as u8))
+    Ok(session.end(reason, &config, status.clamp(0, 255) as u8, &mut signals))
 }
 
 /// The framer, its outbox and the sockets.
@@ -208,6 +240,103 @@ struct Session {
     last_sent: Instant,
     /// With `--key-file`.
     seal: Option<Sealing>,
+    /// With `--resend-buffer` above 0 (the default).
+    recovery: Option<Recovering>,
+}
+
+/// Recovery's state in the sender: the ring and rate limit (`ncu_proto::recovery`),
+/// reusable buffers, and counters.
+struct Recovering {
+    recovery: Recovery,
+    ring_bytes: usize,
+    rate: u64,
+    /// Datagrams to resend for one NACK.
+    resend: Outbox,
+    /// Line ranges one NACK asked for that the ring no longer holds.
+    gone: Vec<(u64, u64)>,
+    /// GONE ranges to answer after reading this turn's NACKs.
+    gone_out: Vec<(u64, u64)>,
+    gone_bucket: TokenBucket,
+    /// One received datagram (the largest UDP payload).
+    buf: Vec<u8>,
+    /// A sealed NACK, opened.
+    opened: Vec<u8>,
+    /// Counters of earlier sessions (rollover) and of what the sender itself drops.
+    past: RecoveryStats,
+    /// Datagrams dropped: do not authenticate, do not parse, not a NACK, another
+    /// session.
+    bad: u64,
+    /// Datagrams from another address than the destination (unconnected sockets).
+    foreign: u64,
+    /// GONE datagrams sent, and refused by their limit.
+    gone_sent: u64,
+    gone_limited: u64,
+}
+
+impl Recovering {
+    fn new(ring_bytes: usize, rate: u64) -> Recovering {
+        Recovering {
+            recovery: Recovery::new(ring_bytes, rate),
+            ring_bytes,
+            rate,
+            resend: Outbox::default(),
+            gone: Vec::new(),
+            gone_out: Vec::new(),
+            gone_bucket: TokenBucket::new(GONE_PER_SEC, GONE_PER_SEC),
+            buf: vec![0; 1 << 16],
+            opened: Vec::new(),
+            past: RecoveryStats::default(),
+            bad: 0,
+            foreign: 0,
+            gone_sent: 0,
+            gone_limited: 0,
+        }
+    }
+
+    /// A new session: its lines are numbered afresh, so the ring starts empty.
+    fn reset(&mut self) {
+        let s = self.recovery.stats();
+        self.past.nacks += s.nacks;
+        self.past.resent += s.resent;
+        self.past.resent_bytes += s.resent_bytes;
+        self.past.limited += s.limited;
+        self.past.gone += s.gone;
+        self.recovery = Recovery::new(self.ring_bytes, self.rate);
+    }
+
+    fn stats(&self) -> RecoveryStats {
+        let s = self.recovery.stats();
+        RecoveryStats {
+            nacks: self.past.nacks + s.nacks,
+            resent: self.past.resent + s.resent,
+            resent_bytes: self.past.resent_bytes + s.resent_bytes,
+            limited: self.past.limited + s.limited,
+            gone: self.past.gone + s.gone,
+        }
+    }
+}
+
+/// Keeps the DATA datagrams among `datagrams` (as sent) in the ring with the lines
+/// each carries. Lines are numbered in order, so a datagram carries the lines from
+/// its own `seq` up to the next DATA datagram's `seq` minus one (fragments: their
+/// line only), and the last one up to `lines_sent`: two header fields per datagram,
+/// no parsing. HELLO, HEARTBEAT, END and GONE are not kept.
+fn record<'a>(recovery: &mut Recovery, datagrams: impl Iterator<Item = &'a [u8]>, lines_sent: u64) {
+    let mut pending: Option<(u64, &[u8])> = None;
+    for d in datagrams {
+        let view = Datagram::new_unchecked(d);
+        if view.kind_byte() != Kind::Data as u8 {
+            continue;
+        }
+        let seq = view.seq();
+        if let Some((first, prev)) = pending {
+            recovery.record(first, seq.saturating_sub(1).max(first), prev);
+        }
+        pending = Some((seq, d));
+    }
+    if let Some((first, prev)) = pending {
+        recovery.record(first, lines_sent.max(first), prev);
+    }
 }
 
 /// What sealing needs besides the framer: the keys, a reusable buffer holding one
@@ -264,8 +393,23 @@ impl Session {
 
     /// Sends the finished datagrams in the outbox, sealed when sealing, and empties it.
     fn send_outbox(&mut self) {
+        self.send_outbox_to(None);
+    }
+
+    /// As [`Session::send_outbox`], to destination `only` alone when given. Every
+    /// DATA datagram is kept in the resend ring as sent.
+    fn send_outbox_to(&mut self, only: Option<usize>) {
+        let lines_sent = self.framer.lines_sent();
         match &mut self.seal {
-            None => self.sender.send(self.outbox.datagrams()),
+            None => {
+                match only {
+                    None => self.sender.send(self.outbox.datagrams()),
+                    Some(t) => self.sender.send_one(t, self.outbox.datagrams()),
+                }
+                if let Some(r) = &mut self.recovery {
+                    record(&mut r.recovery, self.outbox.datagrams(), lines_sent);
+                }
+            }
             Some(s) => {
                 s.sealed.clear();
                 s.ends.clear();
@@ -274,10 +418,17 @@ impl Session {
                     s.ends.push(s.sealed.len());
                 }
                 let (sealed, ends) = (&s.sealed, &s.ends);
-                self.sender.send((0..ends.len()).map(|i| {
+                let each = (0..ends.len()).map(|i| {
                     let start = if i == 0 { 0 } else { ends[i - 1] };
                     &sealed[start..ends[i]]
-                }));
+                });
+                match only {
+                    None => self.sender.send(each.clone()),
+                    Some(t) => self.sender.send_one(t, each.clone()),
+                }
+                if let Some(r) = &mut self.recovery {
+                    record(&mut r.recovery, each, lines_sent);
+                }
                 s.counted += ends.len() as u64;
             }
         }
@@ -310,6 +461,11 @@ impl Session {
         s.counted = 0;
         self.framer = Framer::new(id, self.framer.name(), self.framer.max_datagram());
         self.framer.set_pad_full(self.sender.gso());
+        if let Some(r) = &mut self.recovery {
+            // The old session's NACKs are dropped from now on (another session id).
+            r.reset();
+            self.framer.set_recovery(true);
+        }
         self.framer.hello(
             std::process::id(),
             now_us,
@@ -321,10 +477,31 @@ impl Session {
         self.last_sent = Instant::now();
     }
 
-    /// Sends END, prints the counters with `--verbose`, returns `status`.
-    fn end(&mut self, reason: EndReason, config: &Config, status: u8) -> u8 {
-        self.framer.end(reason, wall_us(), &mut self.outbox);
-        self.ship(Instant::now());
+    /// Sends END, lingers with recovery (see [`Session::linger`]), prints the
+    /// counters with `--verbose`, returns `status`.
+    fn end(&mut self, reason: EndReason, config: &Config, status: u8, signals: &mut Signals) -> u8 {
+        let now_us = wall_us();
+        self.framer.flush(&mut self.outbox);
+        self.framer.end(reason, now_us, &mut self.outbox);
+        // END as it goes on the wire (sealing is deterministic: same bytes), for
+        // repeating it while lingering.
+        let end = self.recovery.as_ref().and_then(|_| {
+            let plain = self.outbox.datagrams().last()?;
+            Some(match &self.seal {
+                Some(s) => {
+                    let mut sealed = Vec::new();
+                    seal::seal(&s.keys, plain, &mut sealed);
+                    sealed
+                }
+                None => plain.to_vec(),
+            })
+        });
+        // Not `ship`: no new session after END.
+        self.send_outbox();
+        self.last_sent = Instant::now();
+        if let Some(end) = end {
+            self.linger(&end, signals);
+        }
         if config.verbose {
             let stats = self.sender.stats();
             eprintln!(
@@ -337,8 +514,162 @@ impl Session {
                 stats.dropped,
                 stats.errors_summary(),
             );
+            if let Some(r) = &self.recovery {
+                let s = r.stats();
+                let ring = r.recovery.ring();
+                eprintln!(
+                    "ncu-send: recovery: {} NACKs answered, {} dropped (bad or another \
+                     session), {} from elsewhere; {} datagrams resent ({} bytes), {} \
+                     refused by the rate limit; {} ranges gone ({} GONE sent, {} limited); \
+                     ring {} bytes in {} datagrams",
+                    s.nacks,
+                    r.bad,
+                    r.foreign,
+                    s.resent,
+                    s.resent_bytes,
+                    s.limited,
+                    s.gone,
+                    r.gone_sent,
+                    r.gone_limited,
+                    ring.held_bytes(),
+                    ring.len(),
+                );
+            }
         }
         status
+    }
+
+    /// After END with recovery: answers NACKs and repeats END every
+    /// [`END_REPEAT`] until no NACK came for [`LINGER_QUIET`], at most
+    /// [`LINGER_MAX`], so that a lost END or lost last lines can still be asked
+    /// for. SIGINT/SIGTERM end it at once.
+    fn linger(&mut self, end: &[u8], signals: &mut Signals) {
+        let start = Instant::now();
+        let mut last_nack = start;
+        let mut last_end = start;
+        let mut pollfds = Vec::new();
+        loop {
+            let now = Instant::now();
+            let stop = (last_nack + LINGER_QUIET).min(start + LINGER_MAX);
+            if now >= stop {
+                return;
+            }
+            if now >= last_end + END_REPEAT {
+                self.sender.send(std::iter::once(end));
+                last_end = now;
+            }
+            let deadline = stop.min(last_end + END_REPEAT);
+            pollfds.clear();
+            pollfds.push(pollfd(signals.fd(), libc::POLLIN));
+            pollfds.extend(self.sender.fds().map(|fd| pollfd(fd, libc::POLLIN)));
+            poll(&mut pollfds, Some(deadline.saturating_duration_since(now)));
+            if pollfds[0].revents != 0 && signals.take().0 > 0 {
+                return;
+            }
+            let now = Instant::now();
+            for (i, pfd) in pollfds[1..].iter().enumerate() {
+                if pfd.revents & libc::POLLERR != 0 {
+                    self.sender.take_error(i);
+                }
+                if pfd.revents & libc::POLLIN != 0 && self.answer_nacks(i, now) > 0 {
+                    last_nack = now;
+                }
+            }
+        }
+    }
+
+    /// Reads up to [`NACKS_PER_TURN`] datagrams waiting on the socket of destination
+    /// `index` and answers the NACKs among them: resends and GONE go to that
+    /// destination only (never to where a datagram came from, which for a connected
+    /// socket is the destination anyway). Returns how many NACKs were answered.
+    fn answer_nacks(&mut self, index: usize, now: Instant) -> usize {
+        let Session {
+            framer,
+            sender,
+            seal: sealing,
+            recovery,
+            ..
+        } = self;
+        let Some(r) = recovery.as_mut() else {
+            return 0;
+        };
+        let mut answered = 0;
+        r.gone_out.clear();
+        for _ in 0..NACKS_PER_TURN {
+            let n = match sender.recv(index, &mut r.buf) {
+                Received::Datagram(n) => n,
+                Received::Foreign => {
+                    r.foreign += 1;
+                    continue;
+                }
+                Received::Nothing | Received::Error => break,
+            };
+            let plain: &[u8] = match sealing {
+                Some(s) => {
+                    r.opened.clear();
+                    if seal::open(&s.keys, &r.buf[..n], &mut r.opened).is_err() {
+                        r.bad += 1;
+                        continue;
+                    }
+                    &r.opened
+                }
+                None => &r.buf[..n],
+            };
+            let ranges = match Repr::parse(plain) {
+                Ok(Repr {
+                    header,
+                    payload: Payload::Nack { ranges },
+                }) if header.session == framer.session() => ranges,
+                _ => {
+                    r.bad += 1;
+                    continue;
+                }
+            };
+            r.resend.clear();
+            r.gone.clear();
+            r.recovery
+                .handle_nack(ranges, now, &mut r.resend, &mut r.gone);
+            // A datagram carrying the end of one asked range and the start of the
+            // next is found for both: resent once (they come out adjacent).
+            let mut resend: Vec<&[u8]> = Vec::with_capacity(r.resend.len());
+            for d in r.resend.datagrams() {
+                if resend.last() != Some(&d) {
+                    resend.push(d);
+                }
+            }
+            sender.send_one(index, resend.into_iter());
+            answered += 1;
+            // One GONE covers every range asked for below the ring's oldest line.
+            let first = r.gone.iter().map(|g| g.0).min();
+            let last = r.gone.iter().map(|g| g.1).max();
+            if let (Some(first), Some(last)) = (first, last) {
+                if r.gone_bucket.take(now, 1) {
+                    r.gone_out.push((first, last));
+                } else {
+                    r.gone_limited += 1;
+                }
+            }
+        }
+        if r.gone_out.is_empty() {
+            return answered;
+        }
+        // GONE datagrams are framed (counter, seal) like any other.
+        let gone_out = std::mem::take(&mut r.gone_out);
+        r.gone_sent += gone_out.len() as u64;
+        self.framer.flush(&mut self.outbox);
+        self.send_outbox();
+        let now_us = wall_us();
+        for &(first, last) in &gone_out {
+            self.framer.gone(first, last, now_us, &mut self.outbox);
+        }
+        self.send_outbox_to(Some(index));
+        if let Some(r) = &mut self.recovery {
+            r.gone_out = gone_out;
+        }
+        if self.seal.as_ref().is_some_and(|s| s.counted + 2 > s.limit) {
+            self.new_session(now_us);
+        }
+        answered
     }
 }
 

@@ -5,3 +5,4 @@ mod receiver;
 mod recovery;
 mod sealed;
 mod sender;
+mod sender_recovery;
