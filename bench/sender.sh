@@ -3,6 +3,7 @@
 # (netcat-openbsd) on loopback, plus its peak RSS while streaming 1 GB.
 #   bench/sender.sh                 everything (about 30 s)
 #   bench/sender.sh --skip-rss      without the 1 GB run
+#   bench/sender.sh --only r        recovery's cost: default resend ring vs --resend-buffer 0
 # Uses 2 CPUs' worth of loopback traffic: do not run it in a loop on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,14 @@
 //!   time to send it (and lines delivered);
 //! - (c) `nc -u` again for per-line latency, one line every 10 ms: from the write into
 //!   the sender's stdin to the datagram read at a plain UDP socket;
-//! - (d) ncu-send's peak RSS (and RSS over time) while it streams 1 GB.
+//! - (d) ncu-send's peak RSS (and RSS over time) while it streams 1 GB;
+//! - (r) recovery's cost with no loss: the packed log and `--no-pack` lines/s with
+//!   the default resend ring against `--resend-buffer 0`, alternating in one run, and
+//!   the peak RSS with the default 4 MiB ring.
+//!
+//! ncu-send times are taken to the arrival of END at the sink where the sink is
+//! drained: with recovery on (the default) ncu-send lingers after END (up to 1 s
+//! without NACKs), which is not sending time.
 //!
 //! Run it through `bench/sender.sh`, which builds in release mode and installs nc.
 
@@ -31,7 +38,7 @@ struct Options {
     ncu: PathBuf,
     nc: String,
     rss: bool,
-    /// Which parts to run: letters a, b, c, d.
+    /// Which parts to run: letters a, b, c, d, r.
     only: String,
     rss_bytes: u64,
     runs: usize,
@@ -66,6 +73,9 @@ fn main() {
     if part('d') && opts.rss {
         rss(&opts, &log);
     }
+    if part('r') {
+        recovery_cost(&opts, &log, &file);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -77,7 +87,7 @@ fn parse_args() -> Options {
             .unwrap_or_else(|| "ncu-send".into()),
         nc: "nc".into(),
         rss: true,
-        only: "abcd".into(),
+        only: "abcdr".into(),
         rss_bytes: 1_000_000_000,
         runs: 5,
         latency_lines: 400,
@@ -104,7 +114,7 @@ fn parse_args() -> Options {
 fn usage(arg: &str) -> ! {
     eprintln!(
         "bench-sender: bad argument {arg:?}\nusage: bench-sender [--ncu PATH] [--nc PATH] \
-         [--runs N] [--latency-lines N] [--skip-rss] [--rss-bytes N] [--only abcd]"
+         [--runs N] [--latency-lines N] [--skip-rss] [--rss-bytes N] [--only abcdr]"
     );
     std::process::exit(2)
 }
@@ -180,6 +190,8 @@ struct Sink {
     socket: Arc<UdpSocket>,
     stop: Arc<AtomicBool>,
     counter: Option<std::thread::JoinHandle<u64>>,
+    /// When the first END datagram arrived (drained sinks).
+    end_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What a drained sink counts.
@@ -209,6 +221,7 @@ impl Sink {
             socket: Arc::new(socket),
             stop: Arc::new(AtomicBool::new(false)),
             counter: None,
+            end_at: Arc::default(),
         }
     }
 
@@ -216,6 +229,7 @@ impl Sink {
         let mut sink = Sink::new();
         let socket = Arc::clone(&sink.socket);
         let stop = Arc::clone(&sink.stop);
+        let end_at = Arc::clone(&sink.end_at);
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("a timeout");
@@ -227,6 +241,13 @@ impl Sink {
                 match socket.recv(&mut buf) {
                     Ok(n) => {
                         idle_since = None;
+                        // An ncu END (kind 4): the sender is done sending.
+                        if n > 4 && buf[..3] == *b"NCU" && buf[4] == 4 {
+                            end_at
+                                .lock()
+                                .expect("not poisoned")
+                                .get_or_insert_with(Instant::now);
+                        }
                         total += match count {
                             Count::Newlines => memchr_count(&buf[..n]),
                             Count::NcuLines => match Repr::parse(&buf[..n]) {
@@ -255,6 +276,11 @@ impl Sink {
         self.socket.local_addr().expect("bound")
     }
 
+    /// When the first END arrived, if one did.
+    fn end_at(&self) -> Option<Instant> {
+        *self.end_at.lock().expect("not poisoned")
+    }
+
     /// Stops the counter once the socket is quiet; what it counted.
     fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::SeqCst);
@@ -267,6 +293,17 @@ impl Sink {
 
 fn memchr_count(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Runs ncu-send on `file` sending to the drained `sink` (its address last in
+/// `args`): the time from start to END's arrival (the linger after it is not sending),
+/// else the wall time.
+fn time_ncu(program: &Path, args: &[String], file: &Path, sink: &Sink) -> Duration {
+    let start = Instant::now();
+    let wall = time_run(program, args, file);
+    sink.end_at()
+        .map(|end| end.saturating_duration_since(start))
+        .unwrap_or(wall)
 }
 
 /// Runs a sender on `file` as standard input; its wall time.
@@ -300,26 +337,25 @@ fn throughput(opts: &Options, log: &[u8], file: &Path) {
         "\n(a) one line per datagram, {LOG_LINES} lines, loopback, median of {} runs",
         opts.runs
     );
-    let sink = Sink::new();
-    let dest = sink.addr();
     let socket = UdpSocket::bind("127.0.0.1:0").expect("a socket");
     let payloads: Vec<Vec<u8>> = lines(log)
         .map(|l| vec![b'x'; l.len() + NCU_OVERHEAD])
         .collect();
-    let args = vec![
-        "--no-pack".to_owned(),
-        "--heartbeat".to_owned(),
-        "0".to_owned(),
-        dest.to_string(),
-    ];
     let (mut bare, mut ncu) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
+        // Drained, for both: ncu-send's time runs to END's arrival.
+        let sink = Sink::drained(Count::NcuLines);
+        let dest = sink.addr();
         let start = Instant::now();
         for p in &payloads {
             let _ = socket.send_to(p, dest);
         }
         bare.push(payloads.len() as f64 / start.elapsed().as_secs_f64());
-        let took = time_run(&opts.ncu, &args, file);
+        sink.finish();
+        let sink = Sink::drained(Count::NcuLines);
+        let args = no_pack_args(&[], sink.addr());
+        let took = time_ncu(&opts.ncu, &args, file, &sink);
+        sink.finish();
         ncu.push(LOG_LINES as f64 / took.as_secs_f64());
     }
     let (bare, ncu) = (median(bare), median(ncu));
@@ -355,7 +391,7 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
     let (mut ncu_got, mut nc_got) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
         let sink = Sink::drained(Count::NcuLines);
-        ncu.push(time_run(&opts.ncu, &[sink.addr().to_string()], file).as_secs_f64());
+        ncu.push(time_ncu(&opts.ncu, &[sink.addr().to_string()], file, &sink).as_secs_f64());
         ncu_got.push(sink.finish() as f64);
 
         let sink = Sink::drained(Count::Newlines);
@@ -369,11 +405,11 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
             "16384".to_owned(),
             sink.addr().to_string(),
         ];
-        ncu16.push(time_run(&opts.ncu, &args, file).as_secs_f64());
+        ncu16.push(time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64());
         sink.finish();
         let sink = Sink::drained(Count::NcuLines);
         let args = ["--no-gso".to_owned(), sink.addr().to_string()];
-        no_gso.push(time_run(&opts.ncu, &args, file).as_secs_f64());
+        no_gso.push(time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64());
         sink.finish();
         let sink = Sink::drained(Count::NcuLines);
         floor.push(sendmmsg_loop(&datagrams, sink.addr()).as_secs_f64());
@@ -648,4 +684,123 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn no_pack_args(extra: &[&str], dest: SocketAddr) -> Vec<String> {
+    ["--no-pack", "--heartbeat", "0"]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .chain([dest.to_string()])
+        .collect()
+}
+
+/// (r) recovery with no loss: the default resend ring (4 MiB) against
+/// `--resend-buffer 0`, alternating run by run on the same sinks; then peak RSS.
+fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
+    println!(
+        "\n(r) recovery cost with no loss: default ring (4 MiB) vs --resend-buffer 0, \
+         alternating, median of {} runs",
+        opts.runs
+    );
+    let (mut packed_off, mut packed_on) = (Vec::new(), Vec::new());
+    let (mut lines_off, mut lines_on) = (Vec::new(), Vec::new());
+    for run in 0..opts.runs {
+        // Alternate which goes first, so that neither always runs on a warm cache.
+        let order: [bool; 2] = if run % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for on in order {
+            let extra: &[&str] = if on { &[] } else { &["--resend-buffer", "0"] };
+            let sink = Sink::drained(Count::NcuLines);
+            let args: Vec<String> = extra
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain([sink.addr().to_string()])
+                .collect();
+            let t = time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64();
+            sink.finish();
+            let sink = Sink::drained(Count::NcuLines);
+            let args = no_pack_args(extra, sink.addr());
+            let lps = LOG_LINES as f64 / time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64();
+            sink.finish();
+            if on {
+                packed_on.push(t);
+                lines_on.push(lps);
+            } else {
+                packed_off.push(t);
+                lines_off.push(lps);
+            }
+        }
+    }
+    let (p_off, p_on) = (median(packed_off), median(packed_on));
+    let (l_off, l_on) = (median(lines_off), median(lines_on));
+    println!(
+        "    packed log, --resend-buffer 0     {:>7.1} ms ({:.0} MB/s)",
+        p_off * 1e3,
+        log.len() as f64 / 1e6 / p_off
+    );
+    println!(
+        "    packed log, default ring           {:>7.1} ms ({:.0} MB/s)",
+        p_on * 1e3,
+        log.len() as f64 / 1e6 / p_on
+    );
+    println!(
+        "    throughput ratio on / off          {:>7.3}   (cost {:+.1}%, goal < 5%)",
+        p_off / p_on,
+        100.0 * (1.0 - p_off / p_on)
+    );
+    println!(
+        "    --no-pack, --resend-buffer 0      {:>9.0} lines/s",
+        l_off
+    );
+    println!(
+        "    --no-pack, default ring           {:>9.0} lines/s",
+        l_on
+    );
+    println!(
+        "    throughput ratio on / off          {:>7.3}   (cost {:+.1}%, goal < 5%)",
+        l_on / l_off,
+        100.0 * (1.0 - l_on / l_off)
+    );
+    for extra in [&[][..], &["--resend-buffer", "0"][..]] {
+        let sink = Sink::drained(Count::NcuLines);
+        let mut child = Command::new(&opts.ncu)
+            .args(extra)
+            .arg(sink.addr().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ncu-send starts");
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("piped");
+        // The whole log (24 MB, far more than the ring) twice.
+        let data = log.to_vec();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..2 {
+                stdin.write_all(&data).expect("write");
+            }
+            stdin
+        });
+        let stdin = writer.join().expect("writer");
+        let peak = wait_until_read_all(&stdin).then(|| proc_status_kib(pid, "VmHWM:"));
+        drop(stdin);
+        let status = child.wait().expect("ncu-send exits");
+        sink.finish();
+        assert!(status.success(), "ncu-send: {status}");
+        let label = if extra.is_empty() {
+            "default ring (4 MiB)"
+        } else {
+            "--resend-buffer 0   "
+        };
+        match peak.flatten() {
+            Some(kib) => println!(
+                "    peak RSS (VmHWM), {label}  {:>6.1} MiB",
+                kib as f64 / 1024.0
+            ),
+            None => println!("    peak RSS: not readable"),
+        }
+    }
 }
