@@ -26,10 +26,18 @@ use std::time::Instant;
 use crate::framer::Outbox;
 
 /// Recent datagrams by the lines they carry, bounded in bytes (oldest dropped first).
+///
+/// One buffer of exactly `max_bytes`, allocated at the first push and used as a
+/// circular byte ring: keeping a datagram is one copy (two at the wrap), with no
+/// reallocation and no more memory than the bound.
 #[derive(Debug, Clone)]
 pub struct ResendRing {
     max_bytes: usize,
-    bytes: VecDeque<u8>,
+    buf: Vec<u8>,
+    /// Total bytes ever pushed: the ring position of the next datagram.
+    end: u64,
+    /// Held bytes (the oldest datagram starts at `end - held`).
+    held: usize,
     entries: VecDeque<Entry>,
 }
 
@@ -37,6 +45,8 @@ pub struct ResendRing {
 struct Entry {
     first: u64,
     last: u64,
+    /// Ring position (total bytes pushed before it).
+    at: u64,
     len: usize,
 }
 
@@ -45,7 +55,9 @@ impl ResendRing {
     pub fn new(max_bytes: usize) -> ResendRing {
         ResendRing {
             max_bytes,
-            bytes: VecDeque::new(),
+            buf: Vec::new(),
+            end: 0,
+            held: 0,
             entries: VecDeque::new(),
         }
     }
@@ -53,21 +65,31 @@ impl ResendRing {
     /// Keeps `datagram`, which carries lines `first..=last` (lines are recorded in
     /// increasing order), dropping the oldest datagrams to make room.
     pub fn push(&mut self, first: u64, last: u64, datagram: &[u8]) {
-        if datagram.len() > self.max_bytes {
+        if datagram.is_empty() || datagram.len() > self.max_bytes {
             return;
         }
-        while self.bytes.len() + datagram.len() > self.max_bytes {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.max_bytes];
+        }
+        while self.held + datagram.len() > self.max_bytes {
             let Some(old) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes.drain(..old.len);
+            self.held -= old.len;
         }
-        self.bytes.extend(datagram);
+        let cap = self.buf.len();
+        let start = (self.end % cap as u64) as usize;
+        let first_part = datagram.len().min(cap - start);
+        self.buf[start..start + first_part].copy_from_slice(&datagram[..first_part]);
+        self.buf[..datagram.len() - first_part].copy_from_slice(&datagram[first_part..]);
         self.entries.push_back(Entry {
             first,
             last,
+            at: self.end,
             len: datagram.len(),
         });
+        self.end += datagram.len() as u64;
+        self.held += datagram.len();
     }
 
     /// The oldest line still held.
@@ -77,7 +99,7 @@ impl ResendRing {
 
     /// Bytes held.
     pub fn held_bytes(&self) -> usize {
-        self.bytes.len()
+        self.held
     }
 
     /// Datagrams held.
@@ -91,21 +113,24 @@ impl ResendRing {
     }
 
     /// Calls `found` with every held datagram that carries a line of
-    /// `first..=last`, oldest first; stops when `found` returns false.
-    pub fn find(&self, first: u64, last: u64, mut found: impl FnMut(&[u8]) -> bool) {
+    /// `first..=last`, oldest first, and the last line it carries; stops when `found`
+    /// returns false.
+    pub fn find(&self, first: u64, last: u64, mut found: impl FnMut(&[u8], u64) -> bool) {
         let start = self.entries.partition_point(|e| e.last < first);
-        let mut offset: usize = self.entries.range(..start).map(|e| e.len).sum();
         let mut scratch = Vec::new();
         for entry in self.entries.range(start..) {
             if entry.first > last {
                 break;
             }
+            let cap = self.buf.len();
+            let at = (entry.at % cap as u64) as usize;
+            let first_part = entry.len.min(cap - at);
             scratch.clear();
-            scratch.extend(self.bytes.range(offset..offset + entry.len));
-            if !found(&scratch) {
+            scratch.extend_from_slice(&self.buf[at..at + first_part]);
+            scratch.extend_from_slice(&self.buf[..entry.len - first_part]);
+            if !found(&scratch, entry.last) {
                 return;
             }
-            offset += entry.len;
         }
     }
 }
@@ -235,7 +260,8 @@ impl Recovery {
             }
             let bucket = &mut self.bucket;
             let stats = &mut self.stats;
-            self.ring.find(first, last, |datagram| {
+            let mut carried_to = covered;
+            self.ring.find(first, last, |datagram, carries_last| {
                 if sent >= MAX_RESEND_PER_NACK {
                     return false;
                 }
@@ -247,9 +273,12 @@ impl Recovery {
                 stats.resent += 1;
                 stats.resent_bytes += datagram.len() as u64;
                 sent += 1;
+                carried_to = carried_to.max(carries_last);
                 true
             });
-            covered = covered.max(last);
+            // A datagram carrying lines past this range is not resent again for the
+            // next range it also carries.
+            covered = covered.max(carried_to);
         }
     }
 }
@@ -273,7 +302,7 @@ mod tests {
         let oldest = ring.oldest().unwrap();
         assert!(oldest > 1, "old datagrams were dropped");
         let mut found = Vec::new();
-        ring.find(36, 37, |d| {
+        ring.find(36, 37, |d, _| {
             found.push(String::from_utf8(d.to_vec()).unwrap());
             true
         });
@@ -303,6 +332,47 @@ mod tests {
                 &datagram(oldest + 1, oldest + 1)[..]
             ]
         );
+    }
+
+    #[test]
+    fn a_datagram_carrying_two_asked_ranges_is_resent_once() {
+        let mut recovery = Recovery::new(1 << 20, 1 << 20);
+        recovery.record(1, 10, &datagram(1, 10));
+        recovery.record(11, 20, &datagram(11, 20));
+        let (mut resend, mut gone) = (Outbox::default(), Vec::new());
+        recovery.handle_nack(
+            [(2, 1), (5, 1), (12, 1)].into_iter(),
+            Instant::now(),
+            &mut resend,
+            &mut gone,
+        );
+        let got: Vec<&[u8]> = resend.datagrams().collect();
+        assert_eq!(got, [&datagram(1, 10)[..], &datagram(11, 20)[..]]);
+    }
+
+    #[test]
+    fn ring_wraps_and_returns_exact_bytes() {
+        let mut ring = ResendRing::new(1000);
+        let mut kept = Vec::new();
+        for i in 1..=300u64 {
+            let d: Vec<u8> = (0..(i % 37 + 1)).map(|k| (i * 7 + k) as u8).collect();
+            ring.push(i, i, &d);
+            kept.push(d);
+            assert!(ring.held_bytes() <= 1000);
+        }
+        let oldest = ring.oldest().unwrap();
+        for i in oldest..=300 {
+            let mut got = None;
+            ring.find(i, i, |d, _| {
+                got = Some(d.to_vec());
+                false
+            });
+            assert_eq!(
+                got.as_deref(),
+                Some(&kept[(i - 1) as usize][..]),
+                "line {i}"
+            );
+        }
     }
 
     #[test]

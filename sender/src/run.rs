@@ -31,7 +31,7 @@ const NACKS_PER_TURN: usize = 64;
 /// After END with recovery: END is repeated this often...
 const END_REPEAT: Duration = Duration::from_millis(200);
 /// ...until no NACK came for this long...
-const LINGER_QUIET: Duration = Duration::from_secs(1);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
 /// ...and at most this long in all.
 const LINGER_MAX: Duration = Duration::from_secs(3);
 /// GONE datagrams (one per NACK at most) are limited to this many per second, on
@@ -629,15 +629,8 @@ impl Session {
             r.gone.clear();
             r.recovery
                 .handle_nack(ranges, now, &mut r.resend, &mut r.gone);
-            // A datagram carrying the end of one asked range and the start of the
-            // next is found for both: resent once (they come out adjacent).
-            let mut resend: Vec<&[u8]> = Vec::with_capacity(r.resend.len());
-            for d in r.resend.datagrams() {
-                if resend.last() != Some(&d) {
-                    resend.push(d);
-                }
-            }
-            sender.send_one(index, resend.into_iter());
+            // Each datagram at most once per NACK (handle_nack sees to it).
+            sender.send_one(index, r.resend.datagrams());
             answered += 1;
             // One GONE covers every range asked for below the ring's oldest line.
             let first = r.gone.iter().map(|g| g.0).min();

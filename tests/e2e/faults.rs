@@ -395,12 +395,24 @@ fn fault_garbage_beside_a_good_stream() {
 
 /// ncu-send starts with nobody on the port (ECONNREFUSED on loopback): it keeps
 /// reading and stays alive. Once ncu-recv listens, every line written after that
-/// arrives, in order, and ncu-send exits 0 at EOF.
+/// arrives, in order, and ncu-send exits 0 at EOF. The lines written while nobody
+/// listened are then recovered from the sender's resend ring (the receiver NACKs
+/// them), or, with `--resend-buffer 0`, reported as one gap.
 #[test]
 fn fault_destination_gone_then_back() {
+    destination_gone_then_back(true);
+    destination_gone_then_back(false);
+}
+
+fn destination_gone_then_back(recovery: bool) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut tx = spawn_send(&["--name", "phoenix"], &listen);
+    let args: &[&str] = if recovery {
+        &["--name", "phoenix"]
+    } else {
+        &["--name", "phoenix", "--resend-buffer", "0"]
+    };
+    let mut tx = spawn_send(args, &listen);
     let mut stdin = tx.stdin.take().unwrap();
     let before = 100u64;
     write_paced(&mut stdin, 1, before, 200);
@@ -425,8 +437,22 @@ fn fault_destination_gone_then_back() {
         .filter(|l| l.0 > before)
         .collect();
     assert_exact_lines(&got, before + 1, before + after);
-    assert!(lines_where(&events, "session", session)
-        .iter()
-        .all(|l| l.0 > before));
+    let early: Vec<(u64, String)> = lines_where(&events, "session", session)
+        .into_iter()
+        .filter(|l| l.0 <= before)
+        .collect();
+    if recovery {
+        assert_exact_lines(&early, 1, before);
+    } else {
+        assert!(early.is_empty(), "lines nobody received were delivered");
+        let gap = events
+            .iter()
+            .find(|e| e["event"] == "gap" && e["session"] == session)
+            .expect("the lines sent to nobody are reported as a gap");
+        assert_eq!(
+            (gap["first"].as_u64(), gap["last"].as_u64()),
+            (Some(1), Some(before))
+        );
+    }
     assert_eq!(end["lines"], before + after);
 }

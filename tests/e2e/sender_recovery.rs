@@ -445,7 +445,7 @@ fn sender_recovery_sealed_nacks_only() {
 
 #[test]
 fn sender_recovery_lingers_after_end_repeating_it() {
-    // No NACK: END repeated every 200ms, exit after 1s of quiet.
+    // No NACK: END repeated every 200ms, exit after 500ms of quiet.
     let mut rx = Rx::new(None);
     let (child, mut stdin) = spawn(&[], &rx.dest());
     stdin.write_all(b"one\ntwo\n").expect("write");
@@ -455,12 +455,12 @@ fn sender_recovery_lingers_after_end_repeating_it() {
     let ended = Instant::now();
     assert_eq!(first_end.kind(), Kind::End);
     let rest = rx.drain(Duration::from_millis(600));
-    assert!(rest.len() >= 3, "END repeated: {}", rest.len());
+    assert!(rest.len() >= 2, "END repeated: {}", rest.len());
     assert!(rest.iter().all(|g| g.raw == first_end.raw), "the same END");
     let (status, _) = finish(child, T);
     assert!(status.success());
     let took = ended.elapsed();
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
 
     // NACKs keep it answering, but never beyond 3s.
     let mut rx = Rx::new(None);
