@@ -10,4 +10,5 @@ pub mod netconsole;
 pub mod reassembler;
 pub mod recovery;
 pub mod seal;
+pub mod units;
 pub mod wire;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ncu_proto::units::parse_duration;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -219,46 +220,9 @@ fn parse_listen(text: &str) -> Result<(SocketAddr, bool), String> {
         .ok_or_else(|| "does not resolve to any address".to_owned())
 }
 
-/// Parses a duration: a number and a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), or `0`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && !number.starts_with('.') && !number.ends_with('.'))
-        .ok_or_else(|| "expected a duration such as 100ms, 1s or 2m".to_owned())?;
-    let scale = match unit {
-        "" if value == 0.0 => 0.0,
-        "" => return Err("needs a unit: ns, us, ms, s, m or h (e.g. 100ms)".to_owned()),
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} (use ns, us, ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| "out of range".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("1x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn listen_addresses() {
