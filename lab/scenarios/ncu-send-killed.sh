@@ -42,7 +42,8 @@ while [ "$n" -lt "$kill" ]; do
     [ "$last" -gt "$kill" ] && last=$kill
     seq $((n + 1)) "$last" >&3
     n=$last
-    usleep "$pause"
+    # No pause after the last chunk: the kill lands while its lines are in flight.
+    [ "$n" -lt "$kill" ] && usleep "$pause"
 done
 kill -9 "$pid"
 lab_say "scenario ncu-send-killed: SIGKILL sent after $n lines written"
