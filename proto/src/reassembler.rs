@@ -106,7 +106,7 @@ impl Default for Config {
         Config {
             reorder_window: Duration::from_millis(200),
             dead_after: Duration::from_secs(5),
-            max_pending_lines: 16_384,
+            max_pending_lines: 65_536,
             max_pending_bytes: 16 << 20,
             max_total_pending_bytes: 256 << 20,
             max_sessions: 16_384,
@@ -177,6 +177,18 @@ struct PendingLine {
     arrived: Instant,
     kernel: Option<Box<KernelMeta>>,
 }
+
+impl PendingLine {
+    /// What holding it costs, counted against the byte bounds: its text plus the
+    /// bookkeeping (allocation, map node), so that a flood of empty lines is bounded
+    /// too.
+    fn held_cost(&self) -> usize {
+        self.text.len() + PENDING_LINE_OVERHEAD
+    }
+}
+
+/// Bytes counted for each held line besides its text.
+const PENDING_LINE_OVERHEAD: usize = 64;
 
 /// A long line being rebuilt from its fragments.
 #[derive(Debug)]
@@ -947,8 +959,8 @@ impl Reassembler {
             .collect();
         for seq in below {
             if let Some(line) = session.pending.remove(&seq) {
-                session.held_bytes -= line.text.len();
-                self.total_held_bytes -= line.text.len();
+                session.held_bytes -= line.held_cost();
+                self.total_held_bytes -= line.held_cost();
                 self.deliver(session, seq, line, true);
             }
         }
@@ -1107,7 +1119,7 @@ impl Reassembler {
             self.drain(session);
             return;
         }
-        let len = pending.text.len();
+        let len = pending.held_cost();
         self.make_room(session, len);
         session.held_bytes += len;
         self.total_held_bytes += len;
@@ -1176,8 +1188,8 @@ impl Reassembler {
                 break;
             }
             let line = entry.remove();
-            session.held_bytes -= line.text.len();
-            self.total_held_bytes -= line.text.len();
+            session.held_bytes -= line.held_cost();
+            self.total_held_bytes -= line.held_cost();
             let seq = session.next;
             self.deliver(session, seq, line, false);
             session.next += 1;
