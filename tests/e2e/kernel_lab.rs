@@ -755,9 +755,25 @@ fn netem_run(copies: u32, sendargs: &str) {
         "{tag}: lines out of order"
     );
     let lost: u64 = gaps.iter().map(|&(a, b)| b - a + 1).sum::<u64>() - late;
+    // Without recovery the sender exits right after END: when END and the last
+    // datagrams are all lost (about 1 run in 100 at 10% loss) the receiver cannot
+    // know the tail, and the session goes silent. Then every line up to the highest
+    // it knows of is still accounted for exactly.
+    let known = if is(&fate, "end") {
+        LINES
+    } else {
+        let highest_line = seqs.iter().copied().max().unwrap_or(0);
+        let highest_gap = gaps.iter().map(|&(_, b)| b).max().unwrap_or(0);
+        let known = highest_line.max(highest_gap);
+        assert!(
+            known + 50 > LINES,
+            "{tag}: only {known} lines known; fate {fate}"
+        );
+        known
+    };
     assert_eq!(
         seqs.len() as u64 + lost,
-        LINES,
+        known,
         "{tag}: delivered {} + reported lost {lost} != sent; fate {fate}",
         seqs.len()
     );
