@@ -70,6 +70,27 @@ impl Outbox {
         self.bytes.drain(..done);
         self.ends.clear();
     }
+    /// The finished datagrams, back to back (see [`Outbox::ends`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.finished_len()]
+    }
+    /// Where each finished datagram ends in [`Outbox::bytes`].
+    pub fn ends(&self) -> &[usize] {
+        &self.ends
+    }
+    /// Takes the buffer of finished datagrams whole, without copying them (e.g. to
+    /// keep them for resending), and goes on with `replacement` (cleared) as an
+    /// empty outbox. A datagram still being built by the framer moves into
+    /// `replacement`. Read [`Outbox::ends`] first: the taken buffer holds the
+    /// datagrams back to back, from offset 0.
+    pub fn take_buffer(&mut self, mut replacement: Vec<u8>) -> Vec<u8> {
+        let done = self.finished_len();
+        replacement.clear();
+        replacement.extend_from_slice(&self.bytes[done..]);
+        self.bytes.truncate(done);
+        self.ends.clear();
+        std::mem::replace(&mut self.bytes, replacement)
+    }
     fn finished_len(&self) -> usize {
         self.ends.last().copied().unwrap_or(0)
     }

@@ -27,109 +27,183 @@ use crate::framer::Outbox;
 
 /// Recent datagrams by the lines they carry, bounded in bytes (oldest dropped first).
 ///
-/// One buffer of exactly `max_bytes`, allocated at the first push and used as a
-/// circular byte ring: keeping a datagram is one copy (two at the wrap), with no
-/// reallocation and no more memory than the bound.
+/// The ring holds chunks: whole send buffers handed over after sending
+/// ([`ResendRing::push_chunk`], no copy), or small buffers that single datagrams
+/// are copied into ([`ResendRing::push`]). Each chunk has a small index: where each
+/// datagram lies in it and which lines it carries. The bound counts every chunk's
+/// capacity; the oldest chunks go first, and their buffers are handed back for reuse,
+/// so a sender in steady state allocates nothing.
 #[derive(Debug, Clone)]
 pub struct ResendRing {
     max_bytes: usize,
-    buf: Vec<u8>,
-    /// Total bytes ever pushed: the ring position of the next datagram.
-    end: u64,
-    /// Held bytes (the oldest datagram starts at `end - held`).
+    /// Sum of the chunks' byte capacities.
     held: usize,
-    entries: VecDeque<Entry>,
+    /// Datagrams held.
+    count: usize,
+    chunks: VecDeque<Chunk>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    first: u64,
-    last: u64,
-    /// Ring position (total bytes pushed before it).
-    at: u64,
-    len: usize,
+/// One held datagram: its bytes `start..end` in its chunk and the lines
+/// `first..=last` it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Start of the datagram in the chunk's bytes.
+    pub start: usize,
+    /// End of the datagram in the chunk's bytes.
+    pub end: usize,
+    /// First line carried.
+    pub first: u64,
+    /// Last line carried.
+    pub last: u64,
 }
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Never empty; lines increase.
+    slots: Vec<Slot>,
+}
+
+/// Largest buffer [`ResendRing::push`] allocates to copy single datagrams into.
+const COPY_CHUNK: usize = 64 << 10;
 
 impl ResendRing {
     /// A ring holding at most `max_bytes` of datagrams (0: keeps nothing).
     pub fn new(max_bytes: usize) -> ResendRing {
         ResendRing {
             max_bytes,
-            buf: Vec::new(),
-            end: 0,
             held: 0,
-            entries: VecDeque::new(),
+            count: 0,
+            chunks: VecDeque::new(),
         }
     }
 
-    /// Keeps `datagram`, which carries lines `first..=last` (lines are recorded in
-    /// increasing order), dropping the oldest datagrams to make room.
-    pub fn push(&mut self, first: u64, last: u64, datagram: &[u8]) {
-        if datagram.is_empty() || datagram.len() > self.max_bytes {
-            return;
-        }
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.max_bytes];
-        }
-        while self.held + datagram.len() > self.max_bytes {
-            let Some(old) = self.entries.pop_front() else {
+    /// Drops the oldest chunks until `room` more bytes fit; returns the first
+    /// dropped, for reuse.
+    fn evict_until(&mut self, room: usize) -> Option<Chunk> {
+        let mut first = None;
+        while self.held + room > self.max_bytes {
+            let Some(old) = self.chunks.pop_front() else {
                 break;
             };
-            self.held -= old.len;
+            self.held -= old.bytes.capacity();
+            self.count -= old.slots.len();
+            if first.is_none() {
+                first = Some(old);
+            }
         }
-        let cap = self.buf.len();
-        let start = (self.end % cap as u64) as usize;
-        let first_part = datagram.len().min(cap - start);
-        self.buf[start..start + first_part].copy_from_slice(&datagram[..first_part]);
-        self.buf[..datagram.len() - first_part].copy_from_slice(&datagram[first_part..]);
-        self.entries.push_back(Entry {
+        first
+    }
+
+    /// Keeps `datagram` (copied), which carries lines `first..=last` (lines are
+    /// recorded in increasing order), dropping the oldest datagrams to make room.
+    pub fn push(&mut self, first: u64, last: u64, datagram: &[u8]) {
+        let len = datagram.len();
+        if len == 0 || len > self.max_bytes {
+            return;
+        }
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= len);
+        if !fits {
+            let want = (self.max_bytes / 16).min(COPY_CHUNK).max(len);
+            let recycled = self.evict_until(want);
+            let chunk = match recycled {
+                Some(mut c)
+                    if c.bytes.capacity() >= len
+                        && self.held + c.bytes.capacity() <= self.max_bytes =>
+                {
+                    c.bytes.clear();
+                    c.slots.clear();
+                    c
+                }
+                _ => Chunk {
+                    bytes: Vec::with_capacity(want),
+                    slots: Vec::new(),
+                },
+            };
+            self.held += chunk.bytes.capacity();
+            self.chunks.push_back(chunk);
+        }
+        let chunk = self.chunks.back_mut().expect("a chunk with room");
+        let start = chunk.bytes.len();
+        chunk.bytes.extend_from_slice(datagram);
+        chunk.slots.push(Slot {
+            start,
+            end: start + len,
             first,
             last,
-            at: self.end,
-            len: datagram.len(),
         });
-        self.end += datagram.len() as u64;
-        self.held += datagram.len();
+        self.count += 1;
+    }
+
+    /// Keeps the datagrams of a send buffer without copying them: `bytes` holds
+    /// them (and possibly other datagrams, not kept) and `slots` says where each
+    /// lies and which lines it carries (lines increase and follow those already
+    /// held). Returns empty buffers to reuse for the next batch: those of the oldest
+    /// chunk dropped to make room, when there is one. A buffer too large for the
+    /// ring, or mostly empty, is copied from instead (then handed back itself).
+    pub fn push_chunk(&mut self, mut bytes: Vec<u8>, mut slots: Vec<Slot>) -> (Vec<u8>, Vec<Slot>) {
+        let cap = bytes.capacity();
+        if slots.is_empty() || cap > self.max_bytes || bytes.len() * 4 < cap {
+            for s in &slots {
+                self.push(s.first, s.last, &bytes[s.start..s.end]);
+            }
+            bytes.clear();
+            slots.clear();
+            return (bytes, slots);
+        }
+        let recycled = self.evict_until(cap);
+        self.held += cap;
+        self.count += slots.len();
+        self.chunks.push_back(Chunk { bytes, slots });
+        match recycled {
+            Some(mut c) => {
+                c.bytes.clear();
+                c.slots.clear();
+                (c.bytes, c.slots)
+            }
+            None => (Vec::with_capacity(cap), Vec::new()),
+        }
     }
 
     /// The oldest line still held.
     pub fn oldest(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.first)
+        self.chunks.front().map(|c| c.slots[0].first)
     }
 
-    /// Bytes held.
+    /// Bytes held (the capacity of the buffers holding datagrams).
     pub fn held_bytes(&self) -> usize {
         self.held
     }
 
     /// Datagrams held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count
     }
 
     /// Nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
     /// Calls `found` with every held datagram that carries a line of
     /// `first..=last`, oldest first, and the last line it carries; stops when `found`
     /// returns false.
     pub fn find(&self, first: u64, last: u64, mut found: impl FnMut(&[u8], u64) -> bool) {
-        let start = self.entries.partition_point(|e| e.last < first);
-        let mut scratch = Vec::new();
-        for entry in self.entries.range(start..) {
-            if entry.first > last {
-                break;
-            }
-            let cap = self.buf.len();
-            let at = (entry.at % cap as u64) as usize;
-            let first_part = entry.len.min(cap - at);
-            scratch.clear();
-            scratch.extend_from_slice(&self.buf[at..at + first_part]);
-            scratch.extend_from_slice(&self.buf[..entry.len - first_part]);
-            if !found(&scratch, entry.last) {
-                return;
+        let start = self
+            .chunks
+            .partition_point(|c| c.slots.last().is_some_and(|s| s.last < first));
+        for chunk in self.chunks.range(start..) {
+            let from = chunk.slots.partition_point(|s| s.last < first);
+            for slot in &chunk.slots[from..] {
+                if slot.first > last {
+                    return;
+                }
+                if !found(&chunk.bytes[slot.start..slot.end], slot.last) {
+                    return;
+                }
             }
         }
     }
@@ -209,9 +283,15 @@ impl Recovery {
         }
     }
 
-    /// Keeps a sent DATA datagram carrying lines `first..=last`.
+    /// Keeps a sent DATA datagram carrying lines `first..=last` (copied).
     pub fn record(&mut self, first: u64, last: u64, datagram: &[u8]) {
         self.ring.push(first, last, datagram);
+    }
+
+    /// Keeps the DATA datagrams of a whole send buffer, moved rather than copied;
+    /// returns empty buffers to reuse (see [`ResendRing::push_chunk`]).
+    pub fn record_chunk(&mut self, bytes: Vec<u8>, slots: Vec<Slot>) -> (Vec<u8>, Vec<Slot>) {
+        self.ring.push_chunk(bytes, slots)
     }
 
     /// The ring.
@@ -373,6 +453,59 @@ mod tests {
                 "line {i}"
             );
         }
+    }
+
+    #[test]
+    fn chunks_are_kept_without_copy_bounded_and_recycled() {
+        let mut ring = ResendRing::new(4096);
+        let mut next_line = 1u64;
+        let mut spare = Vec::new();
+        let mut slots = Vec::new();
+        let mut recycled = 0;
+        for batch in 0..300u64 {
+            let mut outbox = Outbox::default();
+            for _ in 0..(batch % 5 + 3) {
+                outbox.push(&datagram(next_line, next_line + 1));
+                next_line += 2;
+            }
+            let mut line = next_line - 2 * outbox.len() as u64;
+            let (mut start, ends) = (0, outbox.ends().to_vec());
+            for &end in &ends {
+                slots.push(Slot {
+                    start,
+                    end,
+                    first: line,
+                    last: line + 1,
+                });
+                (start, line) = (end, line + 2);
+            }
+            let bytes = outbox.take_buffer(std::mem::take(&mut spare));
+            let ptr = bytes.as_ptr();
+            assert!(outbox.is_empty() && outbox.bytes().is_empty());
+            let (s, sl) = ring.push_chunk(bytes, std::mem::take(&mut slots));
+            recycled += usize::from(s.capacity() > 0 && s.as_ptr() != ptr);
+            (spare, slots) = (s, sl);
+            assert!(ring.held_bytes() <= 4096);
+        }
+        assert!(recycled > 0, "evicted buffers are handed back");
+        let oldest = ring.oldest().unwrap();
+        assert!(oldest > 1);
+        for l in (oldest..next_line).step_by(2) {
+            let mut got = Vec::new();
+            ring.find(l + 1, l + 1, |d, last| {
+                got.push((d.to_vec(), last));
+                true
+            });
+            assert_eq!(got, [(datagram(l, l + 1), l + 1)], "line {l}");
+        }
+        // Single datagrams after chunks go on in line order.
+        ring.push(next_line, next_line, &datagram(next_line, next_line));
+        let mut n = 0;
+        ring.find(next_line - 1, next_line, |_, _| {
+            n += 1;
+            true
+        });
+        assert_eq!(n, 2);
     }
 
     #[test]

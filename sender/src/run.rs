@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
-use ncu_proto::recovery::{Recovery, RecoveryStats, TokenBucket};
+use ncu_proto::recovery::{Recovery, RecoveryStats, Slot, TokenBucket};
 use ncu_proto::seal::{self, Keys, SEAL_OVERHEAD};
 use ncu_proto::wire::{
     self, Datagram, EndReason, Kind, Payload, Repr, FRAGMENT_HEADER_LEN, HEADER_LEN,
@@ -252,6 +252,10 @@ struct Recovering {
     rate: u64,
     /// Datagrams to resend for one NACK.
     resend: Outbox,
+    /// An empty send buffer recycled from the ring, for the next batch.
+    spare: Vec<u8>,
+    /// The index of one batch's datagrams (reused).
+    slots: Vec<Slot>,
     /// Line ranges one NACK asked for that the ring no longer holds.
     gone: Vec<(u64, u64)>,
     /// GONE ranges to answer after reading this turn's NACKs.
@@ -280,6 +284,8 @@ impl Recovering {
             ring_bytes,
             rate,
             resend: Outbox::default(),
+            spare: Vec::new(),
+            slots: Vec::new(),
             gone: Vec::new(),
             gone_out: Vec::new(),
             gone_bucket: TokenBucket::new(GONE_PER_SEC, GONE_PER_SEC),
@@ -316,26 +322,40 @@ impl Recovering {
     }
 }
 
-/// Keeps the DATA datagrams among `datagrams` (as sent) in the ring with the lines
-/// each carries. Lines are numbered in order, so a datagram carries the lines from
-/// its own `seq` up to the next DATA datagram's `seq` minus one (fragments: their
-/// line only), and the last one up to `lines_sent`: two header fields per datagram,
-/// no parsing. HELLO, HEARTBEAT, END and GONE are not kept.
-fn record<'a>(recovery: &mut Recovery, datagrams: impl Iterator<Item = &'a [u8]>, lines_sent: u64) {
-    let mut pending: Option<(u64, &[u8])> = None;
-    for d in datagrams {
-        let view = Datagram::new_unchecked(d);
-        if view.kind_byte() != Kind::Data as u8 {
-            continue;
+/// Indexes the DATA datagrams of one sent batch (`bytes`, each ending at `ends`) for
+/// the resend ring: where each lies and the lines it carries. Lines are numbered in
+/// order, so a datagram carries the lines from its own `seq` up to the next DATA
+/// datagram's `seq` minus one (fragments: their line only), and the last one up to
+/// `lines_sent`: two header fields per datagram, no parsing. HELLO, HEARTBEAT, END
+/// and GONE are not kept.
+fn index(slots: &mut Vec<Slot>, bytes: &[u8], ends: &[usize], lines_sent: u64) {
+    let mut pending: Option<(usize, usize, u64)> = None;
+    let mut start = 0;
+    for &end in ends {
+        let view = Datagram::new_unchecked(&bytes[start..end]);
+        if view.kind_byte() == Kind::Data as u8 {
+            let seq = view.seq();
+            if let Some((s, e, first)) = pending {
+                let last = seq.saturating_sub(1).max(first);
+                slots.push(Slot {
+                    start: s,
+                    end: e,
+                    first,
+                    last,
+                });
+            }
+            pending = Some((start, end, seq));
         }
-        let seq = view.seq();
-        if let Some((first, prev)) = pending {
-            recovery.record(first, seq.saturating_sub(1).max(first), prev);
-        }
-        pending = Some((seq, d));
+        start = end;
     }
-    if let Some((first, prev)) = pending {
-        recovery.record(first, lines_sent.max(first), prev);
+    if let Some((s, e, first)) = pending {
+        let last = lines_sent.max(first);
+        slots.push(Slot {
+            start: s,
+            end: e,
+            first,
+            last,
+        });
     }
 }
 
@@ -407,7 +427,17 @@ impl Session {
                     Some(t) => self.sender.send_one(t, self.outbox.datagrams()),
                 }
                 if let Some(r) = &mut self.recovery {
-                    record(&mut r.recovery, self.outbox.datagrams(), lines_sent);
+                    // The outbox's buffer goes to the ring as a whole (no copy); the
+                    // outbox goes on with an empty buffer recycled from the ring.
+                    let mut slots = std::mem::take(&mut r.slots);
+                    index(
+                        &mut slots,
+                        self.outbox.bytes(),
+                        self.outbox.ends(),
+                        lines_sent,
+                    );
+                    let bytes = self.outbox.take_buffer(std::mem::take(&mut r.spare));
+                    (r.spare, r.slots) = r.recovery.record_chunk(bytes, slots);
                 }
             }
             Some(s) => {
@@ -426,10 +456,14 @@ impl Session {
                     None => self.sender.send(each.clone()),
                     Some(t) => self.sender.send_one(t, each.clone()),
                 }
-                if let Some(r) = &mut self.recovery {
-                    record(&mut r.recovery, each, lines_sent);
-                }
                 s.counted += ends.len() as u64;
+                if let Some(r) = &mut self.recovery {
+                    // The sealed buffer goes to the ring as a whole (no copy).
+                    let mut slots = std::mem::take(&mut r.slots);
+                    index(&mut slots, &s.sealed, &s.ends, lines_sent);
+                    let bytes = std::mem::replace(&mut s.sealed, std::mem::take(&mut r.spare));
+                    (r.spare, r.slots) = r.recovery.record_chunk(bytes, slots);
+                }
             }
         }
         self.outbox.clear();
