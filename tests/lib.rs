@@ -111,6 +111,13 @@ impl UdpCapture {
     }
 }
 
+/// Gives a test's UDP socket a 16 MiB receive buffer (beyond `rmem_max` when
+/// permitted), so that a burst from a sender is not dropped by the test's own socket
+/// while the test thread is busy.
+pub fn big_rcvbuf(socket: &UdpSocket) {
+    set_rcvbuf(socket, CAPTURE_RCVBUF);
+}
+
 /// Sets `SO_RCVBUF`, beyond `rmem_max` when permitted (`SO_RCVBUFFORCE`).
 fn set_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
     for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{self, Header, Kind, Payload, Repr, FLAG_RECOVERY, FLAG_SEALED};
-use ncu_tests::{bin_path, wall_us, RecvProcess};
+use ncu_tests::{big_rcvbuf, bin_path, wall_us, RecvProcess};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
@@ -57,6 +57,7 @@ impl Got {
 impl Rx {
     fn new(keys: Option<Keys>) -> Rx {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("a UDP socket");
+        big_rcvbuf(&socket);
         Rx {
             socket,
             sender: None,
