@@ -299,6 +299,18 @@ impl Recovering {
         }
     }
 
+    /// Hands a sent buffer (and its datagrams' index) to the ring, and takes back a
+    /// buffer for the next batch: one the ring let go of, or, while the ring is still
+    /// filling, a new one as large as this one (so the next batch does not grow a
+    /// buffer from nothing, copying as it doubles).
+    fn keep(&mut self, bytes: Vec<u8>, slots: Vec<Slot>) {
+        let capacity = bytes.capacity();
+        (self.spare, self.slots) = self.recovery.record_chunk(bytes, slots);
+        if self.spare.capacity() == 0 {
+            self.spare = Vec::with_capacity(capacity);
+        }
+    }
+
     /// A new session: its lines are numbered afresh, so the ring starts empty.
     fn reset(&mut self) {
         let s = self.recovery.stats();
@@ -437,7 +449,7 @@ impl Session {
                         lines_sent,
                     );
                     let bytes = self.outbox.take_buffer(std::mem::take(&mut r.spare));
-                    (r.spare, r.slots) = r.recovery.record_chunk(bytes, slots);
+                    r.keep(bytes, slots);
                 }
             }
             Some(s) => {
@@ -462,7 +474,7 @@ impl Session {
                     let mut slots = std::mem::take(&mut r.slots);
                     index(&mut slots, &s.sealed, &s.ends, lines_sent);
                     let bytes = std::mem::replace(&mut s.sealed, std::mem::take(&mut r.spare));
-                    (r.spare, r.slots) = r.recovery.record_chunk(bytes, slots);
+                    r.keep(bytes, slots);
                 }
             }
         }
