@@ -15,31 +15,11 @@ use ncu_proto::framer::{Framer, Outbox};
 use ncu_proto::reassembler::{Config, Reassembler};
 use ncu_proto::wire::{self, EndReason, Repr};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+mod common;
+use common::Rng;
 
 fn seed() -> u64 {
-    let seed = std::env::var("NCU_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        });
-    println!("NCU_FUZZ_SEED={seed}");
-    seed | 1
+    common::seed("NCU_FUZZ_SEED") | 1
 }
 
 fn iterations(default: usize) -> usize {
@@ -92,40 +72,40 @@ fn corpus() -> Vec<Vec<u8>> {
 }
 
 fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], input: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(7) {
+    for _ in 0..1 + rng.index(4) {
+        match rng.index(7) {
             0 if !input.is_empty() => {
-                let bit = rng.below(input.len() * 8);
+                let bit = rng.index(input.len() * 8);
                 input[bit / 8] ^= 1 << (bit % 8);
             }
             1 if !input.is_empty() => {
-                let i = rng.below(input.len());
+                let i = rng.index(input.len());
                 input[i] = rng.next() as u8;
             }
-            2 => input.truncate(rng.below(input.len() + 1)),
+            2 => input.truncate(rng.index(input.len() + 1)),
             3 => {
-                let other = &corpus[rng.below(corpus.len())];
-                let from = rng.below(other.len() + 1);
+                let other = &corpus[rng.index(corpus.len())];
+                let from = rng.index(other.len() + 1);
                 input.extend_from_slice(&other[from..]);
             }
             4 if input.len() >= 8 => {
                 // Rewrite the payload length or a length inside the payload.
-                let i = if rng.below(2) == 0 {
+                let i = if rng.index(2) == 0 {
                     6
                 } else {
-                    rng.below(input.len() - 1)
+                    rng.index(input.len() - 1)
                 };
-                let v = [0u16, 1, 0xff, 0xffff, rng.next() as u16][rng.below(5)];
+                let v = [0u16, 1, 0xff, 0xffff, rng.next() as u16][rng.index(5)];
                 input[i..i + 2].copy_from_slice(&v.to_be_bytes());
             }
             5 if input.len() >= wire::HEADER_LEN => {
                 // Keep the CRC right so the payload parser itself is exercised.
                 wire::seal_checksum(input);
             }
-            _ => input.extend((0..rng.below(16)).map(|_| rng.next() as u8)),
+            _ => input.extend((0..rng.index(16)).map(|_| rng.next() as u8)),
         }
     }
-    if input.len() >= wire::HEADER_LEN && rng.below(2) == 0 {
+    if input.len() >= wire::HEADER_LEN && rng.index(2) == 0 {
         wire::seal_checksum(input);
     }
 }
@@ -136,7 +116,7 @@ fn fuzz_decoder() {
     let corpus = corpus();
     let mut accepted = 0;
     for _ in 0..iterations(200_000) {
-        let mut input = corpus[rng.below(corpus.len())].clone();
+        let mut input = corpus[rng.index(corpus.len())].clone();
         mutate(&mut rng, &corpus, &mut input);
         if let Ok(repr) = Repr::parse(&input) {
             accepted += 1;
@@ -177,13 +157,13 @@ fn fuzz_reassembler() {
     let mut events = 0u64;
     let iters = iterations(100_000);
     for i in 0..iters {
-        let mut input = corpus[rng.below(corpus.len())].clone();
-        if rng.below(4) != 0 {
+        let mut input = corpus[rng.index(corpus.len())].clone();
+        if rng.index(4) != 0 {
             mutate(&mut rng, &corpus, &mut input);
         }
-        now_us += rng.below(20_000) as u64;
+        now_us += rng.index(20_000) as u64;
         let at = base + Duration::from_micros(now_us);
-        let from = SocketAddr::from(([10, 0, 0, rng.below(4) as u8], 1000 + rng.below(3) as u16));
+        let from = SocketAddr::from(([10, 0, 0, rng.index(4) as u8], 1000 + rng.index(3) as u16));
         rx.handle_datagram(at, now_us, from, &input);
         if let Some(t) = rx.poll_timeout().filter(|&t| t <= at) {
             rx.handle_timeout(t, now_us);

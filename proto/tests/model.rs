@@ -15,23 +15,8 @@ use ncu_proto::framer::{Framer, Outbox};
 use ncu_proto::reassembler::{Config, Reassembler};
 use ncu_proto::wire::{EndReason, Payload, Repr, LINE_PARTIAL};
 
-/// xorshift64*: small, seedable, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+mod common;
+use common::Rng;
 
 /// What the sender sent: lines by sequence number.
 struct SentLine {
@@ -473,15 +458,6 @@ fn run_batch(seed: u64, sessions: usize, profile: &Profile) -> usize {
     plans.iter().map(|p| p.lines.len()).sum()
 }
 
-fn master_seed() -> u64 {
-    match std::env::var("NCU_MODEL_SEED") {
-        Ok(s) => s.parse().expect("NCU_MODEL_SEED is a u64"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
 fn sessions_wanted(default: usize) -> usize {
     std::env::var("NCU_MODEL_SESSIONS")
         .ok()
@@ -490,7 +466,7 @@ fn sessions_wanted(default: usize) -> usize {
 }
 
 fn run_profile(name: &str, profile: &Profile, total_sessions: usize) {
-    let seed = master_seed();
+    let seed = common::seed("NCU_MODEL_SEED");
     println!("model {name}: NCU_MODEL_SEED={seed}");
     let mut rng = Rng(seed | 1);
     let mut done = 0;

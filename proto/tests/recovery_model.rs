@@ -16,22 +16,8 @@ use ncu_proto::reassembler::{Config, Reassembler};
 use ncu_proto::recovery::Recovery;
 use ncu_proto::wire::{self, EndReason, Payload, Repr};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+mod common;
+use common::Rng;
 
 #[derive(Clone, Copy)]
 struct Network {
@@ -267,16 +253,7 @@ fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("NCU_RECOVERY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(3, |d| d.as_nanos() as u64)
-        });
-    println!("NCU_RECOVERY_SEED={seed}");
-    seed
+    common::seed("NCU_RECOVERY_SEED")
 }
 
 fn assert_exact(o: &Outcome, lines: u64, what: &str) {
