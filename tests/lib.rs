@@ -83,30 +83,35 @@ impl UdpCapture {
 
     /// The next datagram, or `None` when none came within `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+        recv_from(&self.socket, timeout).map(|(_, bytes)| bytes)
+    }
+}
+
+/// The next datagram on `socket` within `timeout`: where it came from and its bytes.
+pub fn recv_from(socket: &UdpSocket, timeout: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .expect("a positive timeout");
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                buf.truncate(n);
+                return Some((from, buf));
             }
-            self.socket
-                .set_read_timeout(Some(left))
-                .expect("a positive timeout");
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some(buf);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("recv: {e}"),
-            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("recv: {e}"),
         }
     }
 }

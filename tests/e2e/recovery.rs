@@ -13,7 +13,7 @@ use ncu_proto::framer::Outbox;
 use ncu_proto::recovery::Recovery;
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{self, DecodeError, Kind, Payload, Repr};
-use ncu_tests::{wall_us, Crafter, RecvProcess};
+use ncu_tests::{recv_from, wall_us, Crafter, RecvProcess};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
@@ -86,27 +86,7 @@ impl Sender {
     /// The next datagram on the sender's socket within `timeout`: where it came from
     /// and its bytes.
     fn recv(&self, timeout: Duration) -> Option<(SocketAddr, Vec<u8>)> {
-        let deadline = Instant::now() + timeout;
-        let socket = self.c.socket();
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            socket.set_read_timeout(Some(left)).expect("a timeout");
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => return Some((from, buf[..n].to_vec())),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => panic!("recv: {e}"),
-            }
-        }
+        recv_from(self.c.socket(), timeout)
     }
 
     /// Nothing is waiting on the sender's socket now.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{self, Header, Kind, Payload, Repr, FLAG_RECOVERY, FLAG_SEALED};
-use ncu_tests::{big_rcvbuf, bin_path, wall_us, RecvProcess};
+use ncu_tests::{big_rcvbuf, bin_path, recv_from, wall_us, RecvProcess};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
@@ -138,29 +138,6 @@ fn nack(session: u64, ranges: &[(u64, u32)], keys: Option<&Keys>) -> Vec<u8> {
             sealed
         }
         None => d,
-    }
-}
-
-fn recv_from(socket: &UdpSocket, timeout: Duration) -> Option<(SocketAddr, Vec<u8>)> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        socket.set_read_timeout(Some(left)).expect("a timeout");
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => return Some((from, buf[..n].to_vec())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => panic!("recv: {e}"),
-        }
     }
 }
 
