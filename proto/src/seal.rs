@@ -393,8 +393,9 @@ pub fn open(keys: &Keys, datagram: &[u8], out: &mut Vec<u8>) -> Result<(), OpenE
     let nonce = nonce(datagram);
     let tag_at = datagram.len() - SEAL_OVERHEAD;
     let start = out.len();
-    // The tag is checked before any byte is released: `open_in_place` decrypts only
-    // what authenticates; `out` is restored when no key does.
+    // No byte is released unless the tag verifies: `open_in_place` fails without
+    // returning plaintext (its buffer is then discarded), and `out` is restored when
+    // no key authenticates the datagram.
     for cipher in &keys.ciphers {
         out.truncate(start);
         out.extend_from_slice(datagram);
