@@ -7,13 +7,13 @@
 #      datagram and packed, with and without --key-file.
 # Figures are CPU time (user+sys, rusage) of the measured process for a fixed
 # workload, median of ROUNDS (default 3) alternating runs: steadier than wall-clock
-# ceilings on a small shared machine. Code: receiver/examples/sealbench.rs.
+# ceilings on a small shared machine. Code: bench/src/sealed.rs.
 #   bench/sealed.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p ncu-sender -p ncu-receiver --bins --example sealbench
+cargo build --release -q -p ncu-sender -p ncu-receiver -p ncu-bench --bins
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rel="$target/release"
-"$rel/examples/sealbench" "$rel/ncu-send" "$rel/ncu-recv" "$work" "${1:-3}"
+"$rel/bench-sealed" "$rel/ncu-send" "$rel/ncu-recv" "$work" "${1:-3}"

@@ -2,7 +2,7 @@
 //! of the product.
 //!
 //! ```text
-//! sealbench NCU_SEND NCU_RECV WORKDIR [ROUNDS]
+//! bench-sealed NCU_SEND NCU_RECV WORKDIR [ROUNDS]
 //! ```
 //!
 //! Every figure is the CPU time (user + sys, from `wait4`'s rusage) the measured
@@ -17,7 +17,6 @@
 //!   queue is nearly empty), so nothing is lost; the run checks that it received
 //!   every datagram. One 100-byte line per datagram, and packed 1400-byte datagrams.
 
-use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
+
+mod log;
+use log::dmesg_like;
 use ncu_proto::seal::{self, Keys, SEAL_OVERHEAD};
 use ncu_proto::wire::{self, EndReason};
 
@@ -35,7 +37,7 @@ const MAX_DATAGRAM: usize = 1400;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: sealbench NCU_SEND NCU_RECV WORKDIR [ROUNDS]";
+    let usage = "usage: bench-sealed NCU_SEND NCU_RECV WORKDIR [ROUNDS]";
     let send = PathBuf::from(args.get(1).expect(usage));
     let recv = PathBuf::from(args.get(2).expect(usage));
     let work = PathBuf::from(args.get(3).expect(usage));
@@ -337,47 +339,4 @@ fn run_receiver(
         "ncu-recv received every datagram:\n{text}"
     );
     (cpu, wall)
-}
-
-/// A deterministic dmesg-like log (as bench-sender's): lines of 60 to 180 bytes.
-fn dmesg_like(lines: usize) -> Vec<u8> {
-    const SUBSYSTEMS: [&str; 4] = ["usb 1-1", "EXT4-fs (vda1)", "audit", "nvme nvme0"];
-    const WORDS: [&str; 8] = [
-        "device",
-        "reset",
-        "mounted",
-        "filesystem",
-        "link",
-        "up",
-        "0x0000ffff",
-        "ok",
-    ];
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut out = Vec::with_capacity(lines * 122);
-    for i in 0..lines {
-        let target = 60 + (next() % 121) as usize;
-        let start = out.len();
-        let us = i as u64 * 1_357;
-        write!(
-            out,
-            "[{:>5}.{:06}] {}: ",
-            us / 1_000_000,
-            us % 1_000_000,
-            SUBSYSTEMS[(next() % 4) as usize]
-        )
-        .expect("writing to a Vec");
-        while out.len() - start < target {
-            out.extend_from_slice(WORDS[(next() % 8) as usize].as_bytes());
-            out.push(b' ');
-        }
-        out.truncate(start + target);
-        out.push(b'\n');
-    }
-    out
 }
