@@ -124,7 +124,7 @@ pub fn big_rcvbuf(socket: &UdpSocket) {
 }
 
 /// Sets `SO_RCVBUF`, beyond `rmem_max` when permitted (`SO_RCVBUFFORCE`).
-fn set_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
+pub fn set_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
     for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: a valid socket and a c_int option value of the size given.
         let rc = unsafe {

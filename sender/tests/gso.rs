@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{Payload, Repr, LINE_PARTIAL};
+use ncu_tests::set_rcvbuf;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -51,22 +51,7 @@ fn bind(v6: bool) -> UdpSocket {
         UdpSocket::bind("127.0.0.1:0")
     }
     .expect("a loopback socket");
-    let bytes: libc::c_int = 64 << 20;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: a valid socket and a c_int option value of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-    }
+    set_rcvbuf(&socket, 64 << 20);
     socket
 }
 
