@@ -277,6 +277,47 @@ fn save_events(events: &[Value], tag: &str) {
     eprintln!("{tag}: events in {}", path.display());
 }
 
+/// What an [`ncu_send_boot`] waits for.
+#[derive(Clone, Copy)]
+enum Await {
+    /// The session ends (`end`) or goes silent: a sender that runs to its end.
+    EndOrSilent,
+    /// The session goes silent: a sender that is killed.
+    Silent,
+}
+
+/// One boot of an ncu-send scenario (`(initramfs name, scenario script)`, with the
+/// static ncu-send inside) against a fresh ncu-recv on the host: the guest's
+/// command line is `panic=1 ncu.port=PORT` plus `cmdline`. The receiver runs with a
+/// 1 s reorder window (an emulated guest on 2 shared cores stalls now and then: a
+/// wider window keeps such stalls from turning reordered lines into late ones), and
+/// is stopped once the awaited event came. Returns that event, every event (also
+/// saved under the lab's work folder as `tag`), and the boot's duration.
+fn ncu_send_boot(
+    tag: &str,
+    (name, scenario): (&str, &str),
+    cmdline: &str,
+    wait: Await,
+) -> (Value, Vec<Value>, Duration) {
+    let initrd = initramfs(name, scenario, &[static_ncu_send().to_owned()]);
+    let (dead_after, timeout) = match wait {
+        Await::EndOrSilent => ("5s", Duration::from_secs(30)),
+        Await::Silent => ("2s", Duration::from_secs(15)),
+    };
+    let mut recv = Recv::start(&["--dead-after", dead_after, "--reorder-window", "1s"]);
+    let cmdline = format!("panic=1 ncu.port={} {cmdline}", recv.port);
+    let booted = boot(&initrd, &cmdline, tag);
+    let awaited = recv
+        .wait_for(timeout, |e| match wait {
+            Await::EndOrSilent => is(e, "end") || is(e, "silent"),
+            Await::Silent => is(e, "silent"),
+        })
+        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
+    let events = recv.stop();
+    save_events(&events, tag);
+    (awaited, events, booted)
+}
+
 fn is(event: &Value, kind: &str) -> bool {
     event["event"] == kind
 }
@@ -691,24 +732,12 @@ fn netem_run(copies: u32, sendargs: &str) {
     const LINES: u64 = 20_000;
     let tag = format!("netem-copies{copies}");
     let started = Instant::now();
-    let initrd = initramfs(
-        "netem",
-        "ncu-send-netem.sh",
-        &[static_ncu_send().to_owned()],
+    let (fate, events, booted) = ncu_send_boot(
+        &tag,
+        ("netem", "ncu-send-netem.sh"),
+        &format!("ncu.lines={LINES} ncu.sendargs=--copies,{copies}{sendargs}"),
+        Await::EndOrSilent,
     );
-    // An emulated guest on 2 shared cores stalls now and then: a wider reorder
-    // window keeps such stalls from turning reordered lines into late ones.
-    let mut recv = Recv::start(&["--dead-after", "5s", "--reorder-window", "1s"]);
-    let cmdline = format!(
-        "panic=1 ncu.port={} ncu.lines={LINES} ncu.sendargs=--copies,{copies}{sendargs}",
-        recv.port
-    );
-    let booted = boot(&initrd, &cmdline, &tag);
-    let fate = recv
-        .wait_for(Duration::from_secs(30), |e| is(e, "end") || is(e, "silent"))
-        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
-    let events = recv.stop();
-    save_events(&events, &tag);
     let session = fate["session"].clone();
     let mine = of_session(&events, &session);
     let seqs: Vec<u64> = mine
@@ -925,23 +954,15 @@ fn recovery_run(loss: u32) {
     const LINES: u64 = RECOVERY_LINES;
     let tag = format!("recovery-loss{loss}");
     let started = Instant::now();
-    let initrd = initramfs(
-        "paced",
-        "ncu-send-paced.sh",
-        &[static_ncu_send().to_owned()],
+    let (fate, events, booted) = ncu_send_boot(
+        &tag,
+        ("paced", "ncu-send-paced.sh"),
+        &format!(
+            "ncu.lines={LINES} ncu.sendargs=-v \
+             ncu.netem=loss,{loss}%,reorder,25%,duplicate,5%,delay,5ms"
+        ),
+        Await::EndOrSilent,
     );
-    let mut recv = Recv::start(&["--dead-after", "5s", "--reorder-window", "1s"]);
-    let cmdline = format!(
-        "panic=1 ncu.port={} ncu.lines={LINES} ncu.sendargs=-v \
-         ncu.netem=loss,{loss}%,reorder,25%,duplicate,5%,delay,5ms",
-        recv.port
-    );
-    let booted = boot(&initrd, &cmdline, &tag);
-    let fate = recv
-        .wait_for(Duration::from_secs(30), |e| is(e, "end") || is(e, "silent"))
-        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
-    let events = recv.stop();
-    save_events(&events, &tag);
     let (ran, exited) = sender_run(&tag, "ncu-send-paced", "port=");
     assert!(exited.ends_with("exited 0"), "{tag}: {exited}");
     let session = fate["session"].clone();
@@ -999,24 +1020,14 @@ fn kernel_lab_recovery_sender_killed() {
     const KILL: u64 = 10_000;
     let tag = "recovery-killed";
     let started = Instant::now();
-    let initrd = initramfs(
-        "killed",
-        "ncu-send-killed.sh",
-        &[static_ncu_send().to_owned()],
-    );
-    let mut recv = Recv::start(&["--dead-after", "2s", "--reorder-window", "1s"]);
     // 1,000-line chunks: the last one is still in flight, its holes not yet
     // recovered, when the SIGKILL lands.
-    let cmdline = format!(
-        "panic=1 ncu.port={} ncu.kill={KILL} ncu.chunk=1000",
-        recv.port
+    let (silent, events, booted) = ncu_send_boot(
+        tag,
+        ("killed", "ncu-send-killed.sh"),
+        &format!("ncu.kill={KILL} ncu.chunk=1000"),
+        Await::Silent,
     );
-    let booted = boot(&initrd, &cmdline, tag);
-    let silent = recv
-        .wait_for(Duration::from_secs(15), |e| is(e, "silent"))
-        .unwrap_or_else(|| panic!("{tag}: the killed sender's session never went silent"));
-    let events = recv.stop();
-    save_events(&events, tag);
     serial_find(tag, "scenario ncu-send-killed: SIGKILL sent after")
         .unwrap_or_else(|| panic!("{tag}: the scenario never killed ncu-send"));
     let session = silent["session"].clone();
@@ -1088,27 +1099,17 @@ fn kernel_lab_recovery_sender_killed() {
 fn kernel_lab_one_way_network_exact_gaps() {
     const LINES: u64 = RECOVERY_LINES;
     /// Seconds ncu-send may take in the guest, start-up included (measured: 1.2 s
-    /// without recovery, 1.6 s with it: the linger after END ends after 1 s without
-    /// a NACK).
+    /// without recovery, 1.6 s with it: the linger after END then lasted until 1 s
+    /// without a NACK; it is 500 ms now).
     const SENDER_MAX_S: f64 = 20.0;
     let tag = "one-way";
     let started = Instant::now();
-    let initrd = initramfs(
-        "one-way",
-        "ncu-send-one-way.sh",
-        &[static_ncu_send().to_owned()],
+    let (fate, events, booted) = ncu_send_boot(
+        tag,
+        ("one-way", "ncu-send-one-way.sh"),
+        &format!("ncu.lines={LINES} ncu.sendargs=-v"),
+        Await::EndOrSilent,
     );
-    let mut recv = Recv::start(&["--dead-after", "5s", "--reorder-window", "1s"]);
-    let cmdline = format!(
-        "panic=1 ncu.port={} ncu.lines={LINES} ncu.sendargs=-v",
-        recv.port
-    );
-    let booted = boot(&initrd, &cmdline, tag);
-    let fate = recv
-        .wait_for(Duration::from_secs(30), |e| is(e, "end") || is(e, "silent"))
-        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
-    let events = recv.stop();
-    save_events(&events, tag);
     let (ran, exited) = sender_run(tag, "ncu-send-one-way", "port=");
     assert!(exited.ends_with("exited 0"), "{tag}: {exited}");
     assert!(
