@@ -4,8 +4,8 @@
 # first once the sender has its socket open), then the input is closed, ncu-send
 # ends (END, and its linger with recovery) and the guest crashes a second later.
 # Pacing keeps the lines in flight well below the receiver's bound on held lines
-# (16,384 per session: a hole with more lines held behind it is given up at once,
-# before any NACK could recover it; `seq 1 20000` in one burst passes it).
+# (65,536 per session, 16,384 when this was written: a hole with more lines held
+# behind it is given up at once, before any NACK could recover it).
 # Needs ncu-send (static) in /bin.
 # Kernel command line parameters (all optional):
 #   ncu.port=6666     host UDP port (10.0.2.2 = host loopback)

@@ -948,8 +948,9 @@ fn sender_run(tag: &str, scenario: &str, start: &str) -> (f64, String) {
 ///
 /// The input is paced (ncu-send-paced.sh: 1,000 lines every 50 ms): `seq 1 20000`
 /// in one burst puts all 20,000 lines in flight at once, and a hole with more than
-/// the receiver's 16,384 held lines behind it is given up at once (§12 rule 11),
-/// before a NACK could recover it (measured: 1-3 such gaps below line 3,650).
+/// the receiver's bound on held lines behind it is given up at once (§12 rule 11),
+/// before a NACK could recover it (measured when the bound was 16,384: 1-3 such gaps
+/// below line 3,650; it is 65,536 now).
 fn recovery_run(loss: u32) {
     const LINES: u64 = RECOVERY_LINES;
     let tag = format!("recovery-loss{loss}");
