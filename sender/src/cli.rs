@@ -59,7 +59,7 @@ Recovery (--resend-buffer, on by default):
   (burst: one second's worth; at most 1024 datagrams per NACK; at most one GONE
   per NACK and 50 GONEs per second). With --key-file, NACKs that do not
   authenticate are dropped. After END, ncu-send lingers: it answers NACKs and
-  repeats END every 200ms until no NACK came for 500ms, at most 3s (SIGINT/SIGTERM
+  repeats END every 50ms until no NACK came for 500ms, at most 3s (SIGINT/SIGTERM
   end the linger at once). --resend-buffer 0 turns all of it off.
 
 Signals:
