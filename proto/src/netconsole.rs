@@ -1545,6 +1545,7 @@ mod tests {
         let mut now = Instant::now();
         let digits = b"0123456789,;/-c+=\n ";
         let (mut rebuilt, mut given_up) = (0, 0);
+        let mut injected = 0u64;
         for _ in 0..30_000 {
             let d: Vec<u8> = match rng.below(4) {
                 0 => (0..rng.below(1200)).map(|_| rng.next() as u8).collect(),
@@ -1574,6 +1575,23 @@ mod tests {
                 }
             };
             now += Duration::from_millis(rng.below(20) as u64);
+            // Now and then a whole fragmented record at once, so that every seed
+            // reaches reassembly (two intact fragments rarely meet by chance). Each
+            // gets its own sequence number: a mutated copy of the seed record may
+            // already have completed under the seed's, and repeats of a completed
+            // record are dropped as duplicates.
+            if rng.below(64) == 0 {
+                injected += 1;
+                let mut whole = format!("6,{},200,-;", 1_000_000 + injected).into_bytes();
+                whole.extend_from_slice(
+                    &msg[msg.iter().position(|&b| b == b';').unwrap_or(0) + 1..],
+                );
+                for f in kernel_fragments(&whole, 1000) {
+                    if let Ok(r) = parse_extended(&f) {
+                        let _ = asm.push(&r, now);
+                    }
+                }
+            }
             let _ = classify(&d);
             if let Ok(r) = parse_extended(&d) {
                 assert!(r.level < 8);
