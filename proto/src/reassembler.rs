@@ -268,6 +268,11 @@ struct Session {
     last_kernel_ts: u64,
 }
 
+/// Most missing ranges one NACK round asks for (in datagrams of
+/// [`wire::MAX_NACK_RANGES`]): at heavy loss a fast sender has more holes in flight
+/// than one datagram can name, and the newest must not wait for the oldest.
+pub const NACK_RANGES_PER_ROUND: usize = 8 * wire::MAX_NACK_RANGES;
+
 /// How much longer than this receiver's uptime a session must have been running at
 /// its first datagram for the receiver to say it joined mid-way (whole-second start
 /// times, plus scheduling): below that, missing first lines are reported lost.
@@ -375,7 +380,7 @@ impl Session {
     }
 
     /// The missing lines from `next` up to the highest known, as `(first, count)`
-    /// ranges (at most [`wire::MAX_NACK_RANGES`]).
+    /// ranges, oldest first (at most [`NACK_RANGES_PER_ROUND`]).
     fn missing_ranges(&self) -> Vec<(u64, u32)> {
         let horizon = [
             self.pending.last_key_value().map(|(&k, _)| k),
@@ -390,7 +395,7 @@ impl Session {
         let mut start = self.next;
         let mut push = |first: u64, end_exclusive: u64| {
             let mut first = first;
-            while first < end_exclusive && ranges.len() < wire::MAX_NACK_RANGES {
+            while first < end_exclusive && ranges.len() < NACK_RANGES_PER_ROUND {
                 let count = (end_exclusive - first).min(u64::from(u32::MAX));
                 ranges.push((first, count as u32));
                 first += count;
@@ -1303,7 +1308,9 @@ impl Reassembler {
         });
     }
 
-    /// Queues a NACK for every line `session` is missing (rate limited overall).
+    /// Queues NACKs for the lines `session` is missing, oldest first: as many
+    /// datagrams of [`wire::MAX_NACK_RANGES`] ranges as it takes, up to
+    /// [`NACK_RANGES_PER_ROUND`] ranges, each datagram within the overall rate limit.
     fn send_nack(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         session.last_nack = Some(now);
         let ranges = session.missing_ranges();
@@ -1316,41 +1323,48 @@ impl Reassembler {
             self.nack_tokens = (self.nack_tokens + elapsed * rate).min(rate);
         }
         self.nack_refilled = Some(now);
-        if self.nack_tokens < 1.0 {
-            self.stats.nacks_suppressed += 1;
-            return;
+        for chunk in ranges.chunks(wire::MAX_NACK_RANGES) {
+            if self.nack_tokens < 1.0 {
+                self.stats.nacks_suppressed += 1;
+                return;
+            }
+            self.nack_tokens -= 1.0;
+            if let Some(&(first, count)) = chunk.last() {
+                let end = first + u64::from(count) - 1;
+                session.nack_horizon = session.nack_horizon.max(end);
+            }
+            let bytes = self.nack_datagram(session.info.id, chunk, wall_us);
+            self.stats.nacks_sent += 1;
+            self.transmits.push_back(Transmit {
+                to: session.last_addr,
+                bytes,
+            });
         }
-        self.nack_tokens -= 1.0;
-        if let Some(&(first, count)) = ranges.last() {
-            let end = first + u64::from(count) - 1;
-            session.nack_horizon = session.nack_horizon.max(end);
-        }
+    }
 
+    /// One NACK datagram for `ranges` (sealed when this receiver has keys).
+    fn nack_datagram(&mut self, session: u64, ranges: &[(u64, u32)], wall_us: u64) -> Vec<u8> {
         // The counter of a NACK is random: several receivers may NACK one session
         // with one key in the same microsecond, and sealed nonces must not repeat.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let header = wire::Header {
-            session: session.info.id,
+            session,
             seq: 0,
             sent_at_us: wall_us,
             counter: self.rng as u32,
         };
         let mut bytes = Vec::with_capacity(wire::HEADER_LEN + 1 + 12 * ranges.len() + 16);
         wire::write_header(&mut bytes, wire::Kind::Nack, 0, 0, &header);
-        wire::push_nack_ranges(&mut bytes, &ranges);
+        wire::push_nack_ranges(&mut bytes, ranges);
         wire::finish_datagram(&mut bytes);
         if let Some(sealing) = &self.sealing {
             let mut sealed = Vec::with_capacity(bytes.len() + 16);
             seal::seal(&sealing.keys, &bytes, &mut sealed);
             bytes = sealed;
         }
-        self.stats.nacks_sent += 1;
-        self.transmits.push_back(Transmit {
-            to: session.last_addr,
-            bytes,
-        });
+        bytes
     }
 
     fn session_timeout(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
