@@ -655,9 +655,18 @@ pub fn seal_checksum(datagram: &mut [u8]) {
 /// # Panics
 /// When `datagram` is shorter than [`HEADER_LEN`] or longer than 65535 + header.
 pub fn finish_datagram(datagram: &mut [u8]) {
+    set_payload_len(datagram);
+    seal_checksum(datagram);
+}
+
+/// Rewrites the payload length field of a complete datagram, leaving its CRC as it
+/// is: for datagrams sealed next (sealing writes the CRC).
+///
+/// # Panics
+/// As [`finish_datagram`].
+pub fn set_payload_len(datagram: &mut [u8]) {
     let len = u16::try_from(datagram.len() - HEADER_LEN).expect("payload within a datagram");
     datagram[field::PAYLOAD_LEN].copy_from_slice(&len.to_be_bytes());
-    seal_checksum(datagram);
 }
 
 /// Appends one line record (flags, length, bytes) to a DATA payload being built.

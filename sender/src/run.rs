@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::framer::{Framer, Outbox};
 use ncu_proto::recovery::{Recovery, RecoveryStats, Slot, TokenBucket};
-use ncu_proto::seal::{self, Keys, SEAL_OVERHEAD};
+use ncu_proto::seal::{self, Sealer, SEAL_OVERHEAD};
 use ncu_proto::wire::{
     self, Datagram, EndReason, Kind, Payload, Repr, FRAGMENT_HEADER_LEN, HEADER_LEN,
 };
@@ -71,6 +71,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     // nor grows: only a datagram followed by another one is ever padded.
     framer.set_pad_full(sender.gso());
     framer.set_recovery(config.resend_buffer > 0);
+    framer.set_sealed_next(sealing);
     let mut session = Session {
         framer,
         outbox: Outbox::default(),
@@ -80,7 +81,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         recovery: (config.resend_buffer > 0)
             .then(|| Recovering::new(config.resend_buffer, config.resend_rate)),
         seal: config.keys.clone().map(|keys| Sealing {
-            keys,
+            sealer: Sealer::new(keys),
             sealed: Vec::new(),
             ends: Vec::new(),
             counted: 0,
@@ -373,11 +374,11 @@ fn index(slots: &mut Vec<Slot>, bytes: &[u8], ends: &[usize], lines_sent: u64) {
     }
 }
 
-/// What sealing needs besides the framer: the keys, a reusable buffer holding one
+/// What sealing needs besides the framer: the sealer, a reusable buffer holding one
 /// outbox's sealed datagrams back to back, and the datagram count that triggers a
 /// new session.
 struct Sealing {
-    keys: Keys,
+    sealer: Sealer,
     /// The sealed datagrams of one outbox, back to back (reused: no allocation per
     /// datagram, and the batch still goes out in one `sendmmsg`).
     sealed: Vec<u8>,
@@ -458,7 +459,7 @@ impl Session {
                 s.sealed.clear();
                 s.ends.clear();
                 for d in self.outbox.datagrams() {
-                    seal::seal(&s.keys, d, &mut s.sealed);
+                    s.sealer.seal(d, &mut s.sealed);
                     s.ends.push(s.sealed.len());
                 }
                 let (sealed, ends) = (&s.sealed, &s.ends);
@@ -509,6 +510,7 @@ impl Session {
         s.counted = 0;
         self.framer = Framer::new(id, self.framer.name(), self.framer.max_datagram());
         self.framer.set_pad_full(self.sender.gso());
+        self.framer.set_sealed_next(true);
         if let Some(r) = &mut self.recovery {
             // The old session's NACKs are dropped from now on (another session id).
             r.reset();
@@ -535,10 +537,10 @@ impl Session {
         // repeating it while lingering.
         let end = self.recovery.as_ref().and_then(|_| {
             let plain = self.outbox.datagrams().last()?;
-            Some(match &self.seal {
+            Some(match &mut self.seal {
                 Some(s) => {
                     let mut sealed = Vec::new();
-                    seal::seal(&s.keys, plain, &mut sealed);
+                    s.sealer.seal(plain, &mut sealed);
                     sealed
                 }
                 None => plain.to_vec(),
@@ -655,7 +657,7 @@ impl Session {
             let plain: &[u8] = match sealing {
                 Some(s) => {
                     r.opened.clear();
-                    if seal::open(&s.keys, &r.buf[..n], &mut r.opened).is_err() {
+                    if seal::open(s.sealer.keys(), &r.buf[..n], &mut r.opened).is_err() {
                         r.bad += 1;
                         continue;
                     }
