@@ -67,6 +67,9 @@ struct Chunk {
 /// Largest buffer [`ResendRing::push`] allocates to copy single datagrams into.
 const COPY_CHUNK: usize = 64 << 10;
 
+/// Send buffers with fewer bytes than this are copied into the ring, not kept whole.
+pub const COPY_BELOW: usize = 4 << 10;
+
 impl ResendRing {
     /// A ring holding at most `max_bytes` of datagrams (0: keeps nothing).
     pub fn new(max_bytes: usize) -> ResendRing {
@@ -142,11 +145,17 @@ impl ResendRing {
     /// them (and possibly other datagrams, not kept) and `slots` says where each
     /// lies and which lines it carries (lines increase and follow those already
     /// held). Returns empty buffers to reuse for the next batch: those of the oldest
-    /// chunk dropped to make room, when there is one. A buffer too large for the
-    /// ring, or mostly empty, is copied from instead (then handed back itself).
+    /// chunk dropped to make room, when there is one. A small buffer (below
+    /// [`COPY_BELOW`]: a line or a few, where copying costs less than a buffer and an
+    /// index of its own), one too large for the ring, or one mostly empty, is copied
+    /// from instead (then handed back itself).
     pub fn push_chunk(&mut self, mut bytes: Vec<u8>, mut slots: Vec<Slot>) -> (Vec<u8>, Vec<Slot>) {
         let cap = bytes.capacity();
-        if slots.is_empty() || cap > self.max_bytes || bytes.len() * 4 < cap {
+        if slots.is_empty()
+            || cap > self.max_bytes
+            || bytes.len() < COPY_BELOW
+            || bytes.len() * 4 < cap
+        {
             for s in &slots {
                 self.push(s.first, s.last, &bytes[s.start..s.end]);
             }
@@ -457,7 +466,13 @@ mod tests {
 
     #[test]
     fn chunks_are_kept_without_copy_bounded_and_recycled() {
-        let mut ring = ResendRing::new(4096);
+        // Batches of 1500-byte datagrams: large enough to be kept whole.
+        let big = |first: u64, last: u64| {
+            let mut d = datagram(first, last);
+            d.resize(1500, b'.');
+            d
+        };
+        let mut ring = ResendRing::new(64 << 10);
         let mut next_line = 1u64;
         let mut spare = Vec::new();
         let mut slots = Vec::new();
@@ -465,7 +480,7 @@ mod tests {
         for batch in 0..300u64 {
             let mut outbox = Outbox::default();
             for _ in 0..(batch % 5 + 3) {
-                outbox.push(&datagram(next_line, next_line + 1));
+                outbox.push(&big(next_line, next_line + 1));
                 next_line += 2;
             }
             let mut line = next_line - 2 * outbox.len() as u64;
@@ -483,9 +498,10 @@ mod tests {
             let ptr = bytes.as_ptr();
             assert!(outbox.is_empty() && outbox.bytes().is_empty());
             let (s, sl) = ring.push_chunk(bytes, std::mem::take(&mut slots));
-            recycled += usize::from(s.capacity() > 0 && s.as_ptr() != ptr);
+            assert_ne!(s.as_ptr(), ptr, "kept whole, not copied");
+            recycled += usize::from(s.capacity() > 0);
             (spare, slots) = (s, sl);
-            assert!(ring.held_bytes() <= 4096);
+            assert!(ring.held_bytes() <= 64 << 10);
         }
         assert!(recycled > 0, "evicted buffers are handed back");
         let oldest = ring.oldest().unwrap();
@@ -496,7 +512,7 @@ mod tests {
                 got.push((d.to_vec(), last));
                 true
             });
-            assert_eq!(got, [(datagram(l, l + 1), l + 1)], "line {l}");
+            assert_eq!(got, [(big(l, l + 1), l + 1)], "line {l}");
         }
         // Single datagrams after chunks go on in line order.
         ring.push(next_line, next_line, &datagram(next_line, next_line));
@@ -506,6 +522,34 @@ mod tests {
             true
         });
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn small_batches_are_copied_and_their_buffer_handed_back() {
+        let mut ring = ResendRing::new(1 << 20);
+        let mut outbox = Outbox::default();
+        for line in 1..=1000u64 {
+            outbox.push(&datagram(line, line));
+            let slots = vec![Slot {
+                start: 0,
+                end: outbox.bytes().len(),
+                first: line,
+                last: line,
+            }];
+            let bytes = outbox.take_buffer(Vec::new());
+            let ptr = bytes.as_ptr();
+            let (back, _) = ring.push_chunk(bytes, slots);
+            assert_eq!(back.as_ptr(), ptr, "line {line}: the same buffer back");
+            outbox.take_buffer(back);
+        }
+        assert_eq!(ring.len(), 1000);
+        assert!(ring.held_bytes() <= 64 << 10, "in one copy chunk");
+        let mut got = Vec::new();
+        ring.find(500, 500, |d, _| {
+            got.push(d.to_vec());
+            true
+        });
+        assert_eq!(got, [datagram(500, 500)]);
     }
 
     #[test]

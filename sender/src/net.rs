@@ -339,9 +339,24 @@ impl Sender {
             // datagrams) and at `cmsgs`; all outlive the call, and the kernel only
             // reads them.
             let rc = unsafe {
-                if count == 1 {
-                    // One message (the usual case for a line at a time): sendmsg skips
-                    // sendmmsg's per-call bookkeeping.
+                let one = &self.plan[next];
+                if count == 1 && one.count == 1 && one.segment == 0 && target.connected {
+                    // One datagram to a connected socket (a line at a time): plain
+                    // send(2), the cheapest way in.
+                    let iov = &self.iovs[one.first];
+                    let sent = libc::send(
+                        target.socket.as_raw_fd(),
+                        iov.iov_base,
+                        iov.iov_len,
+                        libc::MSG_NOSIGNAL,
+                    );
+                    if sent >= 0 {
+                        1
+                    } else {
+                        -1
+                    }
+                } else if count == 1 {
+                    // One message: sendmsg skips sendmmsg's per-call bookkeeping.
                     let sent = libc::sendmsg(
                         target.socket.as_raw_fd(),
                         &self.msgs[0].msg_hdr,
