@@ -3,7 +3,7 @@
 //! - (a) a bare loop of `sendto` calls, one per line, with the datagram sizes
 //!   `ncu-send --no-pack` sends (the machine's limit): lines per second;
 //! - (b) `nc -u` (netcat-openbsd) on the same 200,000-line, 24 MB dmesg-like log:
-//!   time to send it (and lines delivered);
+//!   time from start until the sink has it all (and lines delivered);
 //! - (c) `nc -u` again for per-line latency, one line every 10 ms: from the write into
 //!   the sender's stdin to the datagram read at a plain UDP socket;
 //! - (d) ncu-send's peak RSS (and RSS over time) while it streams 1 GB;
@@ -11,9 +11,10 @@
 //!   the default resend ring against `--resend-buffer 0`, alternating in one run, and
 //!   the peak RSS with the default 4 MiB ring.
 //!
-//! ncu-send times are taken to the arrival of END at the sink where the sink is
-//! drained: with recovery on (the default) ncu-send lingers after END (up to 1 s
-//! without NACKs), which is not sending time.
+//! Drained sinks receive with `recvmmsg`, as a real receiver does. ncu-send times are
+//! taken to the arrival of END at the sink: with recovery on (the default) ncu-send
+//! lingers after END (up to 1 s without NACKs), which is not sending time. nc's are
+//! taken to the arrival of its last datagram, so both include the sink's work.
 //!
 //! Run it through `bench/sender.sh`, which builds in release mode and installs nc.
 
@@ -134,6 +135,8 @@ struct Sink {
     counter: Option<std::thread::JoinHandle<u64>>,
     /// When the first END datagram arrived (drained sinks).
     end_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// When the last datagram arrived (drained sinks).
+    last_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What a drained sink counts.
@@ -164,6 +167,7 @@ impl Sink {
             stop: Arc::new(AtomicBool::new(false)),
             counter: None,
             end_at: Arc::default(),
+            last_at: Arc::default(),
         }
     }
 
@@ -175,39 +179,44 @@ impl Sink {
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("a timeout");
+        let last_at = Arc::clone(&sink.last_at);
         sink.counter = Some(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
+            // recvmmsg, as a real receiver drains: the sink's own cost per datagram
+            // is in every figure timed to an arrival.
+            const BATCH: usize = 32;
+            let mut bufs = vec![vec![0u8; 65_536]; BATCH];
             let mut total = 0u64;
             let mut idle_since = None;
             loop {
-                match socket.recv(&mut buf) {
-                    Ok(n) => {
-                        idle_since = None;
-                        // An ncu END (kind 4): the sender is done sending.
-                        if n > 4 && buf[..3] == *b"NCU" && buf[4] == 4 {
-                            end_at
-                                .lock()
-                                .expect("not poisoned")
-                                .get_or_insert_with(Instant::now);
-                        }
-                        total += match count {
-                            Count::Newlines => memchr_count(&buf[..n]),
-                            Count::NcuLines => match Repr::parse(&buf[..n]) {
-                                Ok(Repr {
-                                    payload: Payload::Lines { count, .. },
-                                    ..
-                                }) => u64::from(count),
-                                _ => 0,
-                            },
-                        }
-                    }
-                    Err(_) if stop.load(Ordering::SeqCst) => {
+                let lens = recv_batch(&socket, &mut bufs);
+                if lens.is_empty() {
+                    if stop.load(Ordering::SeqCst) {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > Duration::from_millis(100) {
                             return total;
                         }
                     }
-                    Err(_) => {}
+                    continue;
+                }
+                idle_since = None;
+                let now = Instant::now();
+                *last_at.lock().expect("not poisoned") = Some(now);
+                for (buf, &n) in bufs.iter().zip(&lens) {
+                    let buf = &buf[..n];
+                    // An ncu END (kind 4): the sender is done sending.
+                    if n > 4 && buf[..3] == *b"NCU" && buf[4] == 4 {
+                        end_at.lock().expect("not poisoned").get_or_insert(now);
+                    }
+                    total += match count {
+                        Count::Newlines => memchr_count(buf),
+                        Count::NcuLines => match Repr::parse(buf) {
+                            Ok(Repr {
+                                payload: Payload::Lines { count, .. },
+                                ..
+                            }) => u64::from(count),
+                            _ => 0,
+                        },
+                    }
                 }
             }
         }));
@@ -223,6 +232,21 @@ impl Sink {
         *self.end_at.lock().expect("not poisoned")
     }
 
+    /// When the last datagram has arrived: waits until the socket has been quiet
+    /// for 100 ms.
+    fn last_arrival(&self) -> Option<Instant> {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            let last = *self.last_at.lock().expect("not poisoned");
+            if last.is_some_and(|t| t.elapsed() > Duration::from_millis(100))
+                || Instant::now() > give_up
+            {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops the counter once the socket is quiet; what it counted.
     fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::SeqCst);
@@ -231,6 +255,38 @@ impl Sink {
             .map(|h| h.join().expect("the counter"))
             .unwrap_or(0)
     }
+}
+
+/// Up to `bufs.len()` datagrams with one `recvmmsg` (waiting up to the socket's read
+/// timeout for the first); their lengths (none on timeout).
+fn recv_batch(socket: &UdpSocket, bufs: &mut [Vec<u8>]) -> Vec<usize> {
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: an all-zero mmsghdr is a valid "no address, no control" header.
+    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; iovs.len()];
+    for (m, iov) in msgs.iter_mut().zip(&mut iovs) {
+        m.msg_hdr.msg_iov = iov;
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at one iovec over a live buffer of its length.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    msgs[..n.max(0) as usize]
+        .iter()
+        .map(|m| m.msg_len as usize)
+        .collect()
 }
 
 fn memchr_count(bytes: &[u8]) -> u64 {
@@ -337,8 +393,11 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
         ncu_got.push(sink.finish() as f64);
 
         let sink = Sink::drained(Count::Newlines);
-        nc.push(time_run(Path::new(&opts.nc), &nc_args(sink.addr()), file).as_secs_f64());
+        let start = Instant::now();
+        time_run(Path::new(&opts.nc), &nc_args(sink.addr()), file);
+        let last = sink.last_arrival();
         nc_got.push(sink.finish() as f64);
+        nc.push(last.map_or(f64::NAN, |t| (t - start).as_secs_f64()));
 
         // The same drained sink for both, as above.
         let sink = Sink::drained(Count::NcuLines);
@@ -486,9 +545,25 @@ fn latency(opts: &Options) {
     nc.sort_by(f64::total_cmp);
     let (m1, p1) = (percentile(&ncu, 0.5), percentile(&ncu, 0.99));
     let (m2, p2) = (percentile(&nc, 0.5), percentile(&nc, 0.99));
-    println!("                 median      p99");
-    println!("    ncu-send   {:>7.1} us {:>7.1} us", m1, p1);
-    println!("    nc -u      {:>7.1} us {:>7.1} us", m2, p2);
+    println!("                 median      p99      deciles 10..90%");
+    let deciles = |v: &[f64]| {
+        (1..10)
+            .map(|d| format!("{:.0}", percentile(v, f64::from(d) / 10.0)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "    ncu-send   {:>7.1} us {:>7.1} us   {}",
+        m1,
+        p1,
+        deciles(&ncu)
+    );
+    println!(
+        "    nc -u      {:>7.1} us {:>7.1} us   {}",
+        m2,
+        p2,
+        deciles(&nc)
+    );
     println!(
         "    ratio      {:>7.2}    {:>7.2}      (goal <= 1, within noise)",
         m1 / m2,
