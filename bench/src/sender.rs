@@ -386,6 +386,9 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
     let datagrams = packed_datagrams(log, 1400);
     let (mut ncu, mut ncu16, mut nc, mut floor) = (vec![], vec![], vec![], vec![]);
     let mut no_gso = vec![];
+    // The senders' own time, start to exit: nc exits at EOF, ncu-send right after
+    // END with --resend-buffer 0 (with recovery it lingers, which is not sending).
+    let (mut ncu_exit, mut nc_exit) = (vec![], vec![]);
     let (mut ncu_got, mut nc_got) = (Vec::new(), Vec::new());
     for _ in 0..opts.runs {
         let sink = Sink::drained(Count::NcuLines);
@@ -394,10 +397,19 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
 
         let sink = Sink::drained(Count::Newlines);
         let start = Instant::now();
-        time_run(Path::new(&opts.nc), &nc_args(sink.addr()), file);
+        nc_exit.push(time_run(Path::new(&opts.nc), &nc_args(sink.addr()), file).as_secs_f64());
         let last = sink.last_arrival();
         nc_got.push(sink.finish() as f64);
         nc.push(last.map_or(f64::NAN, |t| (t - start).as_secs_f64()));
+
+        let sink = Sink::drained(Count::NcuLines);
+        let args = [
+            "--resend-buffer".to_owned(),
+            "0".to_owned(),
+            sink.addr().to_string(),
+        ];
+        ncu_exit.push(time_run(&opts.ncu, &args, file).as_secs_f64());
+        sink.finish();
 
         // The same drained sink for both, as above.
         let sink = Sink::drained(Count::NcuLines);
@@ -418,7 +430,9 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
     }
     let (ncu, ncu16, nc, floor) = (median(ncu), median(ncu16), median(nc), median(floor));
     let no_gso = median(no_gso);
+    let (ncu_exit, nc_exit) = (median(ncu_exit), median(nc_exit));
     let pct = |v: Vec<f64>| 100.0 * median(v) / LOG_LINES as f64;
+    println!("    until the sink has every line:");
     println!(
         "    ncu-send (1400-byte datagrams, {} of them) {:>7.1} ms   lines delivered {:>5.1}%",
         datagrams.len(),
@@ -446,6 +460,19 @@ fn bulk(opts: &Options, log: &[u8], file: &Path) {
     println!(
         "    ratio ncu-send / nc -u time               {:>6.2}   (goal <= 2)",
         ncu / nc
+    );
+    println!("    the sender's own time, start to exit:");
+    println!(
+        "    ncu-send --resend-buffer 0 (exits after END) {:>5.1} ms",
+        ncu_exit * 1e3
+    );
+    println!(
+        "    nc -u -q 0 (exits at EOF)                  {:>7.1} ms",
+        nc_exit * 1e3
+    );
+    println!(
+        "    ratio ncu-send / nc -u time               {:>6.2}   (goal <= 2)",
+        ncu_exit / nc_exit
     );
     println!(
         "    ratio ncu-send 16 KiB / nc -u time        {:>6.2}",
