@@ -209,6 +209,9 @@ struct IncomingLine {
     flags: u8,
     sent_at_us: Option<u64>,
     kernel: Option<Box<KernelMeta>>,
+    /// A later line of the same datagram follows at once: it, not this one, may
+    /// become the session's quoted last line (saves copying every line twice).
+    followed: bool,
 }
 
 #[derive(Debug)]
@@ -267,6 +270,13 @@ struct Session {
     /// Kernel sessions: the boot clock of the newest record (for reboot detection).
     last_kernel_ts: u64,
 }
+
+/// Most line buffers [`Reassembler::recycle`] keeps (a batch of 32 packed
+/// datagrams carries about 500 lines).
+pub const SPARE_TEXTS: usize = 1024;
+/// Largest line buffer [`Reassembler::recycle`] keeps: at most
+/// `SPARE_TEXTS * SPARE_TEXT_CAPACITY` = 2 MiB are held for reuse.
+pub const SPARE_TEXT_CAPACITY: usize = 2048;
 
 /// Most missing ranges one NACK round asks for (in datagrams of
 /// [`wire::MAX_NACK_RANGES`]): at heavy loss a fast sender has more holes in flight
@@ -494,6 +504,8 @@ pub struct Reassembler {
     sealed_reported: HashSet<u64>,
     /// With a key: only sealed datagrams that authenticate are taken.
     sealing: Option<Box<Sealing>>,
+    /// Line buffers handed back with [`Reassembler::recycle`], for the next lines.
+    spare_texts: Vec<Vec<u8>>,
     transmits: VecDeque<Transmit>,
     nack_tokens: f64,
     nack_refilled: Option<Instant>,
@@ -525,6 +537,7 @@ impl Reassembler {
             started: now,
             sealed_reported: HashSet::new(),
             sealing: None,
+            spare_texts: Vec::new(),
             transmits: VecDeque::new(),
             nack_tokens: f64::from(config.nacks_per_sec),
             nack_refilled: None,
@@ -579,6 +592,31 @@ impl Reassembler {
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Hands an event back once it has been written out, so that its line buffer
+    /// holds a later line instead of being freed and allocated again (a receiver
+    /// taking millions of lines spends much of its time in the allocator
+    /// otherwise). Optional; at most [`SPARE_TEXTS`] buffers of at most
+    /// [`SPARE_TEXT_CAPACITY`] bytes each are kept.
+    pub fn recycle(&mut self, event: Event) {
+        if let Event::Line { mut text, .. } = event {
+            if self.spare_texts.len() < SPARE_TEXTS && text.capacity() <= SPARE_TEXT_CAPACITY {
+                text.clear();
+                self.spare_texts.push(text);
+            }
+        }
+    }
+
+    /// A line buffer holding `bytes`: a recycled one when there is one.
+    fn text_buffer(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self.spare_texts.pop() {
+            Some(mut text) => {
+                text.extend_from_slice(bytes);
+                text
+            }
+            None => bytes.to_vec(),
+        }
     }
 
     /// When [`Reassembler::handle_timeout`] should be called next.
@@ -770,15 +808,16 @@ impl Reassembler {
                     session.duplicates += 1;
                 }
             }
-            Payload::Lines { lines, .. } => {
+            Payload::Lines { lines, count } => {
                 let mut seq = repr.header.seq;
-                for line in lines {
+                for (i, line) in lines.enumerate() {
                     let incoming = IncomingLine {
                         seq,
-                        text: line.text.to_vec(),
+                        text: self.text_buffer(line.text),
                         flags: line.flags,
                         sent_at_us: Some(sent_at),
                         kernel: None,
+                        followed: i + 1 < usize::from(count),
                     };
                     self.accept_line(&mut session, incoming, now, wall_us);
                     seq = seq.saturating_add(1);
@@ -807,6 +846,7 @@ impl Reassembler {
                         flags: line_flags,
                         sent_at_us: Some(sent_at),
                         kernel: None,
+                        followed: false,
                     };
                     self.accept_line(&mut session, incoming, now, wall_us);
                 }
@@ -1102,6 +1142,8 @@ impl Reassembler {
         }
         if seq >= session.highest {
             session.highest = seq;
+        }
+        if seq >= session.highest && !line.followed {
             let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
             match &mut session.last_line {
                 Some((s, t, sent)) => {
@@ -1553,6 +1595,7 @@ impl Reassembler {
                         flags: if line.partial { LINE_PARTIAL } else { 0 },
                         sent_at_us: None,
                         kernel: None,
+                        followed: false,
                     },
                     None => break,
                 },
@@ -1693,6 +1736,7 @@ fn kernel_line(record: KernelRecord) -> IncomingLine {
             fields,
         })),
         text: record.text,
+        followed: false,
     }
 }
 

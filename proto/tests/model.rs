@@ -415,7 +415,10 @@ fn run_batch(seed: u64, sessions: usize, profile: &Profile) -> usize {
                 | Event::End { session, .. }
                 | Event::Retired { session } => session.addr,
             };
-            events[index_of[&addr]].push(event);
+            // Kept as a copy; the event itself goes back, so that later lines are
+            // built in recycled buffers (which this model then checks).
+            events[index_of[&addr]].push(event.clone());
+            rx.recycle(event);
         }
     };
     for f in &flights {

@@ -156,6 +156,7 @@ impl Sink<'_> {
     fn drain(&mut self, rx: &mut Reassembler) {
         while let Some(event) = rx.poll_event() {
             self.event(&event);
+            rx.recycle(event);
         }
     }
 }
