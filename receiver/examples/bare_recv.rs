@@ -1,5 +1,5 @@
 //! Benchmark baseline (see `bench/receiver.sh`): the barest recvmmsg loop, 32 slots
-//! of 64 KiB and an 8 MiB receive buffer like ncu-recv, counting datagrams until
+//! of 64 KiB and a 64 MiB receive buffer like ncu-recv, counting datagrams until
 //! none came for 1 s after the first. Prints the count on stdout.
 
 use std::mem;
@@ -16,7 +16,7 @@ fn main() {
         .unwrap_or_else(|| "127.0.0.1:0".into());
     let s = UdpSocket::bind(&addr).expect("bind");
     let fd = s.as_raw_fd();
-    let size: libc::c_int = 8 << 20;
+    let size: libc::c_int = 64 << 20;
     // SAFETY: a valid fd and a c_int option.
     unsafe {
         libc::setsockopt(
