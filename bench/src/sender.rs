@@ -297,26 +297,52 @@ fn memchr_count(bytes: &[u8]) -> u64 {
 /// `args`): the time from start to END's arrival (the linger after it is not sending),
 /// else the wall time.
 fn time_ncu(program: &Path, args: &[String], file: &Path, sink: &Sink) -> Duration {
+    time_ncu_cpu(program, args, file, sink).0
+}
+
+/// As [`time_ncu`], and the process's CPU time (user + system, seconds).
+fn time_ncu_cpu(program: &Path, args: &[String], file: &Path, sink: &Sink) -> (Duration, f64) {
     let start = Instant::now();
-    let wall = time_run(program, args, file);
-    sink.end_at()
+    let (wall, cpu) = run_measured(program, args, file);
+    let took = sink
+        .end_at()
         .map(|end| end.saturating_duration_since(start))
-        .unwrap_or(wall)
+        .unwrap_or(wall);
+    (took, cpu)
 }
 
 /// Runs a sender on `file` as standard input; its wall time.
 fn time_run(program: &Path, args: &[String], file: &Path) -> Duration {
+    run_measured(program, args, file).0
+}
+
+/// Runs a sender on `file` as standard input; its wall time and CPU time (user +
+/// system, from `wait4`'s rusage). Panics unless it exits 0.
+fn run_measured(program: &Path, args: &[String], file: &Path) -> (Duration, f64) {
     let input = std::fs::File::open(file).expect("the log");
     let start = Instant::now();
-    let status = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .stdin(input)
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it in for our own child,
+    // which std has not waited for (the Child is dropped without waiting).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let took = start.elapsed();
-    assert!(status.success(), "{} {args:?}: {status}", program.display());
-    took
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{} {args:?}: status {status:#x}",
+        program.display()
+    );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (took, secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -754,6 +780,9 @@ fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
     let long = file.with_extension("x4");
     std::fs::write(&long, log.repeat(4)).expect("write the long log");
     let (mut long_off, mut long_on) = (Vec::new(), Vec::new());
+    // CPU time (user + system) per workload: steadier than wall clock on a small
+    // shared machine, and what the ring adds. [packed, 4x, --no-pack] x [off, on].
+    let mut cpu: [[Vec<f64>; 2]; 3] = Default::default();
     for run in 0..opts.runs {
         // Alternate which goes first, so that neither always runs on a warm cache.
         let order: [bool; 2] = if run % 2 == 0 {
@@ -769,7 +798,9 @@ fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
                 .map(|s| (*s).to_owned())
                 .chain([sink.addr().to_string()])
                 .collect();
-            let t = time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64();
+            let (t, c) = time_ncu_cpu(&opts.ncu, &args, file, &sink);
+            let t = t.as_secs_f64();
+            cpu[0][usize::from(on)].push(c);
             sink.finish();
             let sink = Sink::drained(Count::NcuLines);
             let long_args: Vec<String> = extra
@@ -777,7 +808,9 @@ fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
                 .map(|s| (*s).to_owned())
                 .chain([sink.addr().to_string()])
                 .collect();
-            let t_long = time_ncu(&opts.ncu, &long_args, &long, &sink).as_secs_f64();
+            let (t_long, c) = time_ncu_cpu(&opts.ncu, &long_args, &long, &sink);
+            let t_long = t_long.as_secs_f64();
+            cpu[1][usize::from(on)].push(c);
             sink.finish();
             if on {
                 long_on.push(t_long);
@@ -786,7 +819,9 @@ fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
             }
             let sink = Sink::drained(Count::NcuLines);
             let args = no_pack_args(extra, sink.addr());
-            let lps = LOG_LINES as f64 / time_ncu(&opts.ncu, &args, file, &sink).as_secs_f64();
+            let (t_lines, c) = time_ncu_cpu(&opts.ncu, &args, file, &sink);
+            let lps = LOG_LINES as f64 / t_lines.as_secs_f64();
+            cpu[2][usize::from(on)].push(c);
             sink.finish();
             if on {
                 packed_on.push(t);
@@ -839,6 +874,17 @@ fn recovery_cost(opts: &Options, log: &[u8], file: &Path) {
         l_on / l_off,
         100.0 * (1.0 - l_on / l_off)
     );
+    println!("    CPU time (user + system) per workload, off / on, medians:");
+    for (name, [off, on]) in ["packed log", "packed 4x log", "--no-pack"].iter().zip(cpu) {
+        let (off, on) = (median(off), median(on));
+        println!(
+            "    {name:<15} {:>7.1} / {:>7.1} ms   throughput ratio on / off {:>6.3} (cost {:+.1}%, goal < 5%)",
+            off * 1e3,
+            on * 1e3,
+            off / on,
+            100.0 * (1.0 - off / on)
+        );
+    }
     for extra in [&[][..], &["--resend-buffer", "0"][..]] {
         let sink = Sink::drained(Count::NcuLines);
         let mut child = Command::new(&opts.ncu)
