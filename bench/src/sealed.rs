@@ -19,7 +19,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,9 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ncu_proto::framer::{Framer, Outbox};
 
 mod log;
+mod rusage;
 use log::dmesg_like;
 use ncu_proto::seal::{self, Keys, Sealer, SEAL_OVERHEAD};
 use ncu_proto::wire::{self, EndReason};
+use rusage::wait_cpu;
 
 const LOG_LINES: usize = 200_000;
 const RECV_LINES: usize = 300_000;
@@ -196,23 +198,6 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Waits for `child`; its CPU time (user + sys) in seconds. Panics unless it exited 0
-/// (or by the SIGTERM we sent it, when `terminated`).
-fn wait_cpu(child: Child, terminated: bool) -> f64 {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it in for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet waited for (std's Child is never waited).
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    let ok = (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
-        || (terminated && libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGTERM);
-    assert!(ok, "child {pid} ended with status {status:#x}");
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// One ncu-send run on the log: (CPU s, wall s).

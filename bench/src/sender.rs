@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 use ncu_proto::framer::{Framer, Outbox};
 
 mod log;
+mod rusage;
 use log::dmesg_like;
 use ncu_proto::wire::{Payload, Repr};
+use rusage::wait_cpu;
 
 /// Lines of the dmesg-like log.
 const LOG_LINES: usize = 200_000;
@@ -317,7 +319,7 @@ fn time_run(program: &Path, args: &[String], file: &Path) -> Duration {
 }
 
 /// Runs a sender on `file` as standard input; its wall time and CPU time (user +
-/// system, from `wait4`'s rusage). Panics unless it exits 0.
+/// system). Panics unless it exits 0.
 fn run_measured(program: &Path, args: &[String], file: &Path) -> (Duration, f64) {
     let input = std::fs::File::open(file).expect("the log");
     let start = Instant::now();
@@ -327,22 +329,8 @@ fn run_measured(program: &Path, args: &[String], file: &Path) -> (Duration, f64)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it in for our own child,
-    // which std has not waited for (the Child is dropped without waiting).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let took = start.elapsed();
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{} {args:?}: status {status:#x}",
-        program.display()
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (took, secs(usage.ru_utime) + secs(usage.ru_stime))
+    let cpu = wait_cpu(child, false);
+    (start.elapsed(), cpu)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
