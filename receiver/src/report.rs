@@ -192,7 +192,11 @@ pub(crate) fn render(
             let _ = writeln!(s, "- dropped by the kernel: unknown (counter not readable)");
         }
     }
-    let _ = writeln!(s, "- receive buffer: {} KiB", counters.rcvbuf / 1024);
+    let _ = writeln!(
+        s,
+        "- receive buffer: {} KiB (as the kernel counts it, bookkeeping included)",
+        counters.rcvbuf / 1024
+    );
     let _ = writeln!(s, "- {}", nack_text(stats, counters));
     if counters.output_errors > 0 {
         let _ = writeln!(
