@@ -165,6 +165,33 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+/// Starts `ncu-send ARGS...` reading a pipe from the test: stdout discarded, stderr
+/// piped (read it after [`await_exit`]).
+pub fn spawn_send(args: &[&str]) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = std::process::Command::new(bin_path("ncu-send"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ncu-send starts");
+    let stdin = child.stdin.take().expect("piped stdin");
+    (child, stdin)
+}
+
+/// Waits until `child` has exited (without reaping it), or kills it and fails the
+/// test after `timeout`.
+pub fn await_exit(child: &mut std::process::Child, timeout: Duration) {
+    let pid = child.id();
+    if !wait_until(
+        timeout,
+        || !matches!(process_state(pid), Some(s) if s != 'Z'),
+    ) {
+        let _ = child.kill();
+        panic!("ncu-send did not exit within {timeout:?}");
+    }
+}
+
 /// Bytes written into a pipe and not yet read by the other end (`FIONREAD`).
 pub fn pipe_unread(pipe: &impl AsRawFd) -> usize {
     let mut n: libc::c_int = 0;

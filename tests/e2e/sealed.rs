@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{Payload, Repr};
-use ncu_tests::{bin_path, process_state, wait_until, UdpCapture};
+use ncu_tests::{await_exit, bin_path, spawn_send, UdpCapture};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MARKER: &str = "SECRET-MARKER-7f3a";
@@ -45,27 +45,13 @@ impl Drop for TempPath {
 
 /// Runs ncu-send with `args` on `input` to its end.
 fn run_on(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(bin_path("ncu-send"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ncu-send starts");
-    let mut stdin = child.stdin.take().expect("piped stdin");
+    let (mut child, mut stdin) = spawn_send(args);
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
         // ncu-send may exit before reading (usage errors): a broken pipe is fine.
         let _ = stdin.write_all(&input);
     });
-    let pid = child.id();
-    if !wait_until(
-        TIMEOUT,
-        || !matches!(process_state(pid), Some(s) if s != 'Z'),
-    ) {
-        let _ = child.kill();
-        panic!("ncu-send did not exit");
-    }
+    await_exit(&mut child, TIMEOUT);
     writer.join().expect("writer");
     child.wait_with_output().expect("exit status")
 }

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ncu_proto::wire::{EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
-use ncu_tests::{bin_path, pipe_unread, process_state, wait_until, UdpCapture};
+use ncu_tests::{
+    await_exit, bin_path, pipe_unread, process_state, spawn_send, wait_until, UdpCapture,
+};
 
 /// Upper bound for anything to arrive; never a fixed sleep.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,21 +129,9 @@ fn ncu_send(args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts ncu-send reading a pipe from the test.
-fn spawn_stdin(args: &[&str]) -> (Child, ChildStdin) {
-    let mut child = ncu_send(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ncu-send starts");
-    let stdin = child.stdin.take().expect("piped stdin");
-    (child, stdin)
-}
-
 /// Runs ncu-send on `input` to the end.
 fn run_on(args: &[&str], input: &[u8]) -> Output {
-    let (mut child, mut stdin) = spawn_stdin(args);
+    let (mut child, mut stdin) = spawn_send(args);
     let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = wait_output(&mut child);
@@ -151,14 +141,7 @@ fn run_on(args: &[&str], input: &[u8]) -> Output {
 
 /// Waits for the process, failing the test after [`TIMEOUT`].
 fn wait_output(child: &mut Child) -> Output {
-    let pid = child.id();
-    if !wait_until(
-        TIMEOUT,
-        || !matches!(process_state(pid), Some(s) if s != 'Z'),
-    ) {
-        let _ = child.kill();
-        panic!("ncu-send did not exit");
-    }
+    await_exit(child, TIMEOUT);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         std::io::Read::read_to_string(&mut e, &mut stderr).expect("stderr");
@@ -301,7 +284,7 @@ fn bytes_pass_unchanged() {
 #[test]
 fn partial_line_goes_after_the_flush_delay_and_at_eof() {
     let cap = UdpCapture::bind();
-    let (mut child, mut stdin) = spawn_stdin(&["--flush-after", "200ms", &cap.dest()]);
+    let (mut child, mut stdin) = spawn_send(&["--flush-after", "200ms", &cap.dest()]);
     assert!(matches!(next(&cap), Got::Hello { .. }));
     stdin.write_all(b"abc").unwrap();
     let written = Instant::now();
@@ -332,7 +315,7 @@ fn partial_line_goes_after_the_flush_delay_and_at_eof() {
 #[test]
 fn heartbeats_come_while_idle() {
     let cap = UdpCapture::bind();
-    let (mut child, mut stdin) = spawn_stdin(&["--heartbeat", "100ms", &cap.dest()]);
+    let (mut child, mut stdin) = spawn_send(&["--heartbeat", "100ms", &cap.dest()]);
     stdin.write_all(b"one\ntwo\n").unwrap();
     let mut heartbeats = Vec::new();
     while heartbeats.len() < 3 {
@@ -429,7 +412,7 @@ fn a_refusing_destination_never_stops_it() {
     let closed = UdpCapture::bind_v4();
     let refusing = closed.dest();
     drop(closed);
-    let (mut child, mut stdin) = spawn_stdin(&["-v", &refusing, &cap.dest()]);
+    let (mut child, mut stdin) = spawn_send(&["-v", &refusing, &cap.dest()]);
     assert!(matches!(next(&cap), Got::Hello { .. }));
     for i in 1..=20u64 {
         writeln!(stdin, "line {i}").unwrap();
@@ -484,7 +467,7 @@ fn an_unreachable_destination_never_stops_it() {
 #[test]
 fn sigkill_mid_stream_leaves_every_line_read_sent() {
     let cap = UdpCapture::bind();
-    let (mut child, mut stdin) = spawn_stdin(&[&cap.dest()]);
+    let (mut child, mut stdin) = spawn_send(&[&cap.dest()]);
     let lines: Vec<String> = (1..=5000)
         .map(|i| format!("{i} {}", "k".repeat(i % 150)))
         .collect();
@@ -517,7 +500,7 @@ fn sigkill_mid_stream_leaves_every_line_read_sent() {
 #[test]
 fn sigterm_sends_what_was_read_then_end() {
     let cap = UdpCapture::bind();
-    let (mut child, mut stdin) = spawn_stdin(&["--flush-after", "1h", &cap.dest()]);
+    let (mut child, mut stdin) = spawn_send(&["--flush-after", "1h", &cap.dest()]);
     assert!(matches!(next(&cap), Got::Hello { .. }));
     stdin.write_all(b"whole\npartial").unwrap();
     assert_eq!(next(&cap), Got::Lines(vec![(1, 0, b"whole".to_vec())]));

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ncu_proto::seal::{self, Keys};
 use ncu_proto::wire::{self, Header, Kind, Payload, Repr, FLAG_RECOVERY, FLAG_SEALED};
-use ncu_tests::{big_rcvbuf, bin_path, recv_from, wall_us, RecvProcess};
+use ncu_tests::{big_rcvbuf, bin_path, recv_from, spawn_send, wall_us, RecvProcess};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
@@ -142,17 +142,12 @@ fn nack(session: u64, ranges: &[(u64, u32)], keys: Option<&Keys>) -> Vec<u8> {
 }
 
 fn spawn(args: &[&str], dest: &str) -> (Child, ChildStdin) {
-    let mut child = Command::new(bin_path("ncu-send"))
-        .args(["--heartbeat", "0", "-v"])
-        .args(args)
-        .arg(dest)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ncu-send starts");
-    let stdin = child.stdin.take().expect("piped stdin");
-    (child, stdin)
+    let all: Vec<&str> = ["--heartbeat", "0", "-v"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain([dest])
+        .collect();
+    spawn_send(&all)
 }
 
 /// Waits for ncu-send to exit (within `timeout`); returns its status and stderr.
