@@ -356,7 +356,7 @@ pub fn nonce(datagram: &[u8]) -> [u8; NONCE_LEN] {
 /// When `datagram` is shorter than [`HEADER_LEN`], or its payload plus the tag does
 /// not fit the 16-bit length field: callers seal datagrams they built.
 pub fn seal(keys: &Keys, datagram: &[u8], out: &mut Vec<u8>) {
-    Sealer::new(keys.clone()).seal(datagram, out);
+    seal_with(&keys.ciphers[0].key, &mut None, datagram, out);
 }
 
 /// Seals datagrams as [`seal`] does, remembering the last subkey derived: the
@@ -386,32 +386,38 @@ impl Sealer {
     /// # Panics
     /// As [`seal`].
     pub fn seal(&mut self, datagram: &[u8], out: &mut Vec<u8>) {
-        assert!(datagram.len() >= HEADER_LEN, "a datagram has a full header");
-        let sealed_len = u16::try_from(datagram.len() - HEADER_LEN + SEAL_OVERHEAD)
-            .expect("sealed payload within a datagram");
-        let start = out.len();
-        out.extend_from_slice(datagram);
-        let sealed = &mut out[start..];
-        sealed[FLAGS_AT] |= FLAG_SEALED;
-        sealed[PAYLOAD_LEN_AT].copy_from_slice(&sealed_len.to_be_bytes());
-        let nonce = nonce(sealed);
-        let prefix: [u8; 16] = nonce[..16].try_into().expect("16 of 24 bytes");
-        let key = match &self.last {
-            Some((cached, key)) if *cached == prefix => key,
-            _ => {
-                &self
-                    .last
-                    .insert((prefix, subkey(&self.keys.ciphers[0].key, &nonce)))
-                    .1
-            }
-        };
-        let (header, payload) = sealed.split_at_mut(HEADER_LEN);
-        let tag = key
-            .seal_in_place_separate_tag(ietf_nonce(&nonce), Aad::from(&header[..AD_LEN]), payload)
-            .expect("a datagram is far below ChaCha20-Poly1305's length limit");
-        out.extend_from_slice(tag.as_ref());
-        wire::seal_checksum(&mut out[start..]);
+        seal_with(&self.keys.ciphers[0].key, &mut self.last, datagram, out);
     }
+}
+
+/// [`seal`] under `key`, taking the subkey from `last` when its nonce prefix matches
+/// and leaving the one used there.
+fn seal_with(
+    key: &[u8; KEY_LEN],
+    last: &mut Option<([u8; 16], LessSafeKey)>,
+    datagram: &[u8],
+    out: &mut Vec<u8>,
+) {
+    assert!(datagram.len() >= HEADER_LEN, "a datagram has a full header");
+    let sealed_len = u16::try_from(datagram.len() - HEADER_LEN + SEAL_OVERHEAD)
+        .expect("sealed payload within a datagram");
+    let start = out.len();
+    out.extend_from_slice(datagram);
+    let sealed = &mut out[start..];
+    sealed[FLAGS_AT] |= FLAG_SEALED;
+    sealed[PAYLOAD_LEN_AT].copy_from_slice(&sealed_len.to_be_bytes());
+    let nonce = nonce(sealed);
+    let prefix: [u8; 16] = nonce[..16].try_into().expect("16 of 24 bytes");
+    let cipher = match last {
+        Some((cached, cipher)) if *cached == prefix => cipher,
+        _ => &last.insert((prefix, subkey(key, &nonce))).1,
+    };
+    let (header, payload) = sealed.split_at_mut(HEADER_LEN);
+    let tag = cipher
+        .seal_in_place_separate_tag(ietf_nonce(&nonce), Aad::from(&header[..AD_LEN]), payload)
+        .expect("a datagram is far below ChaCha20-Poly1305's length limit");
+    out.extend_from_slice(tag.as_ref());
+    wire::seal_checksum(&mut out[start..]);
 }
 
 impl fmt::Debug for Sealer {
