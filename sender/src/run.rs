@@ -78,6 +78,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         sender,
         pack: config.pack,
         last_sent: started,
+        shipped: false,
         recovery: (config.resend_buffer > 0)
             .then(|| Recovering::new(config.resend_buffer, config.resend_rate)),
         seal: config.keys.clone().map(|keys| Sealing {
@@ -97,7 +98,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         wall_us(),
         &mut session.outbox,
     );
-    session.ship(started);
+    session.ship();
 
     let (mut inputs, mut child) = match &config.command {
         None => (vec![Input::new(0, None, &config, 1)], None),
@@ -132,7 +133,8 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     let mut buf = vec![0u8; READ_SIZE];
     let mut pollfds: Vec<libc::pollfd> = Vec::new();
     let mut stop: Option<i32> = None;
-    // The clock is read once per turn, after poll returns (reads can be slow in VMs).
+    // The clocks are read once per turn, after poll returns: each read costs a few
+    // microseconds in a VM whose caches went cold while it slept.
     let mut now = Instant::now();
     while stop.is_none() {
         let inputs_open = inputs.iter().any(|i| i.fd.is_some());
@@ -171,7 +173,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
         poll(&mut pollfds, timeout);
 
-        now = Instant::now();
+        // The lines read now carry the wall clock; the monotonic clock for the timers
+        // is read after they went out, so that a line's way from its newline to the
+        // kernel passes one clock read, not two.
         let now_us = wall_us();
         if pollfds[0].revents != 0 {
             let (count, sig) = signals.take();
@@ -186,13 +190,24 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                 _ => {}
             }
         }
+        let mut arrived = [false; 2];
         for (i, input) in inputs.iter_mut().enumerate() {
             if pollfds[1 + i].revents != 0 {
-                input.read(&mut buf, &mut session, now, now_us);
+                arrived[i] = input.read(&mut buf, &mut session, now_us);
+            }
+        }
+        now = Instant::now();
+        if session.shipped {
+            session.last_sent = now;
+            session.shipped = false;
+        }
+        for (input, arrived) in inputs.iter_mut().zip(arrived) {
+            if arrived {
+                input.last_input = now;
             }
             if input.lines.has_pending() && now >= input.last_input + config.flush_after {
                 input.lines.flush_partial(|f, t| session.push(f, t, now_us));
-                session.ship(now);
+                session.ship();
             }
         }
         if let Some(c) = child.as_mut() {
@@ -212,8 +227,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         if let Some(hb) = config.heartbeat {
             if now >= session.last_sent + hb {
                 session.framer.heartbeat(now_us, &mut session.outbox);
-                session.ship(now);
+                session.ship();
             }
+        }
+        if session.shipped {
+            session.last_sent = now;
+            session.shipped = false;
         }
     }
 
@@ -240,7 +259,10 @@ struct Session {
     outbox: Outbox,
     sender: Sender,
     pack: bool,
+    /// When a datagram last went out (heartbeats are due `--heartbeat` after it).
     last_sent: Instant,
+    /// Sent since `last_sent` was set: the loop sets it after reading the clock.
+    shipped: bool,
     /// With `--key-file`.
     seal: Option<Sealing>,
     /// With `--resend-buffer` above 0 (the default).
@@ -412,14 +434,15 @@ impl Session {
         }
     }
 
-    /// Hands everything framed so far to the kernel (sealed with `--key-file`).
-    fn ship(&mut self, now: Instant) {
+    /// Hands everything framed so far to the kernel (sealed with `--key-file`) and
+    /// notes that it did (`shipped`), without reading the clock.
+    fn ship(&mut self) {
         self.framer.flush(&mut self.outbox);
         if self.outbox.is_empty() {
             return;
         }
         self.send_outbox();
-        self.last_sent = now;
+        self.shipped = true;
         // Room for the next heartbeat or END; else a new session now.
         if self.seal.as_ref().is_some_and(|s| s.counted + 2 > s.limit) {
             self.new_session(wall_us());
@@ -741,25 +764,27 @@ impl Input {
     }
 
     /// Reads once; sends every line completed, then copies the bytes for `--tee`.
-    fn read(&mut self, buf: &mut [u8], session: &mut Session, now: Instant, now_us: u64) {
-        let Some(fd) = self.fd else { return };
+    /// True when bytes arrived (the caller sets `last_input`, after the clock read).
+    fn read(&mut self, buf: &mut [u8], session: &mut Session, now_us: u64) -> bool {
+        let Some(fd) = self.fd else { return false };
         match read_fd(fd, buf) {
             Ok(0) => self.close(session, now_us),
             Ok(n) => {
-                self.last_input = now;
                 self.lines
                     .feed(&buf[..n], |flags, text| session.push(flags, text, now_us));
-                session.ship(now);
+                session.ship();
                 if let Some(tee) = self.tee {
                     if write_all(tee, &buf[..n]).is_err() {
                         // A closed standard output stops the copy, never the sending.
                         self.tee = None;
                     }
                 }
+                return true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => self.close(session, now_us),
         }
+        false
     }
 
     /// End of this input: a trailing partial line goes out.
