@@ -99,6 +99,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         &mut session.outbox,
     );
     session.ship();
+    session.stamp(started);
 
     let (mut inputs, mut child) = match &config.command {
         None => (vec![Input::new(0, None, &config, 1)], None),
@@ -190,6 +191,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                 _ => {}
             }
         }
+        // Inputs: standard input, or COMMAND's standard output and error.
         let mut arrived = [false; 2];
         for (i, input) in inputs.iter_mut().enumerate() {
             if pollfds[1 + i].revents != 0 {
@@ -197,10 +199,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             }
         }
         now = Instant::now();
-        if session.shipped {
-            session.last_sent = now;
-            session.shipped = false;
-        }
+        session.stamp(now);
         for (input, arrived) in inputs.iter_mut().zip(arrived) {
             if arrived {
                 input.last_input = now;
@@ -230,10 +229,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                 session.ship();
             }
         }
-        if session.shipped {
-            session.last_sent = now;
-            session.shipped = false;
-        }
+        session.stamp(now);
     }
 
     // What was read goes out, a partial line included, then END.
@@ -261,7 +257,8 @@ struct Session {
     pack: bool,
     /// When a datagram last went out (heartbeats are due `--heartbeat` after it).
     last_sent: Instant,
-    /// Sent since `last_sent` was set: the loop sets it after reading the clock.
+    /// Sent since `last_sent` was set ([`Session::stamp`] sets it after the clock
+    /// read that follows the sending).
     shipped: bool,
     /// With `--key-file`.
     seal: Option<Sealing>,
@@ -431,6 +428,13 @@ impl Session {
         self.framer.push_line(flags, text, now_us, &mut self.outbox);
         if !self.pack {
             self.framer.flush(&mut self.outbox);
+        }
+    }
+
+    /// `last_sent` = `now` if anything went out since it was last set.
+    fn stamp(&mut self, now: Instant) {
+        if std::mem::take(&mut self.shipped) {
+            self.last_sent = now;
         }
     }
 

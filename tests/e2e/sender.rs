@@ -338,6 +338,52 @@ fn heartbeats_come_while_idle() {
     assert!(wait_output(&mut child).status.success());
 }
 
+/// A heartbeat is due `--heartbeat` after the last datagram of any kind, so lines
+/// every 50 ms leave no room for one. Heartbeats that do come (a stalled machine
+/// can delay the writer) must follow at least half the period of silence.
+#[test]
+fn no_heartbeat_while_lines_flow() {
+    const PERIOD: Duration = Duration::from_millis(400);
+    const LINES: usize = 30;
+    let cap = UdpCapture::bind();
+    let (mut child, mut stdin) = spawn_send(&["--heartbeat", "400ms", &cap.dest()]);
+    let writer = std::thread::spawn(move || {
+        for i in 0..LINES {
+            std::thread::sleep(Duration::from_millis(50));
+            writeln!(stdin, "line {i}").unwrap();
+        }
+        stdin
+    });
+    let mut last_arrival: Option<Instant> = None;
+    let mut lines = 0;
+    let mut heartbeat_gaps = Vec::new();
+    while lines < LINES {
+        let got = next(&cap);
+        let now = Instant::now();
+        match got {
+            Got::Lines(l) => lines += l.len(),
+            Got::Heartbeat { .. } => {
+                heartbeat_gaps.push(now - last_arrival.expect("HELLO came first"));
+            }
+            Got::Hello { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        last_arrival = Some(now);
+    }
+    drop(writer.join().unwrap());
+    let early = heartbeat_gaps.iter().filter(|g| **g < PERIOD / 2).count();
+    assert_eq!(
+        early,
+        0,
+        "{early} of {} heartbeats came less than {:?} after the datagram before them, \
+         with lines every 50 ms (heartbeat every {PERIOD:?}); the first gaps: {:?}",
+        heartbeat_gaps.len(),
+        PERIOD / 2,
+        &heartbeat_gaps[..heartbeat_gaps.len().min(5)]
+    );
+    assert!(wait_output(&mut child).status.success());
+}
+
 #[test]
 fn wrapped_command_status_is_the_exit_status() {
     let cap = UdpCapture::bind();
