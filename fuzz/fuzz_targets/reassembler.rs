@@ -10,7 +10,11 @@ use libfuzzer_sys::fuzz_target;
 use ncu_proto::reassembler::{Config, Reassembler};
 
 fuzz_target!(|data: &[u8]| {
-    let config = Config { max_sessions: 8, max_total_pending_bytes: 1 << 20, ..Config::default() };
+    let config = Config {
+        max_sessions: 8,
+        max_total_pending_bytes: 1 << 20,
+        ..Config::default()
+    };
     let bound = config.max_total_pending_bytes;
     let base = Instant::now();
     let mut rx = Reassembler::new(config, base);
