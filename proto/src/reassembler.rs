@@ -1142,17 +1142,18 @@ impl Reassembler {
         }
         if seq >= session.highest {
             session.highest = seq;
-        }
-        if seq >= session.highest && !line.followed {
-            let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
-            match &mut session.last_line {
-                Some((s, t, sent)) => {
-                    *s = seq;
-                    t.clear();
-                    t.extend_from_slice(text);
-                    *sent = pending.sent_at_us;
+            // The quoted last line, unless a later line of the same datagram follows.
+            if !line.followed {
+                let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
+                match &mut session.last_line {
+                    Some((s, t, sent)) => {
+                        *s = seq;
+                        t.clear();
+                        t.extend_from_slice(text);
+                        *sent = pending.sent_at_us;
+                    }
+                    None => session.last_line = Some((seq, text.to_vec(), pending.sent_at_us)),
                 }
-                None => session.last_line = Some((seq, text.to_vec(), pending.sent_at_us)),
             }
         }
         if is_late {

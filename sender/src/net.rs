@@ -338,35 +338,27 @@ impl Sender {
             // SAFETY: `msgs[..count]` point at `iovs` (which point at the caller's
             // datagrams) and at `cmsgs`; all outlive the call, and the kernel only
             // reads them.
+            // send(2) and sendmsg(2) return bytes: as sendmmsg, one message or -1.
+            let messages = |sent: isize| if sent >= 0 { 1 } else { -1 };
             let rc = unsafe {
                 let one = &self.plan[next];
                 if count == 1 && one.count == 1 && one.segment == 0 && target.connected {
                     // One datagram to a connected socket (a line at a time): plain
                     // send(2), the cheapest way in.
                     let iov = &self.iovs[one.first];
-                    let sent = libc::send(
+                    messages(libc::send(
                         target.socket.as_raw_fd(),
                         iov.iov_base,
                         iov.iov_len,
                         libc::MSG_NOSIGNAL,
-                    );
-                    if sent >= 0 {
-                        1
-                    } else {
-                        -1
-                    }
+                    ))
                 } else if count == 1 {
                     // One message: sendmsg skips sendmmsg's per-call bookkeeping.
-                    let sent = libc::sendmsg(
+                    messages(libc::sendmsg(
                         target.socket.as_raw_fd(),
                         &self.msgs[0].msg_hdr,
                         libc::MSG_NOSIGNAL,
-                    );
-                    if sent >= 0 {
-                        1
-                    } else {
-                        -1
-                    }
+                    ))
                 } else {
                     libc::sendmmsg(
                         target.socket.as_raw_fd(),
