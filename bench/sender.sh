@@ -4,6 +4,9 @@
 #   bench/sender.sh                 everything (about 30 s)
 #   bench/sender.sh --skip-rss      without the 1 GB run
 #   bench/sender.sh --only r        recovery's cost: default resend ring vs --resend-buffer 0
+#   bench/sender.sh --only c --also PATH
+#                                   (c) with another build of ncu-send alternating beside
+#                                   it (repeatable), to measure a change
 # Uses 2 CPUs' worth of loopback traffic: do not run it in a loop on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."

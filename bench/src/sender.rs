@@ -44,6 +44,8 @@ struct Options {
     ncu: PathBuf,
     nc: String,
     rss: bool,
+    /// More builds of ncu-send to time beside it in (c), e.g. to compare a change.
+    also: Vec<PathBuf>,
     /// Which parts to run: letters a, b, c, d, r.
     only: String,
     rss_bytes: u64,
@@ -93,6 +95,7 @@ fn parse_args() -> Options {
             .unwrap_or_else(|| "ncu-send".into()),
         nc: "nc".into(),
         rss: true,
+        also: Vec::new(),
         only: "abcdr".into(),
         rss_bytes: 1_000_000_000,
         runs: 5,
@@ -105,6 +108,7 @@ fn parse_args() -> Options {
             "--ncu" => opts.ncu = value().into(),
             "--nc" => opts.nc = value(),
             "--skip-rss" => opts.rss = false,
+            "--also" => opts.also.push(value().into()),
             "--only" => opts.only = value(),
             "--rss-bytes" => opts.rss_bytes = value().parse().unwrap_or_else(|_| usage(&arg)),
             "--runs" => opts.runs = value().parse().unwrap_or_else(|_| usage(&arg)),
@@ -120,7 +124,7 @@ fn parse_args() -> Options {
 fn usage(arg: &str) -> ! {
     eprintln!(
         "bench-sender: bad argument {arg:?}\nusage: bench-sender [--ncu PATH] [--nc PATH] \
-         [--runs N] [--latency-lines N] [--skip-rss] [--rss-bytes N] [--only abcdr]"
+         [--runs N] [--latency-lines N] [--also PATH]... [--skip-rss] [--rss-bytes N] [--only abcdr]"
     );
     std::process::exit(2)
 }
@@ -607,22 +611,22 @@ fn latency_table(opts: &Options, every: Duration, placement: &str) {
         every.as_millis(),
         per_round * ROUNDS
     );
-    let (mut ncu, mut nc) = (Vec::new(), Vec::new());
-    // Alternating rounds, each tool going first in half of them, so that drift in the
-    // machine's load favours neither.
+    // ncu-send, then nc, then any --also builds of ncu-send.
+    let mut senders: Vec<Option<&Path>> = vec![Some(&opts.ncu), None];
+    senders.extend(opts.also.iter().map(|p| Some(p.as_path())));
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); senders.len()];
+    // Alternating rounds, each sender going first in turn, so that drift in the
+    // machine's load favours none.
     for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            ncu.extend(latency_round(opts, true, every, per_round));
-            nc.extend(latency_round(opts, false, every, per_round));
-        } else {
-            nc.extend(latency_round(opts, false, every, per_round));
-            ncu.extend(latency_round(opts, true, every, per_round));
+        for k in 0..senders.len() {
+            let i = (k + round) % senders.len();
+            samples[i].extend(latency_round(opts, senders[i], every, per_round));
         }
     }
-    ncu.sort_by(f64::total_cmp);
-    nc.sort_by(f64::total_cmp);
-    let (m1, p1) = (percentile(&ncu, 0.5), percentile(&ncu, 0.99));
-    let (m2, p2) = (percentile(&nc, 0.5), percentile(&nc, 0.99));
+    for s in &mut samples {
+        s.sort_by(f64::total_cmp);
+    }
+    let (m_nc, p_nc) = (percentile(&samples[1], 0.5), percentile(&samples[1], 0.99));
     println!("                 median      p99      deciles 10..90%");
     let deciles = |v: &[f64]| {
         (1..10)
@@ -630,30 +634,48 @@ fn latency_table(opts: &Options, every: Duration, placement: &str) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    println!(
-        "    ncu-send   {:>7.1} us {:>7.1} us   {}",
-        m1,
-        p1,
-        deciles(&ncu)
-    );
-    println!(
-        "    nc -u      {:>7.1} us {:>7.1} us   {}",
-        m2,
-        p2,
-        deciles(&nc)
-    );
-    println!(
-        "    ratio      {:>7.2}    {:>7.2}      (goal <= 1, within noise)",
-        m1 / m2,
-        p1 / p2
-    );
+    for (i, (sender, s)) in senders.iter().zip(&samples).enumerate() {
+        let name = match (i, sender) {
+            (0, _) => "ncu-send".to_owned(),
+            (_, None) => "nc -u".to_owned(),
+            (_, Some(path)) => format!("also {}", path.display()),
+        };
+        println!(
+            "    {name:<10} {:>7.1} us {:>7.1} us   {}",
+            percentile(s, 0.5),
+            percentile(s, 0.99),
+            deciles(s)
+        );
+    }
+    for (i, sender) in senders.iter().enumerate().filter(|(i, _)| *i != 1) {
+        let name = if i == 0 {
+            "ratio".to_owned()
+        } else {
+            format!(
+                "ratio {}",
+                sender
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            )
+        };
+        let s = &samples[i];
+        println!(
+            "    {name:<10} {:>7.2}    {:>7.2}      (to nc -u; goal <= 1, within noise)",
+            percentile(s, 0.5) / m_nc,
+            percentile(s, 0.99) / p_nc
+        );
+    }
 }
 
-fn latency_round(opts: &Options, ncu: bool, every: Duration, count: usize) -> Vec<f64> {
+/// One round of `count` lines through `sender` (a build of ncu-send, or nc when
+/// `None`): the latency of each, in microseconds.
+fn latency_round(opts: &Options, sender: Option<&Path>, every: Duration, count: usize) -> Vec<f64> {
     let sink = Sink::new();
     let addr = sink.addr();
-    let mut cmd = if ncu {
-        let mut c = Command::new(&opts.ncu);
+    let ncu = sender.is_some();
+    let mut cmd = if let Some(path) = sender {
+        let mut c = Command::new(path);
         c.args(["--heartbeat", "0", &addr.to_string()]);
         c
     } else {
