@@ -237,18 +237,24 @@ impl RecvProcess {
 
     /// Starts `ncu-recv ARGS... LISTEN`.
     pub fn spawn_on(args: &[&str], listen: &str) -> RecvProcess {
-        let mut child = Command::new(bin_path("ncu-recv"))
-            .args(args)
-            .arg(listen)
+        let mut command = Command::new(bin_path("ncu-recv"));
+        command.args(args).arg(listen).stdout(Stdio::piped());
+        RecvProcess::spawn_command(command)
+    }
+
+    /// Starts `command`, which runs ncu-recv (e.g. through a wrapper that `exec`s it);
+    /// its standard output is read only when the command's is piped.
+    pub fn spawn_command(mut command: Command) -> RecvProcess {
+        let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("ncu-recv starts");
-        let out = child.stdout.take().expect("piped stdout");
+        let out = child.stdout.take();
         let err = child.stderr.take().expect("piped stderr");
         let (out_tx, stdout) = mpsc::channel();
         std::thread::spawn(move || {
+            let Some(out) = out else { return };
             let mut r = BufReader::new(out);
             loop {
                 let mut line = Vec::new();
@@ -340,6 +346,22 @@ impl RecvProcess {
     /// Lines written to stderr so far (after the `listening on` line).
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
+    }
+
+    /// Reads standard error until a line contains `needle`; that line.
+    ///
+    /// # Panics
+    /// When none does within `timeout`.
+    pub fn wait_stderr(&self, timeout: Duration, needle: &str) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?} on ncu-recv's stderr within {timeout:?}"),
+            }
+        }
     }
 
     /// Sends a signal to the process.

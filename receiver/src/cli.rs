@@ -37,11 +37,13 @@ Output:
     corrupt   a datagram was rejected (bad checksum, truncated, garbage, ...);
               rate limited, the rest are counted ('N more not shown')
     retired   a session was dropped from memory to make room for new ones
+    output    standard output failed (a full disk) and this many events were
+              dropped here ('output_dropped' in JSON)
     summary   on exit: per session lines, lost, duplicates, reordered, late,
               recovered, whether the sender offers recovery, fate; the receiver's
               own counters (corrupt by reason, kernel drops, NACKs)
   With --json the same events are JSON objects ('event': start, line, gap, silent,
-  resumed, end, corrupt, retired, summary); lines that are not valid UTF-8 carry
+  resumed, end, corrupt, retired, output_dropped, summary); lines that are not valid UTF-8 carry
   'bytes' (base64) instead of 'text'.
 
 Recovery (NACK):
@@ -61,6 +63,9 @@ Signals:
   SIGINT/SIGTERM: give up every hole (reported as gaps), print the summary, write
   the --report, exit 0. SIGUSR1: rewrite the --report now and go on.
   A closed standard output (ncu-recv 6666 | head) ends it quietly with status 0.
+  A failing one (a full disk) does not stop it: up to 4 MiB of output waits, whole
+  events only, and is written when it can be (tried every second); past that
+  events are dropped, counted, and marked where they were; exit status 1 then.
 
 Exit status: 0 on a clean stop; 1 on a runtime failure (e.g. the port is taken);
 2 on a usage error.";

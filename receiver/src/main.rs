@@ -8,6 +8,7 @@ mod outdir;
 mod output;
 mod report;
 mod run;
+mod stdout;
 
 use std::process::ExitCode;
 

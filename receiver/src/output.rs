@@ -15,6 +15,8 @@ pub(crate) struct Counters {
     pub(crate) kernel_drops: Option<u64>,
     /// Writes under `--output-dir` that failed.
     pub(crate) output_errors: u64,
+    /// Events standard output could not take (a full disk), dropped.
+    pub(crate) stdout_dropped: u64,
     /// The receive buffer granted, bytes.
     pub(crate) rcvbuf: usize,
     /// NACKs are sent (not `--no-nack`).
@@ -472,6 +474,28 @@ pub(crate) fn nack_text(stats: &Stats, counters: &Counters) -> String {
 }
 
 /// Writes the exit summary: one JSON object, or a block of `### ncu: summary` lines.
+/// The marker put where standard output dropped `count` events (it failed with
+/// `error`, e.g. a full disk), before the next event it takes.
+pub(crate) fn output_dropped(json: bool, count: u64, error: &str, out: &mut Vec<u8>) {
+    if json {
+        let v = serde_json::json!({
+            "event": "output_dropped",
+            "count": count,
+            "error": error,
+        });
+        out.extend_from_slice(v.to_string().as_bytes());
+        out.push(b'\n');
+    } else {
+        out.extend_from_slice(
+            format!(
+                "### ncu: output {count} events were not written here: standard output \
+                 failed ({error})\n"
+            )
+            .as_bytes(),
+        );
+    }
+}
+
 pub(crate) fn summary(
     json: bool,
     sessions: &[SessionSummary],
@@ -531,6 +555,7 @@ pub(crate) fn summary(
             "retired": stats.retired,
             "kernel_drops": counters.kernel_drops,
             "output_errors": counters.output_errors,
+            "stdout_dropped": counters.stdout_dropped,
             "nack": counters.nack,
             "nacks_sent": counters.nacks_sent,
             "nacks_suppressed": stats.nacks_suppressed,
@@ -557,6 +582,13 @@ pub(crate) fn summary(
             out,
             "### ncu: summary {} writes under --output-dir failed",
             counters.output_errors
+        )?;
+    }
+    if counters.stdout_dropped > 0 {
+        writeln!(
+            out,
+            "### ncu: summary {} events could not be written to standard output",
+            counters.stdout_dropped
         )?;
     }
     writeln!(out, "### ncu: summary {}", nack_text(stats, counters))?;

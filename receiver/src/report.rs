@@ -205,6 +205,13 @@ pub(crate) fn render(
             counters.output_errors
         );
     }
+    if counters.stdout_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "- events standard output could not take (dropped): {}",
+            counters.stdout_dropped
+        );
+    }
     s
 }
 

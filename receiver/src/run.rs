@@ -2,13 +2,14 @@
 //! gap and session logic is [`ncu_proto::reassembler`]'s; this is glue.
 
 use std::fmt;
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::event::{CorruptReason, Event};
 use ncu_proto::reassembler::{Config as RxConfig, Reassembler};
@@ -20,6 +21,7 @@ use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
 use crate::outdir::OutputDir;
 use crate::output::{self, Counters};
 use crate::report::{self, Ledger, ReceiverInfo};
+use crate::stdout::EventOutput;
 
 /// A runtime failure: printed on one line, exit status 1.
 #[derive(Debug)]
@@ -82,31 +84,28 @@ impl Nacks {
     }
 }
 
-/// Why the loop stopped writing to standard output.
-#[derive(Debug, PartialEq, Eq)]
-enum Stdout {
-    Open,
-    /// Closed by the reader (`| head`): a clean stop.
-    Closed,
-}
+/// While standard output fails (a full disk), how often writing it is tried again.
+const OUTPUT_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything the events go to.
-struct Sink<'a> {
+struct Sink {
     json: bool,
     prefix: bool,
     once: bool,
-    out: BufWriter<io::StdoutLock<'a>>,
-    stdout: Stdout,
-    /// A stdout failure other than a closed pipe.
-    failed: Option<io::Error>,
+    /// Standard output, in whole events.
+    out: EventOutput<File>,
+    /// When writing a failing standard output was last tried.
+    out_tried: Instant,
     ledger: Ledger,
     outdir: Option<OutputDir>,
     buf: Vec<u8>,
+    /// The marker of events that standard output dropped, before the next event.
+    marker: Vec<u8>,
     /// A session ended (for `--once`).
     ended: bool,
 }
 
-impl Sink<'_> {
+impl Sink {
     fn event(&mut self, event: &Event) {
         self.ledger.note(event);
         if let Some(dir) = &mut self.outdir {
@@ -115,7 +114,7 @@ impl Sink<'_> {
         if matches!(event, Event::End { .. } | Event::Silent { .. }) {
             self.ended = true;
         }
-        if self.stdout != Stdout::Open {
+        if self.out.is_closed() {
             return;
         }
         self.buf.clear();
@@ -130,24 +129,24 @@ impl Sink<'_> {
                 output::text_line(session, text, self.prefix, &mut self.buf);
             }
         }
-        let result = self.out.write_all(&self.buf);
-        self.check(result);
+        self.push_buf();
     }
 
-    fn check(&mut self, result: io::Result<()>) {
-        if let Err(e) = result {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                self.failed = Some(e);
-            }
-            self.stdout = Stdout::Closed;
+    /// Hands the event in `buf` to standard output, after a marker if events were
+    /// dropped before it.
+    fn push_buf(&mut self) {
+        self.marker.clear();
+        let hole = self.out.hole();
+        if hole > 0 {
+            let error = self.out.hole_error();
+            output::output_dropped(self.json, hole, &error, &mut self.marker);
         }
+        self.out.push(&self.marker, &self.buf);
     }
 
     fn flush(&mut self) {
-        if self.stdout == Stdout::Open {
-            let result = self.out.flush();
-            self.check(result);
-        }
+        self.out.flush();
+        self.out_tried = Instant::now();
         if let Some(dir) = &mut self.outdir {
             dir.flush();
         }
@@ -265,31 +264,36 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         rx.set_keys(keys, ncu_proto::seal::ReplayConfig::default());
     }
     let mut batch = Batch::new(config.slot_bytes);
-    let stdout = io::stdout();
+    // Written through a descriptor of its own, so that every write's outcome is known.
+    let stdout = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| RunError(format!("cannot use standard output: {e}")))?;
     let mut sink = Sink {
         json: config.json,
         prefix: config.prefix,
         once: config.once,
-        out: BufWriter::with_capacity(128 * 1024, stdout.lock()),
-        stdout: Stdout::Open,
-        failed: None,
+        out: EventOutput::new(File::from(stdout)),
+        out_tried: started,
         ledger: Ledger::default(),
         outdir: config.output_dir.as_deref().map(OutputDir::new),
         buf: Vec::with_capacity(4096),
+        marker: Vec::new(),
         ended: false,
     };
     let local = listener.local.to_string();
     let mut nacks = Nacks::default();
-    let counters = |sink: &Sink<'_>, nacks: &Nacks| Counters {
+    let counters = |sink: &Sink, nacks: &Nacks| Counters {
         kernel_drops: net::proc_drops(fd),
         output_errors: sink.outdir.as_ref().map_or(0, |d| d.errors),
+        stdout_dropped: sink.out.dropped(),
         rcvbuf: listener.rcvbuf,
         nack: config.nack,
         nacks_sent: nacks.sent,
         nacks_dropped: nacks.dropped,
         nack_send_errors: nacks.errors,
     };
-    let write_report = |rx: &Reassembler, sink: &Sink<'_>, nacks: &Nacks| {
+    let write_report = |rx: &Reassembler, sink: &Sink, nacks: &Nacks| {
         let Some(path) = &config.report else {
             return;
         };
@@ -350,15 +354,21 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
         nacks.send_all(&mut rx, &listener.socket, listener.local);
         sink.drain(&mut rx);
-        if sink.stdout == Stdout::Closed || (sink.once && sink.ended) {
+        if sink.out.is_closed() || (sink.once && sink.ended) {
             break;
+        }
+        if n > 0 && sink.out.is_failing() && now >= sink.out_tried + OUTPUT_RETRY {
+            sink.flush();
         }
         if n == 0 {
             sink.flush();
-            if sink.stdout == Stdout::Closed {
+            if sink.out.is_closed() {
                 break;
             }
-            let timeout = rx.poll_timeout().map(|t| t.saturating_duration_since(now));
+            let mut timeout = rx.poll_timeout().map(|t| t.saturating_duration_since(now));
+            if sink.out.is_failing() {
+                timeout = Some(timeout.map_or(OUTPUT_RETRY, |t| t.min(OUTPUT_RETRY)));
+            }
             net::wait(fd, sig.wake.as_raw_fd(), timeout)
                 .map_err(|e| RunError(format!("poll failed: {e}")))?;
             let mut drain = [0u8; 64];
@@ -369,15 +379,18 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     // Exit: give up every hole, say what is left, summarize, report.
     rx.flush();
     sink.drain(&mut rx);
-    if sink.stdout == Stdout::Open {
+    if !sink.out.is_closed() {
         let c = counters(&sink, &nacks);
-        let result = output::summary(sink.json, &rx.summaries(), rx.stats(), &c, &mut sink.out);
-        sink.check(result);
+        sink.buf.clear();
+        // Into memory: cannot fail.
+        if output::summary(sink.json, &rx.summaries(), rx.stats(), &c, &mut sink.buf).is_ok() {
+            sink.push_buf();
+        }
     }
     sink.flush();
     write_report(&rx, &sink, &nacks);
-    match sink.failed {
-        Some(e) => Err(RunError(format!("cannot write to standard output: {e}"))),
+    match sink.out.loss() {
+        Some(loss) => Err(RunError(loss)),
         None => Ok(()),
     }
 }

@@ -707,3 +707,150 @@ fn recv_from_real_ncu_send() {
     let end = String::from_utf8(rx.next_line(T).unwrap()).unwrap();
     assert!(end.contains("500 lines sent, 0 lost"), "{end}");
 }
+
+/// A full disk under standard output (here a file that may not grow: RLIMIT_FSIZE
+/// fails writes with EFBIG where a full disk gives ENOSPC; both take the same path):
+/// ncu-recv goes on receiving, holds up to 4 MiB of output whole, drops and counts the
+/// rest, and once the file may grow again writes what it held, then a marker where
+/// the dropped events were, then what came next. No line is torn; the exit status
+/// says events were lost.
+#[test]
+fn recv_full_stdout_holds_whole_events_marks_the_hole_and_goes_on() {
+    let dir = std::env::temp_dir().join(format!("ncu-full-stdout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_path = dir.join("out.json");
+    let report = dir.join("report.md");
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        // An ignored SIGXFSZ stays ignored across exec: writes fail instead of killing.
+        .arg(
+            "trap '' XFSZ; exec prlimit --fsize=20000:unlimited -- \"$0\" --json --report \"$1\" 0",
+        )
+        .arg(bin_path("ncu-recv"))
+        .arg(&report)
+        .stdout(std::fs::File::create(&out_path).unwrap());
+    let mut rx = RecvProcess::spawn_command(command);
+    let dest = rx.addr.to_string();
+
+    // 25,000 lines: about 6 MB of JSON against 20 kB of file and 4 MiB held.
+    const LINES: u64 = 25_000;
+    let input: String = (1..=LINES)
+        .map(|i| {
+            format!(
+                "line {i:05} of a log that outgrew its disk {}\n",
+                "x".repeat(40)
+            )
+        })
+        .collect();
+    let (mut send, mut stdin) = ncu_tests::spawn_send(&["--name", "first", &dest]);
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    ncu_tests::await_exit(&mut send, T);
+    rx.wait_stderr(T, "cannot write to standard output");
+    // Receiving went on: the report (SIGUSR1) counts every line and the clean END.
+    let deadline = Instant::now() + T;
+    loop {
+        rx.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        if text.contains(&format!("lines received: {LINES}")) && text.contains("clean END") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report never showed every line:\n{text}"
+        );
+    }
+    assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 20_000);
+
+    // Room again.
+    let pid = rx.child.id().to_string();
+    let raised = Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    rx.wait_stderr(T, "standard output takes writes again");
+    let (mut send, mut stdin) = ncu_tests::spawn_send(&["--name", "after", &dest]);
+    stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+    drop(stdin);
+    ncu_tests::await_exit(&mut send, T);
+    let ended = |text: &str| {
+        text.lines()
+            .any(|l| l.contains("\"event\":\"end\"") && l.contains("\"sender\":\"after\""))
+    };
+    let deadline = Instant::now() + T;
+    while !ended(&std::fs::read_to_string(&out_path).unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "the second session never reached the file"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rx.signal(libc::SIGTERM);
+    let status = rx.wait(T);
+    assert_eq!(status.code(), Some(1), "events were lost: status 1");
+    rx.wait_stderr(T, "events dropped");
+
+    // Every line whole.
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line ({e}): {l:?}")))
+        .collect();
+    let marker = events
+        .iter()
+        .position(|v| v["event"] == "output_dropped")
+        .expect("a marker where events were dropped");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|v| v["event"] == "output_dropped")
+            .count(),
+        1
+    );
+    let (before, after) = (&events[..marker], &events[marker + 1..]);
+    // Before the hole: the first session from its start, its lines 1..=K in order.
+    assert_eq!(before[0]["event"], "start");
+    let seqs: Vec<u64> = before[1..]
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    let held = seqs.len() as u64;
+    assert!(held > 0);
+    assert_eq!(seqs, (1..=held).collect::<Vec<_>>());
+    // The hole: exactly the first session's other events (its remaining lines, END).
+    let dropped = events[marker]["count"].as_u64().unwrap();
+    assert_eq!(dropped, (LINES - held) + 1);
+    assert!(
+        events[marker]["error"].as_str().unwrap().contains("large"),
+        "{}",
+        events[marker]
+    );
+    // After it: the second session whole, then the summary with the same count.
+    assert!(
+        after.iter().all(|v| v["sender"] != "first"),
+        "first-session event after the hole"
+    );
+    let texts: Vec<&str> = after
+        .iter()
+        .filter(|v| v["event"] == "line")
+        .map(|v| v["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    let summary = after.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["stdout_dropped"], dropped);
+    let first = summary["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sender"] == "first")
+        .unwrap();
+    assert_eq!(
+        (first["lines"].as_u64(), first["lost"].as_u64()),
+        (Some(LINES), Some(0))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,327 @@
+//! Standard output, written in whole events, surviving a full disk.
+//!
+//! An event (one output line, or a marker and a line) is held whole or dropped whole:
+//! never torn. What a failed or short write left unwritten stays held and goes out
+//! first when standard output takes writes again, so nothing already received is lost
+//! while the held bytes fit [`HELD_MAX`]. Past that, events are dropped and counted,
+//! and the next event written is preceded by a marker saying how many are missing
+//! ([`EventOutput::hole`]). A reader that went away (`EPIPE`, `ncu-recv | head`)
+//! closes it quietly.
+
+use std::io::{self, Write};
+
+/// Held events are written out once they reach this many bytes (and when the receiver
+/// is idle).
+pub(crate) const CAPACITY: usize = 128 * 1024;
+/// The most bytes held while standard output fails (a full disk): past this, events
+/// are dropped and counted.
+pub(crate) const HELD_MAX: usize = 4 << 20;
+
+/// Whole events on their way to a writer (standard output).
+pub(crate) struct EventOutput<W: Write> {
+    inner: W,
+    /// Whole events not yet written; `held[..written]` went out already.
+    held: Vec<u8>,
+    written: usize,
+    /// The reader went away: nothing more is written.
+    closed: bool,
+    /// The error of the failure going on, if one is.
+    failure: Option<io::Error>,
+    /// The first failure's error (said at exit).
+    first_failure: Option<io::Error>,
+    /// Events dropped since the last marker.
+    hole: u64,
+    /// Events dropped in all.
+    dropped: u64,
+}
+
+impl<W: Write> EventOutput<W> {
+    pub(crate) fn new(inner: W) -> EventOutput<W> {
+        EventOutput {
+            inner,
+            held: Vec::with_capacity(CAPACITY),
+            written: 0,
+            closed: false,
+            failure: None,
+            first_failure: None,
+            hole: 0,
+            dropped: 0,
+        }
+    }
+
+    /// The reader went away (a closed pipe).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Writes fail now (until a later attempt succeeds).
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Events dropped since the last marker: when above 0, the caller puts a marker
+    /// saying so before the next event.
+    pub(crate) fn hole(&self) -> u64 {
+        self.hole
+    }
+
+    /// The error that made the current hole, for its marker.
+    pub(crate) fn hole_error(&self) -> String {
+        self.first_failure
+            .as_ref()
+            .or(self.failure.as_ref())
+            .map_or_else(String::new, ToString::to_string)
+    }
+
+    /// Events dropped in all.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Adds `marker` (possibly empty) and `event`, whole, or drops the event and counts
+    /// it. A non-empty `marker` accepted closes the current hole. Returns whether the
+    /// event was taken.
+    pub(crate) fn push(&mut self, marker: &[u8], event: &[u8]) -> bool {
+        if self.closed {
+            return false;
+        }
+        let need = marker.len() + event.len();
+        if self.failure.is_none() && self.held.len() + need > CAPACITY {
+            self.write_out();
+            if self.closed {
+                return false;
+            }
+        }
+        if self.failure.is_some() && self.held.len() - self.written + need > HELD_MAX {
+            self.hole += 1;
+            self.dropped += 1;
+            return false;
+        }
+        self.held.extend_from_slice(marker);
+        self.held.extend_from_slice(event);
+        if !marker.is_empty() {
+            self.hole = 0;
+        }
+        if self.failure.is_none() && self.held.len() >= CAPACITY {
+            self.write_out();
+        }
+        true
+    }
+
+    /// Writes out what is held (again, after a failure).
+    pub(crate) fn flush(&mut self) {
+        if !self.closed {
+            self.write_out();
+        }
+    }
+
+    fn write_out(&mut self) {
+        while self.written < self.held.len() {
+            match self.inner.write(&self.held[self.written..]) {
+                Ok(0) => {
+                    self.fail(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    self.closed = true;
+                    self.held = Vec::new();
+                    self.written = 0;
+                    return;
+                }
+                Err(e) => {
+                    self.fail(e);
+                    break;
+                }
+            }
+        }
+        if self.written == self.held.len() {
+            self.held.clear();
+            self.written = 0;
+            if self.failure.take().is_some() {
+                eprintln!(
+                    "ncu-recv: standard output takes writes again; {} events were not \
+                     written (a marker in the output says where)",
+                    self.dropped
+                );
+            }
+        } else {
+            self.held.drain(..self.written);
+            self.written = 0;
+        }
+        if let Err(e) = self.inner.flush() {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                self.closed = true;
+            }
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        if self.failure.is_none() {
+            eprintln!(
+                "ncu-recv: cannot write to standard output: {e}; receiving goes on, up to \
+                 {} MiB of output is held and written when it can be, past that events \
+                 are dropped and counted",
+                HELD_MAX >> 20
+            );
+        }
+        if self.first_failure.is_none() {
+            self.first_failure = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+        self.failure = Some(e);
+    }
+
+    /// At exit, after a last [`EventOutput::flush`]: what could not be written, if
+    /// anything.
+    pub(crate) fn loss(&self) -> Option<String> {
+        let unwritten = self.held.len() - self.written;
+        if self.closed || (self.dropped == 0 && unwritten == 0) {
+            return None;
+        }
+        Some(format!(
+            "cannot write to standard output: {}; {} events dropped, {} bytes of output \
+             never written",
+            self.hole_error(),
+            self.dropped,
+            unwritten
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A disk that takes `room` more bytes (short writes at the edge), then fails with
+    /// ENOSPC until given more room.
+    #[derive(Clone, Default)]
+    struct Disk {
+        bytes: Rc<RefCell<Vec<u8>>>,
+        room: Rc<RefCell<usize>>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut room = self.room.borrow_mut();
+            if *room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(*room);
+            *room -= n;
+            self.bytes.borrow_mut().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn event(i: usize, len: usize) -> Vec<u8> {
+        let mut e = format!("event {i} ").into_bytes();
+        e.resize(len - 1, b'x');
+        e.push(b'\n');
+        e
+    }
+
+    #[test]
+    fn a_full_disk_holds_whole_events_then_marks_the_hole_and_goes_on() {
+        let disk = Disk::default();
+        *disk.room.borrow_mut() = 10_000;
+        let mut out = EventOutput::new(disk.clone());
+        let len = 1000;
+        let mut taken = Vec::new();
+        let mut i = 0;
+        // Far more than the disk and the held bytes take together.
+        while i < (HELD_MAX + 4 * CAPACITY) / len {
+            let marker: &[u8] = if out.hole() > 0 { b"MARK\n" } else { b"" };
+            if out.push(marker, &event(i, len)) {
+                taken.push(i);
+            }
+            i += 1;
+        }
+        out.flush();
+        assert!(out.is_failing());
+        let dropped = out.dropped();
+        assert!(dropped > 0);
+        assert_eq!(taken.len() as u64 + dropped, i as u64);
+        // Room again: the held events go out first, then the marker, then new events.
+        *disk.room.borrow_mut() = usize::MAX;
+        out.flush();
+        assert!(!out.is_failing());
+        assert_eq!(out.hole(), dropped);
+        assert!(out.push(b"MARK\n", &event(i, len)));
+        taken.push(i);
+        assert!(out.push(b"", &event(i + 1, len)));
+        taken.push(i + 1);
+        out.flush();
+        assert_eq!(out.loss(), Some(format!(
+            "cannot write to standard output: {}; {dropped} events dropped, 0 bytes of output never written",
+            io::Error::from_raw_os_error(libc::ENOSPC)
+        )));
+        let bytes = disk.bytes.borrow();
+        let lines: Vec<&[u8]> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        // Every line whole, in order: the events taken, one marker where the hole is.
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for &t in &taken {
+            if t == i {
+                want.push(b"MARK".to_vec());
+            }
+            let mut e = event(t, len);
+            e.pop();
+            want.push(e);
+        }
+        assert_eq!(lines.len(), want.len());
+        for (got, want) in lines.iter().zip(&want) {
+            assert_eq!(*got, want.as_slice());
+        }
+        // The hole is exactly the events dropped: between the last held and `i`.
+        let held_last = taken[taken.len() - 3];
+        assert_eq!((i - 1 - held_last) as u64, dropped);
+    }
+
+    #[test]
+    fn a_short_write_never_tears_an_event() {
+        let disk = Disk::default();
+        *disk.room.borrow_mut() = 1500; // one and a half events
+        let mut out = EventOutput::new(disk.clone());
+        for i in 0..3 {
+            assert!(out.push(b"", &event(i, 1000)));
+        }
+        out.flush();
+        assert!(out.is_failing());
+        assert!(out
+            .loss()
+            .unwrap()
+            .ends_with("0 events dropped, 1500 bytes of output never written"));
+        *disk.room.borrow_mut() = usize::MAX;
+        out.flush();
+        assert_eq!(out.loss(), None);
+        let want: Vec<u8> = (0..3).flat_map(|i| event(i, 1000)).collect();
+        assert_eq!(*disk.bytes.borrow(), want);
+    }
+
+    #[test]
+    fn a_closed_reader_closes_quietly() {
+        struct Gone;
+        impl Write for Gone {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = EventOutput::new(Gone);
+        assert!(out.push(b"", b"line\n"));
+        out.flush();
+        assert!(out.is_closed());
+        assert!(!out.push(b"", b"line\n"));
+        assert_eq!(out.loss(), None);
+    }
+}
