@@ -138,8 +138,7 @@ impl Sink {
         self.marker.clear();
         let hole = self.out.hole();
         if hole > 0 {
-            let error = self.out.hole_error();
-            output::output_dropped(self.json, hole, &error, &mut self.marker);
+            output::output_dropped(self.json, hole, self.out.hole_error(), &mut self.marker);
         }
         self.out.push(&self.marker, &self.buf);
     }

@@ -20,15 +20,14 @@ pub(crate) const HELD_MAX: usize = 4 << 20;
 /// Whole events on their way to a writer (standard output).
 pub(crate) struct EventOutput<W: Write> {
     inner: W,
-    /// Whole events not yet written; `held[..written]` went out already.
+    /// Whole events not yet written (a short write's rest first).
     held: Vec<u8>,
-    written: usize,
     /// The reader went away: nothing more is written.
     closed: bool,
     /// The error of the failure going on, if one is.
     failure: Option<io::Error>,
-    /// The first failure's error (said at exit).
-    first_failure: Option<io::Error>,
+    /// What the last failure said (for the marker after it, and at exit).
+    last_failure: Option<String>,
     /// Events dropped since the last marker.
     hole: u64,
     /// Events dropped in all.
@@ -40,10 +39,9 @@ impl<W: Write> EventOutput<W> {
         EventOutput {
             inner,
             held: Vec::with_capacity(CAPACITY),
-            written: 0,
             closed: false,
             failure: None,
-            first_failure: None,
+            last_failure: None,
             hole: 0,
             dropped: 0,
         }
@@ -66,11 +64,8 @@ impl<W: Write> EventOutput<W> {
     }
 
     /// The error that made the current hole, for its marker.
-    pub(crate) fn hole_error(&self) -> String {
-        self.first_failure
-            .as_ref()
-            .or(self.failure.as_ref())
-            .map_or_else(String::new, ToString::to_string)
+    pub(crate) fn hole_error(&self) -> &str {
+        self.last_failure.as_deref().unwrap_or("")
     }
 
     /// Events dropped in all.
@@ -92,7 +87,7 @@ impl<W: Write> EventOutput<W> {
                 return false;
             }
         }
-        if self.failure.is_some() && self.held.len() - self.written + need > HELD_MAX {
+        if self.failure.is_some() && self.held.len() + need > HELD_MAX {
             self.hole += 1;
             self.dropped += 1;
             return false;
@@ -116,18 +111,18 @@ impl<W: Write> EventOutput<W> {
     }
 
     fn write_out(&mut self) {
-        while self.written < self.held.len() {
-            match self.inner.write(&self.held[self.written..]) {
+        let mut written = 0;
+        while written < self.held.len() {
+            match self.inner.write(&self.held[written..]) {
                 Ok(0) => {
                     self.fail(io::ErrorKind::WriteZero.into());
                     break;
                 }
-                Ok(n) => self.written += n,
+                Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                     self.closed = true;
                     self.held = Vec::new();
-                    self.written = 0;
                     return;
                 }
                 Err(e) => {
@@ -136,19 +131,16 @@ impl<W: Write> EventOutput<W> {
                 }
             }
         }
-        if self.written == self.held.len() {
-            self.held.clear();
-            self.written = 0;
-            if self.failure.take().is_some() {
-                eprintln!(
-                    "ncu-recv: standard output takes writes again; {} events were not \
-                     written (a marker in the output says where)",
-                    self.dropped
-                );
-            }
-        } else {
-            self.held.drain(..self.written);
-            self.written = 0;
+        // What went out leaves; the rest of a short write stays first in line.
+        self.held.drain(..written);
+        // Recovered only when something was written: with nothing held there is no
+        // telling.
+        if self.held.is_empty() && written > 0 && self.failure.take().is_some() {
+            eprintln!(
+                "ncu-recv: standard output takes writes again; {} events were not \
+                 written (a marker in the output says where)",
+                self.dropped
+            );
         }
         if let Err(e) = self.inner.flush() {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -166,16 +158,14 @@ impl<W: Write> EventOutput<W> {
                 HELD_MAX >> 20
             );
         }
-        if self.first_failure.is_none() {
-            self.first_failure = Some(io::Error::new(e.kind(), e.to_string()));
-        }
+        self.last_failure = Some(e.to_string());
         self.failure = Some(e);
     }
 
     /// At exit, after a last [`EventOutput::flush`]: what could not be written, if
     /// anything.
     pub(crate) fn loss(&self) -> Option<String> {
-        let unwritten = self.held.len() - self.written;
+        let unwritten = self.held.len();
         if self.closed || (self.dropped == 0 && unwritten == 0) {
             return None;
         }
