@@ -1,16 +1,22 @@
 //! `--output-dir`: each session's lines (and its event markers) appended to its own
 //! file, with a bounded number of open files. A failing disk is reported once and
-//! counted; standard output is served regardless.
+//! counted; standard output is served regardless. When a file takes writes again, a
+//! line an earlier failure tore is ended first (it never runs into the next line),
+//! and a marker says lines may be missing there.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ncu_proto::event::SessionInfo;
 
 /// Most files open at once (least recently used closed first).
 const MAX_OPEN: usize = 64;
+/// Most sessions remembered as having lost bytes to a failed write (for the marker);
+/// past this, a torn line is still ended but not marked.
+const MAX_BROKEN: usize = 4096;
 struct OpenFile {
     w: BufWriter<File>,
     path: PathBuf,
@@ -25,6 +31,9 @@ pub(crate) struct OutputDir {
     /// Writes that failed.
     pub(crate) errors: u64,
     warned: bool,
+    /// Sessions whose file lost buffered bytes to a failed write, and the error: the
+    /// next write to it is preceded by a marker.
+    broken: HashMap<u64, String>,
 }
 
 /// A file-name-safe form of a sender name.
@@ -55,6 +64,7 @@ impl OutputDir {
             tick: 0,
             errors: 0,
             warned: false,
+            broken: HashMap::new(),
         };
         if let Err(e) = std::fs::create_dir_all(dir) {
             out.warn(dir, &e);
@@ -101,9 +111,26 @@ impl OutputDir {
                     self.close(k);
                 }
             }
-            match OpenOptions::new().create(true).append(true).open(&path) {
+            match OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&path)
+            {
                 Ok(f) => {
-                    let w = BufWriter::with_capacity(16 * 1024, f);
+                    let mut w = BufWriter::with_capacity(16 * 1024, f);
+                    // A line torn by an earlier failed write (here or in an earlier
+                    // run) must not run into the next one.
+                    if ends_mid_line(w.get_ref()) {
+                        let _ = w.write_all(b"\n");
+                    }
+                    if let Some(e) = self.broken.remove(&session.id) {
+                        let _ = writeln!(
+                            w,
+                            "### ncu: output lines may be missing here: writing this file \
+                             failed ({e})"
+                        );
+                    }
                     let path = path.clone();
                     self.open.insert(session.id, OpenFile { w, path, used: 0 });
                 }
@@ -122,7 +149,7 @@ impl OutputDir {
         if let Err(e) = f.w.write_all(bytes) {
             self.errors += 1;
             self.warn(&path, &e);
-            self.drop_file(session.id);
+            self.drop_file(session.id, &e);
         }
     }
 
@@ -132,14 +159,23 @@ impl OutputDir {
             if let Err(e) = f.w.flush() {
                 self.errors += 1;
                 self.warn(&f.path, &e);
+                let (_file, _lost) = f.w.into_parts();
+                self.mark_broken(id, &e);
             }
         }
     }
 
-    fn drop_file(&mut self, id: u64) {
+    fn drop_file(&mut self, id: u64, e: &io::Error) {
         if let Some(f) = self.open.remove(&id) {
             // The buffered bytes failed already; do not try them again.
             let (_file, _lost) = f.w.into_parts();
+        }
+        self.mark_broken(id, e);
+    }
+
+    fn mark_broken(&mut self, id: u64, e: &io::Error) {
+        if self.broken.len() < MAX_BROKEN || self.broken.contains_key(&id) {
+            self.broken.insert(id, e.to_string());
         }
     }
 
@@ -154,9 +190,18 @@ impl OutputDir {
         for (id, path, e) in failed {
             self.errors += 1;
             self.warn(&path, &e);
-            self.drop_file(id);
+            self.drop_file(id, &e);
         }
     }
+}
+
+/// The file is not empty and its last byte is not a newline.
+fn ends_mid_line(file: &File) -> bool {
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    len > 0 && matches!(file.read_at(&mut last, len - 1), Ok(1)) && last[0] != b'\n'
 }
 
 #[cfg(test)]

@@ -854,3 +854,93 @@ fn recv_full_stdout_holds_whole_events_marks_the_hole_and_goes_on() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--output-dir` on a full disk (a file that may not grow, as above): failures are
+/// counted, and once the file takes writes again the line a failure tore is ended
+/// first, a marker says lines may be missing there, and the session's next lines
+/// follow whole: no line ever runs into another.
+#[test]
+fn recv_output_dir_full_disk_never_splices_lines() {
+    let dir = std::env::temp_dir().join(format!("ncu-full-outdir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("trap '' XFSZ; exec prlimit --fsize=20000:unlimited -- \"$0\" --output-dir \"$1\" 0")
+        .arg(bin_path("ncu-recv"))
+        .arg(&dir)
+        .stdout(Stdio::piped());
+    let mut rx = RecvProcess::spawn_command(command);
+    let dest = rx.addr.to_string();
+    let line = |phase: &str, i: u32| format!("{phase} line {i:05} {}", "y".repeat(60));
+    let (mut send, mut stdin) = ncu_tests::spawn_send(&["--name", "disk", &dest]);
+    let first: String = (1..=2000).map(|i| line("before", i) + "\n").collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    rx.wait_stderr(T, "--output-dir: cannot write");
+    let last_before = format!("{}\n", line("before", 2000));
+    let deadline = Instant::now() + T;
+    while rx.next_line(T).expect("stdout goes on") != last_before.as_bytes() {
+        assert!(
+            Instant::now() < deadline,
+            "stdout never showed the last line"
+        );
+    }
+    let pid = rx.child.id().to_string();
+    let raised = Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    let after: Vec<String> = (1..=10).map(|i| line("after", i)).collect();
+    for l in &after {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    ncu_tests::await_exit(&mut send, T);
+    let deadline = Instant::now() + T;
+    loop {
+        let l = rx.next_line(T).expect("stdout goes on");
+        if l.starts_with(b"### ncu: end") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no end marker");
+    }
+    rx.signal(libc::SIGTERM);
+    assert!(rx.wait(T).success());
+
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let marker = lines
+        .iter()
+        .position(|l| l.starts_with("### ncu: output lines may be missing here"))
+        .unwrap_or_else(|| panic!("no marker in {} lines", lines.len()));
+    // Before the marker: whole "before" lines in order, and at most one torn one, last.
+    let (held, torn) = match lines[marker - 1] {
+        l if l.len() == line("before", 1).len() => (&lines[..marker], None),
+        l => (&lines[..marker - 1], Some(l)),
+    };
+    for (i, l) in held.iter().enumerate() {
+        assert_eq!(*l, line("before", i as u32 + 1));
+    }
+    if let Some(t) = torn {
+        assert!(
+            line("before", held.len() as u32 + 1).starts_with(t),
+            "{t:?}"
+        );
+    }
+    // After it: only whole lines and markers; the "after" lines all there, in order.
+    let rest: Vec<&str> = lines[marker + 1..]
+        .iter()
+        .filter(|l| !l.starts_with("### ncu:"))
+        .copied()
+        .collect();
+    assert_eq!(rest, after);
+    let _ = std::fs::remove_dir_all(&dir);
+}
