@@ -20,6 +20,9 @@ pub(crate) const HELD_MAX: usize = 4 << 20;
 /// Whole events on their way to a writer (standard output).
 pub(crate) struct EventOutput<W: Write> {
     inner: W,
+    /// [`CAPACITY`] and [`HELD_MAX`] (smaller in tests).
+    capacity: usize,
+    held_max: usize,
     /// Whole events not yet written (a short write's rest first).
     held: Vec<u8>,
     /// The reader went away: nothing more is written.
@@ -36,9 +39,15 @@ pub(crate) struct EventOutput<W: Write> {
 
 impl<W: Write> EventOutput<W> {
     pub(crate) fn new(inner: W) -> EventOutput<W> {
+        EventOutput::with_limits(inner, CAPACITY, HELD_MAX)
+    }
+
+    fn with_limits(inner: W, capacity: usize, held_max: usize) -> EventOutput<W> {
         EventOutput {
             inner,
-            held: Vec::with_capacity(CAPACITY),
+            capacity,
+            held_max,
+            held: Vec::with_capacity(capacity),
             closed: false,
             failure: None,
             last_failure: None,
@@ -81,13 +90,13 @@ impl<W: Write> EventOutput<W> {
             return false;
         }
         let need = marker.len() + event.len();
-        if self.failure.is_none() && self.held.len() + need > CAPACITY {
+        if self.failure.is_none() && self.held.len() + need > self.capacity {
             self.write_out();
             if self.closed {
                 return false;
             }
         }
-        if self.failure.is_some() && self.held.len() + need > HELD_MAX {
+        if self.failure.is_some() && self.held.len() + need > self.held_max {
             self.hole += 1;
             self.dropped += 1;
             return false;
@@ -97,7 +106,7 @@ impl<W: Write> EventOutput<W> {
         if !marker.is_empty() {
             self.hole = 0;
         }
-        if self.failure.is_none() && self.held.len() >= CAPACITY {
+        if self.failure.is_none() && self.held.len() >= self.capacity {
             self.write_out();
         }
         true
@@ -155,7 +164,7 @@ impl<W: Write> EventOutput<W> {
                 "ncu-recv: cannot write to standard output: {e}; receiving goes on, up to \
                  {} MiB of output is held and written when it can be, past that events \
                  are dropped and counted",
-                HELD_MAX >> 20
+                self.held_max >> 20
             );
         }
         self.last_failure = Some(e.to_string());
@@ -273,6 +282,74 @@ mod tests {
         // The hole is exactly the events dropped: between the last held and `i`.
         let held_last = taken[taken.len() - 3];
         assert_eq!((i - 1 - held_last) as u64, dropped);
+    }
+
+    /// Random events, random room on the disk (none, a little, plenty), flushes in
+    /// between: what reaches the disk is exactly the events taken, whole and in order,
+    /// with a marker before the first event after each hole counting that hole; the
+    /// events not taken are the ones counted dropped. Seed printed on failure.
+    #[test]
+    fn against_a_model_under_random_room_and_sizes() {
+        let (mut holes_marked, mut all_dropped) = (0, 0);
+        for seed in 1..=200u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let disk = Disk::default();
+            // Small limits, so that a few events fill them.
+            let mut out = EventOutput::with_limits(disk.clone(), 4096, 16_384);
+            let mut want: Vec<u8> = Vec::new();
+            let (mut dropped, mut unmarked) = (0u64, 0u64);
+            for i in 0..2000 {
+                match next(10) {
+                    0 => *disk.room.borrow_mut() = 0,
+                    1 => *disk.room.borrow_mut() = next(3_000) as usize,
+                    2 => *disk.room.borrow_mut() = usize::MAX,
+                    3 => out.flush(),
+                    _ => {
+                        let len = if next(50) == 0 {
+                            16_000 + next(8_000) as usize
+                        } else {
+                            10 + next(1000) as usize
+                        };
+                        let e = event(i, len);
+                        let marker = match out.hole() {
+                            0 => Vec::new(),
+                            n => format!("MARK {n}\n").into_bytes(),
+                        };
+                        assert_eq!(out.hole(), unmarked, "seed {seed}");
+                        if out.push(&marker, &e) {
+                            holes_marked += u64::from(!marker.is_empty());
+                            want.extend_from_slice(&marker);
+                            want.extend_from_slice(&e);
+                            unmarked = 0;
+                        } else {
+                            dropped += 1;
+                            unmarked += 1;
+                        }
+                    }
+                }
+            }
+            *disk.room.borrow_mut() = usize::MAX;
+            out.flush();
+            assert_eq!(out.dropped(), dropped, "seed {seed}");
+            assert_eq!(out.hole(), unmarked, "seed {seed}");
+            assert!(
+                *disk.bytes.borrow() == want,
+                "seed {seed}: the disk differs from the model"
+            );
+            assert_eq!(out.loss().is_some(), dropped > 0, "seed {seed}");
+            all_dropped += dropped;
+        }
+        // The runs did drop events and mark holes (else this tested nothing of it).
+        assert!(
+            all_dropped > 0 && holes_marked > 0,
+            "{all_dropped} {holes_marked}"
+        );
     }
 
     #[test]
