@@ -566,6 +566,69 @@ fn sigterm_sends_what_was_read_then_end() {
     assert_eq!(wait_output(&mut child).status.code(), Some(128 + 15));
 }
 
+/// SIGTERM to ncu-send running COMMAND goes to COMMAND (which ends of it: END says
+/// so, and the status is 128+15); COMMAND starts with no signal blocked, though
+/// ncu-send blocks SIGINT and SIGTERM outside its wait; a second SIGTERM stops
+/// ncu-send itself even when COMMAND ignores the first.
+#[test]
+fn sigterm_goes_to_the_command_which_starts_with_no_signal_blocked() {
+    // Not through sh, which clears the mask itself.
+    let cap = UdpCapture::bind();
+    let status = ncu_send(&[&cap.dest(), "--", "grep", "SigBlk", "/proc/self/status"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        lines_of(&until_end(&cap)).into_values().collect::<Vec<_>>(),
+        [(0, b"SigBlk:\t0000000000000000".to_vec())]
+    );
+
+    let cap = UdpCapture::bind();
+    let script = "echo ready; exec sleep 30";
+    let mut child = ncu_send(&[&cap.dest(), "--", "sh", "-c", script])
+        .spawn()
+        .unwrap();
+    assert!(matches!(next(&cap), Got::Hello { .. }));
+    assert_eq!(next(&cap), Got::Lines(vec![(1, 0, b"ready".to_vec())]));
+    // SAFETY: kill takes a pid and a signal.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
+    assert_eq!(
+        until_end(&cap).last(),
+        Some(&Got::End {
+            seq: 1,
+            reason: EndReason::CommandSignal(libc::SIGTERM)
+        })
+    );
+
+    let cap = UdpCapture::bind();
+    // A command that only says it got the signal (and gives up after 10 s).
+    let script = "trap 'echo got TERM' TERM; echo $$; for i in $(seq 200); do sleep 0.05; done";
+    let mut child = ncu_send(&[&cap.dest(), "--", "sh", "-c", script])
+        .spawn()
+        .unwrap();
+    assert!(matches!(next(&cap), Got::Hello { .. }));
+    let Got::Lines(first) = next(&cap) else {
+        panic!("no line")
+    };
+    let deaf: libc::pid_t = String::from_utf8_lossy(&first[0].2).parse().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(next(&cap), Got::Lines(vec![(2, 0, b"got TERM".to_vec())]));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(128 + 15));
+    // SAFETY: as above; the command outlives ncu-send by design.
+    unsafe { libc::kill(deaf, libc::SIGKILL) };
+    assert_eq!(
+        until_end(&cap).last(),
+        Some(&Got::End {
+            seq: 2,
+            reason: EndReason::Signal(libc::SIGTERM)
+        })
+    );
+}
+
 #[test]
 fn a_bad_dest_is_a_usage_error_naming_it() {
     for bad in [
