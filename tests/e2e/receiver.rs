@@ -708,6 +708,35 @@ fn recv_from_real_ncu_send() {
     assert!(end.contains("500 lines sent, 0 lost"), "{end}");
 }
 
+/// `ncu-recv ARGS... 0` whose files may not grow past 20,000 bytes (RLIMIT_FSIZE; a
+/// write past it fails with EFBIG, as one on a full disk fails with ENOSPC), with
+/// `stdout` as its standard output.
+fn recv_with_small_files(args: &[&str], stdout: Stdio) -> RecvProcess {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        // An ignored SIGXFSZ stays ignored across exec: writes fail instead of killing.
+        .arg("trap '' XFSZ; exec prlimit --fsize=20000:unlimited -- \"$@\" 0")
+        .arg("sh")
+        .arg(bin_path("ncu-recv"))
+        .args(args)
+        .stdout(stdout);
+    RecvProcess::spawn_command(command)
+}
+
+/// Room again: lifts the file size limit of [`recv_with_small_files`].
+fn lift_file_limit(rx: &RecvProcess) {
+    let raised = Command::new("prlimit")
+        .args([
+            "--pid",
+            &rx.child.id().to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+}
+
 /// A full disk under standard output (here a file that may not grow: RLIMIT_FSIZE
 /// fails writes with EFBIG where a full disk gives ENOSPC; both take the same path):
 /// ncu-recv goes on receiving, holds up to 4 MiB of output whole, drops and counts the
@@ -720,17 +749,9 @@ fn recv_full_stdout_holds_whole_events_marks_the_hole_and_goes_on() {
     std::fs::create_dir_all(&dir).unwrap();
     let out_path = dir.join("out.json");
     let report = dir.join("report.md");
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        // An ignored SIGXFSZ stays ignored across exec: writes fail instead of killing.
-        .arg(
-            "trap '' XFSZ; exec prlimit --fsize=20000:unlimited -- \"$0\" --json --report \"$1\" 0",
-        )
-        .arg(bin_path("ncu-recv"))
-        .arg(&report)
-        .stdout(std::fs::File::create(&out_path).unwrap());
-    let mut rx = RecvProcess::spawn_command(command);
+    let report = report.to_str().unwrap();
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut rx = recv_with_small_files(&["--json", "--report", report], out.into());
     let dest = rx.addr.to_string();
 
     // 25,000 lines: about 6 MB of JSON against 20 kB of file and 4 MiB held.
@@ -753,7 +774,7 @@ fn recv_full_stdout_holds_whole_events_marks_the_hole_and_goes_on() {
     loop {
         rx.signal(libc::SIGUSR1);
         std::thread::sleep(Duration::from_millis(50));
-        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        let text = std::fs::read_to_string(report).unwrap_or_default();
         if text.contains(&format!("lines received: {LINES}")) && text.contains("clean END") {
             break;
         }
@@ -764,13 +785,7 @@ fn recv_full_stdout_holds_whole_events_marks_the_hole_and_goes_on() {
     }
     assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 20_000);
 
-    // Room again.
-    let pid = rx.child.id().to_string();
-    let raised = Command::new("prlimit")
-        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
-        .status()
-        .unwrap();
-    assert!(raised.success());
+    lift_file_limit(&rx);
     rx.wait_stderr(T, "standard output takes writes again");
     let (mut send, mut stdin) = ncu_tests::spawn_send(&["--name", "after", &dest]);
     stdin.write_all(b"one\ntwo\nthree\n").unwrap();
@@ -864,14 +879,7 @@ fn recv_output_dir_full_disk_never_splices_lines() {
     let dir = std::env::temp_dir().join(format!("ncu-full-outdir-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg("trap '' XFSZ; exec prlimit --fsize=20000:unlimited -- \"$0\" --output-dir \"$1\" 0")
-        .arg(bin_path("ncu-recv"))
-        .arg(&dir)
-        .stdout(Stdio::piped());
-    let mut rx = RecvProcess::spawn_command(command);
+    let mut rx = recv_with_small_files(&["--output-dir", dir.to_str().unwrap()], Stdio::piped());
     let dest = rx.addr.to_string();
     let line = |phase: &str, i: u32| format!("{phase} line {i:05} {}", "y".repeat(60));
     let (mut send, mut stdin) = ncu_tests::spawn_send(&["--name", "disk", &dest]);
@@ -887,12 +895,7 @@ fn recv_output_dir_full_disk_never_splices_lines() {
             "stdout never showed the last line"
         );
     }
-    let pid = rx.child.id().to_string();
-    let raised = Command::new("prlimit")
-        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
-        .status()
-        .unwrap();
-    assert!(raised.success());
+    lift_file_limit(&rx);
     let after: Vec<String> = (1..=10).map(|i| line("after", i)).collect();
     for l in &after {
         writeln!(stdin, "{l}").unwrap();
@@ -935,12 +938,21 @@ fn recv_output_dir_full_disk_never_splices_lines() {
             "{t:?}"
         );
     }
-    // After it: only whole lines and markers; the "after" lines all there, in order.
+    // After it: only whole lines and markers. "before" lines still buffered when the
+    // file took writes again may come first, in order; then every "after" line.
     let rest: Vec<&str> = lines[marker + 1..]
         .iter()
         .filter(|l| !l.starts_with("### ncu:"))
         .copied()
         .collect();
-    assert_eq!(rest, after);
+    let (late, tail) = rest.split_at(rest.len().saturating_sub(after.len()));
+    assert_eq!(tail, after);
+    let mut last = held.len() as u32;
+    for l in late {
+        let i: u32 = l["before line ".len()..][..5].parse().unwrap();
+        assert!(i > last, "{l:?} after line {last}");
+        assert_eq!(*l, line("before", i));
+        last = i;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
