@@ -43,8 +43,8 @@ Output:
               recovered, whether the sender offers recovery, fate; the receiver's
               own counters (corrupt by reason, kernel drops, NACKs)
   With --json the same events are JSON objects ('event': start, line, gap, silent,
-  resumed, end, corrupt, retired, output_dropped, summary); lines that are not valid UTF-8 carry
-  'bytes' (base64) instead of 'text'.
+  resumed, end, corrupt, retired, output_dropped, summary); lines that are not
+  valid UTF-8 carry 'bytes' (base64) instead of 'text'.
 
 Recovery (NACK):
   A sender that offers recovery (ncu-send with a resend buffer; its datagrams say

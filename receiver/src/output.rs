@@ -473,7 +473,6 @@ pub(crate) fn nack_text(stats: &Stats, counters: &Counters) -> String {
     t
 }
 
-/// Writes the exit summary: one JSON object, or a block of `### ncu: summary` lines.
 /// The marker put where standard output dropped `count` events (it failed with
 /// `error`, e.g. a full disk), before the next event it takes.
 pub(crate) fn output_dropped(json: bool, count: u64, error: &str, out: &mut Vec<u8>) {
@@ -496,6 +495,7 @@ pub(crate) fn output_dropped(json: bool, count: u64, error: &str, out: &mut Vec<
     }
 }
 
+/// Writes the exit summary: one JSON object, or a block of `### ncu: summary` lines.
 pub(crate) fn summary(
     json: bool,
     sessions: &[SessionSummary],
