@@ -147,33 +147,36 @@ impl OutputDir {
         };
         f.used = tick;
         if let Err(e) = f.w.write_all(bytes) {
-            self.errors += 1;
-            self.warn(&path, &e);
-            self.drop_file(session.id, &e);
+            self.write_failed(session.id, &path, &e);
         }
     }
 
     /// Closes a session's file (it ended); a later line reopens it for appending.
     pub(crate) fn close(&mut self, id: u64) {
-        if let Some(mut f) = self.open.remove(&id) {
-            if let Err(e) = f.w.flush() {
-                self.errors += 1;
-                self.warn(&f.path, &e);
-                let (_file, _lost) = f.w.into_parts();
-                self.mark_broken(id, &e);
+        let Some(f) = self.open.get_mut(&id) else {
+            return;
+        };
+        match f.w.flush() {
+            Ok(()) => {
+                self.open.remove(&id);
+            }
+            Err(e) => {
+                let path = f.path.clone();
+                self.write_failed(id, &path, &e);
             }
         }
     }
 
-    fn drop_file(&mut self, id: u64, e: &io::Error) {
+    /// A write or flush of session `id`'s file at `path` failed: counted, reported
+    /// once, the file dropped with what it buffered, and the session marked for the
+    /// marker before its next line.
+    fn write_failed(&mut self, id: u64, path: &Path, e: &io::Error) {
+        self.errors += 1;
+        self.warn(path, e);
         if let Some(f) = self.open.remove(&id) {
             // The buffered bytes failed already; do not try them again.
             let (_file, _lost) = f.w.into_parts();
         }
-        self.mark_broken(id, e);
-    }
-
-    fn mark_broken(&mut self, id: u64, e: &io::Error) {
         if self.broken.len() < MAX_BROKEN || self.broken.contains_key(&id) {
             self.broken.insert(id, e.to_string());
         }
@@ -188,9 +191,7 @@ impl OutputDir {
             }
         }
         for (id, path, e) in failed {
-            self.errors += 1;
-            self.warn(&path, &e);
-            self.drop_file(id, &e);
+            self.write_failed(id, &path, &e);
         }
     }
 }

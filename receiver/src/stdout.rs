@@ -27,8 +27,8 @@ pub(crate) struct EventOutput<W: Write> {
     held: Vec<u8>,
     /// The reader went away: nothing more is written.
     closed: bool,
-    /// The error of the failure going on, if one is.
-    failure: Option<io::Error>,
+    /// Writes fail now (until a later attempt succeeds).
+    failing: bool,
     /// What the last failure said (for the marker after it, and at exit).
     last_failure: Option<String>,
     /// Events dropped since the last marker.
@@ -49,7 +49,7 @@ impl<W: Write> EventOutput<W> {
             held_max,
             held: Vec::with_capacity(capacity),
             closed: false,
-            failure: None,
+            failing: false,
             last_failure: None,
             hole: 0,
             dropped: 0,
@@ -63,7 +63,7 @@ impl<W: Write> EventOutput<W> {
 
     /// Writes fail now (until a later attempt succeeds).
     pub(crate) fn is_failing(&self) -> bool {
-        self.failure.is_some()
+        self.failing
     }
 
     /// Events dropped since the last marker: when above 0, the caller puts a marker
@@ -90,13 +90,13 @@ impl<W: Write> EventOutput<W> {
             return false;
         }
         let need = marker.len() + event.len();
-        if self.failure.is_none() && self.held.len() + need > self.capacity {
+        if !self.failing && self.held.len() + need > self.capacity {
             self.write_out();
             if self.closed {
                 return false;
             }
         }
-        if self.failure.is_some() && self.held.len() + need > self.held_max {
+        if self.failing && self.held.len() + need > self.held_max {
             self.hole += 1;
             self.dropped += 1;
             return false;
@@ -106,7 +106,7 @@ impl<W: Write> EventOutput<W> {
         if !marker.is_empty() {
             self.hole = 0;
         }
-        if self.failure.is_none() && self.held.len() >= self.capacity {
+        if !self.failing && self.held.len() >= self.capacity {
             self.write_out();
         }
         true
@@ -144,7 +144,7 @@ impl<W: Write> EventOutput<W> {
         self.held.drain(..written);
         // Recovered only when something was written: with nothing held there is no
         // telling.
-        if self.held.is_empty() && written > 0 && self.failure.take().is_some() {
+        if self.held.is_empty() && written > 0 && std::mem::take(&mut self.failing) {
             eprintln!(
                 "ncu-recv: standard output takes writes again; {} events were not \
                  written (a marker in the output says where)",
@@ -159,7 +159,7 @@ impl<W: Write> EventOutput<W> {
     }
 
     fn fail(&mut self, e: io::Error) {
-        if self.failure.is_none() {
+        if !self.failing {
             eprintln!(
                 "ncu-recv: cannot write to standard output: {e}; receiving goes on, up to \
                  {} MiB of output is held and written when it can be, past that events \
@@ -168,7 +168,7 @@ impl<W: Write> EventOutput<W> {
             );
         }
         self.last_failure = Some(e.to_string());
-        self.failure = Some(e);
+        self.failing = true;
     }
 
     /// At exit, after a last [`EventOutput::flush`]: what could not be written, if
