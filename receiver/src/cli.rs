@@ -93,6 +93,13 @@ pub(crate) struct Args {
     #[arg(long)]
     prefix: bool,
 
+    /// Text output on a terminal: show log lines byte for byte. Without it, control
+    /// bytes other than tab (escape sequences, carriage returns) and bytes that are not
+    /// UTF-8 are shown escaped (\x1b) when standard output is a terminal, so that a
+    /// log line cannot drive the terminal. Files and pipes always get the bytes.
+    #[arg(long)]
+    raw: bool,
+
     /// How long a missing line is waited for before it is reported as a gap
     /// (e.g. 100ms, 1s).
     #[arg(long, value_name = "DUR", default_value = "200ms")]
@@ -145,6 +152,7 @@ pub(crate) struct Config {
     pub(crate) any_address: bool,
     pub(crate) json: bool,
     pub(crate) prefix: bool,
+    pub(crate) raw: bool,
     pub(crate) reorder_window: Duration,
     pub(crate) dead_after: Duration,
     pub(crate) report: Option<PathBuf>,
@@ -194,6 +202,7 @@ impl Args {
             any_address,
             json: self.json,
             prefix: self.prefix,
+            raw: self.raw,
             reorder_window,
             dead_after,
             report: self.report,

@@ -3,6 +3,7 @@
 //! every lost line. Glue around [`ncu_proto::reassembler`]; see `ncu-recv --help`.
 
 mod cli;
+mod escape;
 mod net;
 mod outdir;
 mod output;

@@ -8,6 +8,8 @@ use ncu_proto::event::{Event, GapKind, KernelMeta, SessionInfo, SessionSummary, 
 use ncu_proto::reassembler::Stats;
 use ncu_proto::wire::EndReason;
 
+use crate::escape;
+
 /// The receiver's own counters, besides the reassembler's.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counters {
@@ -48,7 +50,11 @@ pub(crate) fn end_reason_name(reason: EndReason) -> &'static str {
 }
 
 fn who(s: &SessionInfo) -> String {
-    format!("sender={} session={}", s.name, s.id_hex())
+    format!(
+        "sender={} session={}",
+        escape::field(s.name.as_bytes()),
+        s.id_hex()
+    )
 }
 
 fn lines_range(first: u64, last: u64) -> String {
@@ -57,28 +63,6 @@ fn lines_range(first: u64, last: u64) -> String {
     } else {
         format!("lines {first}-{last}")
     }
-}
-
-/// Shows bytes for a human: valid UTF-8 as is, the rest escaped; cut at `max` bytes.
-pub(crate) fn show_bytes(bytes: &[u8], max: usize) -> String {
-    let cut = &bytes[..bytes.len().min(max)];
-    let mut s = String::new();
-    for chunk in cut.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() && c != '\t' {
-                s.extend(c.escape_default());
-            } else {
-                s.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    if bytes.len() > max {
-        s.push_str(" [...]");
-    }
-    s
 }
 
 /// The `### ncu: ...` marker of an event (without newline); `None` for lines that
@@ -159,7 +143,7 @@ pub(crate) fn text_marker(event: &Event) -> Option<String> {
             } else {
                 m.push_str(&format!("; last line {last_seq}"));
                 if let Some(text) = last_text {
-                    m.push_str(&format!(": {}", show_bytes(text, 200)));
+                    m.push_str(&format!(": {}", escape::field_cut(text, 200)));
                 }
             }
             m
@@ -419,13 +403,31 @@ pub(crate) fn json_event(event: &Event, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends a line's text form: `[name: ]bytes\n`.
-pub(crate) fn text_line(session: &SessionInfo, text: &[u8], prefix: bool, out: &mut Vec<u8>) {
+/// How a line's bytes are put into text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineBytes {
+    /// Byte for byte (files, pipes, `--raw`).
+    Raw,
+    /// Control bytes escaped ([`escape::terminal_line`]): standard output is a terminal.
+    Terminal,
+}
+
+/// Appends a line's text form: `[name: ]bytes\n` (the name escaped).
+pub(crate) fn text_line(
+    session: &SessionInfo,
+    text: &[u8],
+    prefix: bool,
+    bytes: LineBytes,
+    out: &mut Vec<u8>,
+) {
     if prefix {
-        out.extend_from_slice(session.name.as_bytes());
+        out.extend_from_slice(escape::field(session.name.as_bytes()).as_bytes());
         out.extend_from_slice(b": ");
     }
-    out.extend_from_slice(text);
+    match bytes {
+        LineBytes::Raw => out.extend_from_slice(text),
+        LineBytes::Terminal => escape::terminal_line(text, out),
+    }
     out.push(b'\n');
 }
 
@@ -613,4 +615,144 @@ pub(crate) fn summary(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ncu_proto::event::{Fate, SourceKind};
+
+    use super::*;
+    use crate::escape::tests::Rng;
+
+    /// Every event with network text in it, for a session named `name`.
+    fn events(name: &[u8], last: &[u8]) -> (Vec<Event>, SessionSummary) {
+        let session = Arc::new(SessionInfo {
+            id: 7,
+            name: String::from_utf8_lossy(name).into_owned(),
+            addr: "[::1]:4000".parse().expect("an address"),
+            kind: SourceKind::Ncu,
+        });
+        let events = vec![
+            Event::Start {
+                session: session.clone(),
+                first_seq: 3,
+                joined: true,
+            },
+            Event::Line {
+                session: session.clone(),
+                seq: 4,
+                text: last.to_vec(),
+                partial: false,
+                continuation: false,
+                late: true,
+                sent_at_us: None,
+                received_at_us: 0,
+                kernel: None,
+            },
+            Event::Gap {
+                session: session.clone(),
+                first: 1,
+                last: 2,
+                kind: GapKind::Lost,
+            },
+            Event::Silent {
+                session: session.clone(),
+                last_seq: 4,
+                last_text: Some(last.to_vec()),
+                last_sent_at_us: None,
+                last_received_at_us: 0,
+                reason: SilentReason::DeadAfter,
+            },
+            Event::Resumed {
+                session: session.clone(),
+                seq: 5,
+            },
+            Event::End {
+                session: session.clone(),
+                last_seq: 5,
+                lines: 5,
+                lost: 2,
+                reason: EndReason::Eof,
+            },
+            Event::Retired {
+                session: session.clone(),
+            },
+        ];
+        let summary = SessionSummary {
+            session,
+            first_seq: 1,
+            joined: false,
+            lines: 1,
+            lost: 0,
+            kernel_seq_skipped: 0,
+            duplicates: 0,
+            reordered: 0,
+            late: 0,
+            recovered: 0,
+            recovery: false,
+            fate: Fate::Silent,
+            end_reason: None,
+            first_received_at_us: 0,
+            last_received_at_us: 0,
+            last_line: None,
+        };
+        (events, summary)
+    }
+
+    fn assert_one_clean_line(text: &str) {
+        assert!(text.starts_with("### ncu: "), "{text:?}");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+
+    #[test]
+    fn every_marker_is_one_line_without_control_bytes_whatever_the_sender_sends() {
+        let seed = 0x5eed_0003;
+        println!("seed {seed:#x}");
+        let mut rng = Rng(seed);
+        for _ in 0..5000 {
+            let (events, summary_of) = events(&rng.hostile_bytes(48), &rng.hostile_bytes(300));
+            for event in &events {
+                assert_one_clean_line(&text_marker(event).expect("every one has a marker"));
+            }
+            let mut out = Vec::new();
+            summary(
+                false,
+                std::slice::from_ref(&summary_of),
+                &Stats::default(),
+                &Counters::default(),
+                &mut out,
+            )
+            .expect("into a Vec");
+            let out = String::from_utf8(out).expect("the summary is UTF-8");
+            for line in out.lines() {
+                assert_one_clean_line(line);
+            }
+            let mut prefixed = Vec::new();
+            text_line(
+                &summary_of.session,
+                b"x",
+                true,
+                LineBytes::Raw,
+                &mut prefixed,
+            );
+            assert_eq!(prefixed.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert!(!prefixed[..prefixed.len() - 1]
+                .iter()
+                .any(|&b| b.is_ascii_control()));
+        }
+    }
+
+    #[test]
+    fn lines_keep_their_bytes_except_on_a_terminal() {
+        let (_, s) = events(b"n", b"");
+        let line = b"\x1b[31mred\x1b[0m\r\tdone \\ \xff";
+        let mut raw = Vec::new();
+        text_line(&s.session, line, false, LineBytes::Raw, &mut raw);
+        assert_eq!(raw, [&line[..], b"\n"].concat());
+        let mut shown = Vec::new();
+        text_line(&s.session, line, false, LineBytes::Terminal, &mut shown);
+        assert_eq!(shown, b"\\x1b[31mred\\x1b[0m\\x0d\tdone \\ \\xff\n");
+    }
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 use ncu_proto::event::{Event, Fate, GapKind, SessionSummary};
 use ncu_proto::reassembler::Stats;
 
-use crate::output::{nack_text, rfc3339, show_bytes, Counters};
+use crate::escape;
+use crate::output::{nack_text, rfc3339, Counters};
 
 /// Lost ranges listed per session; the rest are counted.
 const MAX_RANGES_PER_SESSION: usize = 1000;
@@ -220,7 +221,7 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
     let _ = writeln!(
         s,
         "### {} — session {} ({}, from {})\n",
-        info.name,
+        escape::markdown(info.name.as_bytes()),
         info.id_hex(),
         info.kind.as_str(),
         info.addr
@@ -316,7 +317,7 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
     }
     if matches!(x.fate, Fate::Silent | Fate::Restarted) {
         if let Some((seq, text, sent)) = &x.last_line {
-            let shown = show_bytes(text, MAX_QUOTE);
+            let shown = escape::field_cut(text, MAX_QUOTE);
             let f = fence(&shown);
             let sent = sent.map_or(String::new(), |t| format!(", sent at {}", rfc3339(t)));
             let _ = writeln!(
@@ -344,4 +345,138 @@ pub(crate) fn write(path: &Path, text: &str) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use ncu_proto::event::{SessionInfo, SourceKind};
+    use pulldown_cmark::{Event as Md, Parser, Tag, TagEnd};
+
+    use super::*;
+    use crate::escape::tests::Rng;
+
+    fn summary(name: &[u8], last: &[u8], id: u64, fate: Fate) -> SessionSummary {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().expect("an address");
+        SessionSummary {
+            session: Arc::new(SessionInfo {
+                id,
+                // The reassembler keeps names as text: what the wire's UTF-8 check lets in.
+                name: String::from_utf8_lossy(name).into_owned(),
+                addr,
+                kind: SourceKind::Ncu,
+            }),
+            first_seq: 1,
+            joined: false,
+            lines: 3,
+            lost: 1,
+            kernel_seq_skipped: 0,
+            duplicates: 0,
+            reordered: 0,
+            late: 0,
+            recovered: 0,
+            recovery: true,
+            fate,
+            end_reason: None,
+            first_received_at_us: 1_700_000_000_000_000,
+            last_received_at_us: 1_700_000_001_000_000,
+            last_line: Some((4, last.to_vec(), Some(1_700_000_000_500_000))),
+        }
+    }
+
+    fn report(sessions: &[SessionSummary]) -> String {
+        let info = ReceiverInfo {
+            local: "[::]:6666",
+            started_us: 1_700_000_000_000_000,
+            now_us: 1_700_000_002_000_000,
+            reorder_window: std::time::Duration::from_millis(200),
+            dead_after: std::time::Duration::from_secs(5),
+        };
+        let mut ledger = Ledger::default();
+        for s in sessions {
+            ledger.note(&Event::Gap {
+                session: s.session.clone(),
+                first: 2,
+                last: 2,
+                kind: GapKind::Lost,
+            });
+        }
+        render(
+            &info,
+            &ledger,
+            sessions,
+            &Stats::default(),
+            &Counters::default(),
+        )
+    }
+
+    /// What a reader of the rendered report sees as its structure: headings with
+    /// their level, list items, code blocks with their text's line count, and any
+    /// link, image or HTML (never wanted).
+    fn outline(markdown: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut code_lines: Option<usize> = None;
+        for event in Parser::new(markdown) {
+            match event {
+                Md::Start(Tag::Heading { level, .. }) => out.push(format!("{level:?}")),
+                Md::Start(Tag::Item) => out.push("item".to_owned()),
+                Md::Start(Tag::CodeBlock(_)) => code_lines = Some(0),
+                Md::Text(t) if code_lines.is_some() => {
+                    *code_lines.as_mut().expect("in a code block") += t.matches('\n').count()
+                }
+                Md::End(TagEnd::CodeBlock) => {
+                    out.push(format!("code {} lines", code_lines.take().unwrap_or(0)))
+                }
+                Md::Start(Tag::Link { .. } | Tag::Image { .. }) => out.push("LINK".to_owned()),
+                Md::Html(_) | Md::InlineHtml(_) => out.push("HTML".to_owned()),
+                _ => {}
+            }
+        }
+        assert!(code_lines.is_none(), "a code block never closed");
+        out
+    }
+
+    #[test]
+    fn hostile_names_and_lines_never_change_the_reports_outline() {
+        let good = [
+            summary(b"db-7", b"kernel: Out of memory", 1, Fate::Silent),
+            summary(b"web", b"bye", 2, Fate::Ended),
+        ];
+        let expected = outline(&report(&good));
+        assert!(expected.iter().any(|h| h == "code 1 lines"), "{expected:?}");
+        let seed = 0x5eed_0002;
+        println!("seed {seed:#x}");
+        let mut rng = Rng(seed);
+        for _ in 0..3000 {
+            let hostile = [
+                summary(
+                    &rng.hostile_bytes(48),
+                    &rng.hostile_bytes(96),
+                    1,
+                    Fate::Silent,
+                ),
+                summary(
+                    &rng.hostile_bytes(48),
+                    &rng.hostile_bytes(96),
+                    2,
+                    Fate::Ended,
+                ),
+            ];
+            let text = report(&hostile);
+            assert_eq!(outline(&text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_issues_injected_heading_stays_text() {
+        let name = b"x\n## Injected \xe2\x80\x94 session 1";
+        let text = report(&[summary(name, b"```\n# not a heading", 1, Fate::Silent)]);
+        assert!(!text.contains("\n## Injected"), "{text}");
+        assert_eq!(
+            outline(&text),
+            outline(&report(&[summary(b"x", b"y", 1, Fate::Silent)]))
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, IsTerminal, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -19,7 +19,7 @@ use socket2::Socket;
 use crate::cli::Config;
 use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
 use crate::outdir::OutputDir;
-use crate::output::{self, Counters};
+use crate::output::{self, Counters, LineBytes};
 use crate::report::{self, Ledger, ReceiverInfo};
 use crate::stdout::EventOutput;
 
@@ -91,6 +91,8 @@ const OUTPUT_RETRY: Duration = Duration::from_secs(1);
 struct Sink {
     json: bool,
     prefix: bool,
+    /// How line bytes go to standard output in text mode.
+    line_bytes: LineBytes,
     once: bool,
     /// Standard output, in whole events.
     out: EventOutput<File>,
@@ -126,7 +128,7 @@ impl Sink {
                 self.buf.push(b'\n');
             }
             if let Event::Line { session, text, .. } = event {
-                output::text_line(session, text, self.prefix, &mut self.buf);
+                output::text_line(session, text, self.prefix, self.line_bytes, &mut self.buf);
             }
         }
         self.push_buf();
@@ -177,7 +179,7 @@ fn output_dir_event(dir: &mut OutputDir, event: &Event, buf: &mut Vec<u8>) {
         buf.push(b'\n');
     }
     if let Event::Line { text, .. } = event {
-        output::text_line(session, text, false, buf);
+        output::text_line(session, text, false, LineBytes::Raw, buf);
     }
     dir.write(session, buf);
     if matches!(
@@ -271,6 +273,11 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     let mut sink = Sink {
         json: config.json,
         prefix: config.prefix,
+        line_bytes: if !config.raw && io::stdout().is_terminal() {
+            LineBytes::Terminal
+        } else {
+            LineBytes::Raw
+        },
         once: config.once,
         out: EventOutput::new(File::from(stdout)),
         out_tried: started,
