@@ -4,6 +4,8 @@
 //! it received bytes together with the time they were received, and it hands back
 //! events. The binaries `ncu-send` and `ncu-recv` are thin loops around it.
 
+pub mod assembler;
+pub mod budget;
 pub mod event;
 pub mod framer;
 pub mod netconsole;

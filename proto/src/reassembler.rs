@@ -49,6 +49,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::assembler::{ByteAssembler, PIECE_OVERHEAD};
+use crate::budget::{self, Budget};
 use crate::event::{
     CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
     SourceKind, LAST_TEXT_MAX,
@@ -72,8 +74,10 @@ pub struct Config {
     pub max_pending_lines: u64,
     /// Most bytes one session holds while waiting (lines and fragments).
     pub max_pending_bytes: usize,
-    /// Most bytes all sessions together hold while waiting.
-    pub max_total_pending_bytes: usize,
+    /// The memory budget (`--max-held`): most bytes held on behalf of all senders
+    /// together (lines waiting, fragments, partial text, per-session state); one
+    /// source IP may use half of it. See [`crate::budget`].
+    pub max_held_bytes: usize,
     /// Most sessions in memory; past it the oldest idle one is retired.
     pub max_sessions: usize,
     /// The longest line rebuilt from fragments; a longer total is rejected.
@@ -108,7 +112,7 @@ impl Default for Config {
             dead_after: Duration::from_secs(5),
             max_pending_lines: 65_536,
             max_pending_bytes: 16 << 20,
-            max_total_pending_bytes: 256 << 20,
+            max_held_bytes: budget::DEFAULT_MAX_HELD,
             max_sessions: 16_384,
             max_line_bytes: 16 << 20,
             max_lines_in_fragments: 64,
@@ -141,6 +145,9 @@ pub struct Stats {
     pub nacks_sent: u64,
     /// NACKs not sent because of `nacks_per_sec`.
     pub nacks_suppressed: u64,
+    /// Times the memory budget (`max_held_bytes`) was full and held work was given
+    /// up (or a session retired) to stay within it.
+    pub held_limit_reached: u64,
 }
 
 impl Stats {
@@ -193,10 +200,8 @@ const PENDING_LINE_OVERHEAD: usize = 64;
 /// A long line being rebuilt from its fragments.
 #[derive(Debug)]
 struct FragmentedLine {
-    bytes: Vec<u8>,
-    /// Received ranges: offset -> end.
-    ranges: BTreeMap<u32, u32>,
-    received: u32,
+    /// The bytes received so far (never a buffer of the declared length).
+    bytes: ByteAssembler,
     total: u32,
     flags: u8,
     arrived: Instant,
@@ -227,8 +232,13 @@ struct Session {
     highest: u64,
     pending: BTreeMap<u64, PendingLine>,
     fragments: BTreeMap<u64, FragmentedLine>,
-    /// Bytes held in `pending` and `fragments`.
+    /// Bytes held in `pending` and `fragments` (see [`Reassembler::hold`]).
     held_bytes: usize,
+    /// Since when `held_bytes` is above 0 (its place among the budget's holders).
+    held_since: Option<Instant>,
+    /// What the budget is charged for this session's own state
+    /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
+    state_bytes: usize,
     /// The sender said lines up to this exist (heartbeat, END); since when.
     known_last: u64,
     known_since: Option<Instant>,
@@ -295,6 +305,23 @@ const KERNEL_RECORD_MAX: usize = 16 * 1024;
 /// a partial line.
 const TEXT_LINE_MAX: usize = 8 * 1024;
 
+/// What one session's fixed state costs the budget: the struct, its map entry,
+/// its `SessionInfo`, its timer entry and its allocations' headers (measured with
+/// the fleet test's RSS; see README "Memory").
+const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 256;
+/// What one remembered lost range costs (a B-tree entry of two u64s, with slack).
+const RANGE_ENTRY_BYTES: usize = 48;
+
+/// How far [`Reassembler::budget_used`] may pass [`Config::max_held_bytes`]: one
+/// session's largest state (its fixed part, a quoted last line, a netconsole
+/// assembler's two records, its remembered lost ranges) and one fragment piece.
+pub const BUDGET_SLACK: usize = SESSION_STATE_BYTES
+    + 256
+    + LAST_TEXT_MAX
+    + 2 * KERNEL_RECORD_MAX
+    + MAX_LOST_RANGES * RANGE_ENTRY_BYTES
+    + 65_536;
+
 /// Sealed session ids remembered as already reported (then forgotten all at once).
 const MAX_SEALED_REPORTED: usize = 4096;
 
@@ -314,6 +341,8 @@ impl Session {
             pending: BTreeMap::new(),
             fragments: BTreeMap::new(),
             held_bytes: 0,
+            held_since: None,
+            state_bytes: 0,
             known_last: 0,
             known_since: None,
             lost_ranges: BTreeMap::new(),
@@ -343,6 +372,22 @@ impl Session {
             next_text_seq: 1,
             last_kernel_ts: 0,
         }
+    }
+
+    /// What this session's own state costs the budget besides the work it holds:
+    /// its fixed size, its name, its quoted last line, what its netconsole or text
+    /// assembler holds, and the lost ranges it remembers.
+    fn state_cost(&self) -> usize {
+        let source = match &self.source {
+            Source::Kernel(assembler) => assembler.held_bytes(),
+            Source::Text(joiner) => joiner.held_bytes(),
+            Source::Ncu => 0,
+        };
+        SESSION_STATE_BYTES
+            + self.info.name.len()
+            + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
+            + source
+            + self.lost_ranges.len() * RANGE_ENTRY_BYTES
     }
 
     fn summary(&self) -> SessionSummary {
@@ -496,6 +541,8 @@ pub struct Reassembler {
     timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     next_local_id: u64,
     total_held_bytes: usize,
+    /// Everything held on behalf of senders, per source and in total.
+    budget: Budget<SessionKey>,
     corrupt_tokens: f64,
     corrupt_refilled: Option<Instant>,
     corrupt_suppressed: u64,
@@ -543,6 +590,7 @@ impl Reassembler {
             nack_refilled: None,
             rng: config.rng_seed | 1,
             corrupt_tokens: f64::from(config.corrupt_events_per_sec),
+            budget: Budget::new(config.max_held_bytes),
             config,
             sessions: HashMap::new(),
             senders: HashMap::new(),
@@ -582,6 +630,14 @@ impl Reassembler {
     /// Bytes held by all sessions while waiting for holes to fill.
     pub fn held_bytes(&self) -> usize {
         self.total_held_bytes
+    }
+
+    /// Bytes charged to the memory budget: held work plus per-session state (see
+    /// [`crate::budget`]). Within [`Config::max_held_bytes`] after every call, but for
+    /// at most [`BUDGET_SLACK`]: the state of the one session being handled, which
+    /// nothing else can pay for.
+    pub fn budget_used(&self) -> usize {
+        self.budget.total()
     }
 
     /// Sessions in memory.
@@ -677,6 +733,7 @@ impl Reassembler {
             }
             session.scheduled = None;
             self.session_timeout(&mut session, now, wall_us);
+            self.recharge(&mut session);
             if session.end_reported
                 && session.pending.is_empty()
                 && session.fragments.is_empty()
@@ -758,6 +815,7 @@ impl Reassembler {
                 };
                 self.stats.sessions += 1;
                 let mut s = Session::new(Arc::new(info), now, wall_us);
+                self.register(&mut s);
                 // HEARTBEAT and END carry the name: learn it before `start` is
                 // reported (HELLO does so below, before it starts the session).
                 match repr.payload {
@@ -1004,8 +1062,7 @@ impl Reassembler {
             .collect();
         for seq in below {
             if let Some(line) = session.pending.remove(&seq) {
-                session.held_bytes -= line.held_cost();
-                self.total_held_bytes -= line.held_cost();
+                self.release(session, line.held_cost());
                 self.deliver(session, seq, line, true);
             }
         }
@@ -1057,22 +1114,17 @@ impl Reassembler {
                     self.drop_fragments(session, old);
                 }
             }
-            self.make_room(session, total as usize);
-            session.held_bytes += total as usize;
-            self.total_held_bytes += total as usize;
             session.fragments.insert(
                 seq,
                 FragmentedLine {
-                    bytes: vec![0; total as usize],
-                    ranges: BTreeMap::new(),
-                    received: 0,
+                    bytes: ByteAssembler::new(),
                     total,
                     flags,
                     arrived: now,
                 },
             );
         }
-        let frag = session.fragments.get_mut(&seq)?;
+        let frag = session.fragments.get(&seq)?;
         if frag.total != total || frag.flags != flags {
             self.corrupt(
                 now,
@@ -1081,33 +1133,147 @@ impl Reassembler {
             );
             return None;
         }
-        let end = offset + bytes.len() as u32; // checked by the decoder: end <= total
-        let overlaps = frag
-            .ranges
-            .range(..end)
-            .next_back()
-            .is_some_and(|(_, &e)| e > offset);
-        if overlaps {
+        // Room for what this piece can cost; making it may give up this very line.
+        self.make_room(session, bytes.len() + PIECE_OVERHEAD, now);
+        let frag = session.fragments.get_mut(&seq)?;
+        let before = frag.bytes.held_cost();
+        // The decoder checked offset + len <= total.
+        if frag.bytes.insert(offset, bytes) == 0 {
             session.duplicates += 1;
             return None;
         }
-        frag.bytes[offset as usize..end as usize].copy_from_slice(bytes);
-        frag.ranges.insert(offset, end);
-        frag.received += bytes.len() as u32;
-        if frag.received < frag.total {
+        let cost = frag.bytes.held_cost() - before;
+        let complete = frag.bytes.received() >= frag.total;
+        self.hold(session, cost, now);
+        if !complete {
             return None;
         }
         let frag = session.fragments.remove(&seq)?;
-        session.held_bytes -= frag.total as usize;
-        self.total_held_bytes -= frag.total as usize;
-        Some(frag.bytes)
+        self.release(session, frag.bytes.held_cost());
+        Some(frag.bytes.into_bytes())
     }
 
     fn drop_fragments(&mut self, session: &mut Session, seq: u64) {
         if let Some(frag) = session.fragments.remove(&seq) {
-            session.held_bytes -= frag.total as usize;
-            self.total_held_bytes -= frag.total as usize;
+            self.release(session, frag.bytes.held_cost());
         }
+    }
+
+    // ---- the budget: every byte held on behalf of a sender is charged here ----
+
+    /// Charges `n` more held bytes (a waiting line, a fragment) to `session`.
+    fn hold(&mut self, session: &mut Session, n: usize, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        let ip = session.info.addr.ip();
+        if session.held_bytes == 0 {
+            session.held_since = Some(now);
+            self.budget.start_holding(ip, session_key(session), now);
+        }
+        session.held_bytes += n;
+        self.total_held_bytes += n;
+        self.budget.charge(ip, n);
+    }
+
+    /// Refunds `n` held bytes of `session` (delivered, given up, dropped).
+    fn release(&mut self, session: &mut Session, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let ip = session.info.addr.ip();
+        session.held_bytes -= n;
+        self.total_held_bytes -= n;
+        self.budget.refund(ip, n);
+        if session.held_bytes == 0 {
+            if let Some(since) = session.held_since.take() {
+                self.budget.stop_holding(ip, session_key(session), since);
+            }
+        }
+    }
+
+    /// Brings the budget's charge for `session`'s own state up to date.
+    fn recharge(&mut self, session: &mut Session) {
+        let cost = session.state_cost();
+        let ip = session.info.addr.ip();
+        if cost > session.state_bytes {
+            self.budget.charge(ip, cost - session.state_bytes);
+        } else {
+            self.budget.refund(ip, session.state_bytes - cost);
+        }
+        session.state_bytes = cost;
+    }
+
+    /// Makes room for `len` more held bytes in `session`: within its own bound by
+    /// giving up its own holes, then within the budget (see [`crate::budget`]).
+    fn make_room(&mut self, session: &mut Session, len: usize, now: Instant) {
+        while session.held_bytes + len > self.config.max_pending_bytes && self.shed(session) {}
+        self.enforce_budget(session, len, now);
+    }
+
+    /// Gives up held work, oldest first, from the source the budget names, until
+    /// `extra` more bytes for `current` (the session being handled, out of the map)
+    /// fit; a source holding only session state loses its oldest session.
+    fn enforce_budget(&mut self, current: &mut Session, extra: usize, now: Instant) {
+        let ip = current.info.addr.ip();
+        let current_key = session_key(current);
+        let mut counted = false;
+        while let Some(victim) = self.budget.victim(ip, extra) {
+            if !counted {
+                self.stats.held_limit_reached += 1;
+                counted = true;
+            }
+            if let Some(key) = self.budget.oldest_holder(victim) {
+                let freed = if key == current_key {
+                    self.shed(current)
+                } else if let Some(mut other) = self.sessions.remove(&key) {
+                    let freed = self.shed(&mut other);
+                    self.schedule(key, &mut other, now);
+                    self.sessions.insert(key, other);
+                    freed
+                } else {
+                    false
+                };
+                if freed {
+                    continue;
+                }
+                break;
+            }
+            let sessions = &self.sessions;
+            let oldest = self.budget.oldest_session(victim, current_key, |k| {
+                *k == current_key || sessions.contains_key(k)
+            });
+            match oldest {
+                Some(key) => self.retire(key),
+                None => break,
+            }
+        }
+    }
+
+    /// Gives up `session`'s oldest held work: its first hole (a gap, or a fragmented
+    /// line at the hole), or fragments of lines already given up. Returns whether
+    /// anything was freed.
+    fn shed(&mut self, session: &mut Session) -> bool {
+        let before = session.held_bytes;
+        if session.first_seq.is_none() {
+            self.resolve_join(session);
+        }
+        while session.held_bytes == before {
+            let first_fragment = session.fragments.first_key_value().map(|(&k, _)| k);
+            match first_fragment {
+                Some(seq) if seq < session.next => self.drop_fragments(session, seq),
+                _ if self.give_up_first_hole(session) => {}
+                _ => {
+                    // Nothing left to give up in order: what is left are fragments.
+                    let all: Vec<u64> = session.fragments.keys().copied().collect();
+                    for seq in all {
+                        self.drop_fragments(session, seq);
+                    }
+                    break;
+                }
+            }
+        }
+        session.held_bytes < before
     }
 
     // ---- the ordering logic shared by every kind of session ----
@@ -1168,9 +1334,20 @@ impl Reassembler {
             return;
         }
         let len = pending.held_cost();
-        self.make_room(session, len);
-        session.held_bytes += len;
-        self.total_held_bytes += len;
+        self.make_room(session, len, now);
+        if session.first_seq.is_some() && seq <= session.next {
+            // Room was made by giving up the lines before this one (or this one).
+            if seq == session.next {
+                self.deliver(session, seq, pending, false);
+                session.next += 1;
+                self.drain(session);
+            } else {
+                take_from_ranges(&mut session.lost_ranges, seq);
+                self.deliver(session, seq, pending, true);
+            }
+            return;
+        }
+        self.hold(session, len, now);
         session.pending.insert(seq, pending);
         if session.first_seq.is_none()
             && session.pending.len() as u64 > self.config.max_pending_lines
@@ -1183,27 +1360,6 @@ impl Reassembler {
                 || session.pending.len() as u64 > self.config.max_pending_lines
             {
                 self.give_up_first_hole(session);
-            }
-        }
-    }
-
-    /// Makes room for `len` more held bytes in `session` by giving up its holes.
-    fn make_room(&mut self, session: &mut Session, len: usize) {
-        while (session.held_bytes + len > self.config.max_pending_bytes
-            || self.total_held_bytes + len > self.config.max_total_pending_bytes)
-            && (!session.pending.is_empty() || !session.fragments.is_empty())
-        {
-            if session.first_seq.is_none() {
-                self.resolve_join(session);
-                continue;
-            }
-            if !self.give_up_first_hole(session) {
-                // Only stale fragments of late lines are left: drop them.
-                let stale: Vec<u64> = session.fragments.keys().copied().collect();
-                for seq in stale {
-                    self.drop_fragments(session, seq);
-                }
-                break;
             }
         }
     }
@@ -1236,8 +1392,7 @@ impl Reassembler {
                 break;
             }
             let line = entry.remove();
-            session.held_bytes -= line.held_cost();
-            self.total_held_bytes -= line.held_cost();
+            self.release(session, line.held_cost());
             let seq = session.next;
             self.deliver(session, seq, line, false);
             session.next += 1;
@@ -1307,6 +1462,8 @@ impl Reassembler {
     /// After a datagram: report END when everything up to it is accounted for.
     fn after_input(&mut self, session: &mut Session, now: Instant) {
         self.maybe_end(session);
+        self.recharge(session);
+        self.enforce_budget(session, 0, now);
         let key = session_key(session);
         self.schedule(key, session, now);
     }
@@ -1462,31 +1619,58 @@ impl Reassembler {
         if self.sessions.len() <= self.config.max_sessions {
             return;
         }
-        // Sampled LRU: among a few sessions, retire the one idle longest, preferring
-        // those that ended or went silent.
+        // The oldest session of the source that costs the most: a flood of sessions
+        // from one source retires its own, never a quiet host's.
+        let Some(ip) = self.budget.heaviest() else {
+            return;
+        };
+        let sessions = &self.sessions;
         let victim = self
-            .sessions
-            .iter()
-            .filter(|(k, _)| **k != keep)
-            .take(32)
-            .min_by_key(|(_, s)| (s.fate == Fate::Running, s.last_rx))
-            .map(|(k, _)| *k);
+            .budget
+            .oldest_session(ip, keep, |k| sessions.contains_key(k))
+            .or_else(|| {
+                // That source has only the session being handled: the one idle
+                // longest among a few others.
+                self.sessions
+                    .iter()
+                    .filter(|(k, _)| **k != keep)
+                    .take(32)
+                    .min_by_key(|(_, s)| (s.fate == Fate::Running, s.last_rx))
+                    .map(|(k, _)| *k)
+            });
         if let Some(key) = victim {
-            if let Some(mut session) = self.sessions.remove(&key) {
-                self.resolve_join(&mut session);
-                self.give_up_all(&mut session);
-                self.stats.retired += 1;
-                self.events.push_back(Event::Retired {
-                    session: session.info.clone(),
-                });
-                self.finish(session);
-            }
+            self.retire(key);
         }
         let _ = now;
     }
 
-    fn finish(&mut self, session: Session) {
-        self.total_held_bytes -= session.held_bytes;
+    /// Drops session `key` from memory to make room, reporting what it held.
+    fn retire(&mut self, key: SessionKey) {
+        if let Some(mut session) = self.sessions.remove(&key) {
+            self.resolve_join(&mut session);
+            self.give_up_all(&mut session);
+            self.stats.retired += 1;
+            self.events.push_back(Event::Retired {
+                session: session.info.clone(),
+            });
+            self.finish(session);
+        }
+    }
+
+    /// A session in the budget from now on.
+    fn register(&mut self, session: &mut Session) {
+        self.budget
+            .add_session(session.info.addr.ip(), session_key(session));
+        self.recharge(session);
+    }
+
+    /// Forgets a session: its charges are refunded, its summary kept.
+    fn finish(&mut self, mut session: Session) {
+        let held = session.held_bytes;
+        self.release(&mut session, held);
+        let ip = session.info.addr.ip();
+        self.budget.refund(ip, session.state_bytes);
+        self.budget.remove_session(ip);
         if let SessionKey::Ncu(id) = session_key(&session) {
             let sender = (session.info.addr.ip(), session.info.name.clone());
             if self.senders.get(&sender) == Some(&id) {
@@ -1689,6 +1873,7 @@ impl Reassembler {
             kind,
         };
         let mut session = Session::new(Arc::new(info), now, wall_us);
+        self.register(&mut session);
         session.source = match kind {
             SourceKind::KernelExtended => {
                 Source::Kernel(Box::new(ExtendedAssembler::new(ExtendedConfig {

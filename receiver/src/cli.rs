@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ncu_proto::units::parse_duration;
+use ncu_proto::units::{parse_duration, parse_size};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -132,6 +132,15 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
+    /// The memory budget: most bytes held on behalf of all senders together (lines
+    /// waiting for a hole, fragments of long lines, partial text, per-session state).
+    /// One source address may use half. When it is full, the oldest incomplete work
+    /// of the source holding the most is given up (reported as a gap), so a flood
+    /// from one source cannot evict a quiet host's last lines; summary and report
+    /// say how often that happened.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB")]
+    max_held: String,
+
     /// Never send NACKs (ask no sender to resend): for one-way networks. Holes of
     /// every session then wait only --reorder-window.
     #[arg(long)]
@@ -153,6 +162,8 @@ pub(crate) struct Config {
     pub(crate) json: bool,
     pub(crate) prefix: bool,
     pub(crate) raw: bool,
+    /// `--max-held`, bytes.
+    pub(crate) max_held: usize,
     pub(crate) reorder_window: Duration,
     pub(crate) dead_after: Duration,
     pub(crate) report: Option<PathBuf>,
@@ -187,6 +198,14 @@ impl Args {
         if dead_after.is_zero() {
             return Err(UsageError("--dead-after must be more than 0".to_owned()));
         }
+        let max_held = parse_size(&self.max_held)
+            .map_err(|e| UsageError(format!("--max-held {:?}: {e}", self.max_held)))?;
+        if max_held < 1 << 20 {
+            return Err(UsageError(format!(
+                "--max-held {:?}: must be at least 1MiB",
+                self.max_held
+            )));
+        }
         if !(512..=65_536).contains(&self.slot_bytes) {
             return Err(UsageError("--slot-bytes must be 512..=65536".to_owned()));
         }
@@ -203,6 +222,7 @@ impl Args {
             json: self.json,
             prefix: self.prefix,
             raw: self.raw,
+            max_held,
             reorder_window,
             dead_after,
             report: self.report,

@@ -29,6 +29,22 @@ pub(crate) struct Counters {
     pub(crate) nacks_dropped: u64,
     /// NACK datagrams not sent: any other send error.
     pub(crate) nack_send_errors: u64,
+    /// The memory budget (`--max-held`), bytes.
+    pub(crate) max_held: usize,
+}
+
+/// What the memory budget did, in words (text summary and report); `None` when it
+/// was never full.
+pub(crate) fn budget_text(stats: &Stats, counters: &Counters) -> Option<String> {
+    (stats.held_limit_reached > 0).then(|| {
+        format!(
+            "memory budget (--max-held {} KiB) full {} times: the oldest incomplete work \
+             of the heaviest source was given up (reported as gaps) or its oldest \
+             session retired",
+            counters.max_held / 1024,
+            stats.held_limit_reached
+        )
+    })
 }
 
 /// RFC 3339 UTC with microseconds: `2024-05-01T12:00:00.123456Z`.
@@ -563,6 +579,8 @@ pub(crate) fn summary(
             "nacks_suppressed": stats.nacks_suppressed,
             "nacks_dropped": counters.nacks_dropped,
             "nack_send_errors": counters.nack_send_errors,
+            "max_held": counters.max_held,
+            "held_limit_reached": stats.held_limit_reached,
         });
         serde_json::to_writer(&mut *out, &v)?;
         out.write_all(b"\n")?;
@@ -594,6 +612,9 @@ pub(crate) fn summary(
         )?;
     }
     writeln!(out, "### ncu: summary {}", nack_text(stats, counters))?;
+    if let Some(t) = budget_text(stats, counters) {
+        writeln!(out, "### ncu: summary {t}")?;
+    }
     for s in sessions {
         writeln!(
             out,

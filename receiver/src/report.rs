@@ -11,7 +11,7 @@ use ncu_proto::event::{Event, Fate, GapKind, SessionSummary};
 use ncu_proto::reassembler::Stats;
 
 use crate::escape;
-use crate::output::{nack_text, rfc3339, Counters};
+use crate::output::{budget_text, nack_text, rfc3339, Counters};
 
 /// Lost ranges listed per session; the rest are counted.
 const MAX_RANGES_PER_SESSION: usize = 1000;
@@ -199,6 +199,18 @@ pub(crate) fn render(
         counters.rcvbuf / 1024
     );
     let _ = writeln!(s, "- {}", nack_text(stats, counters));
+    match budget_text(stats, counters) {
+        Some(t) => {
+            let _ = writeln!(s, "- **{t}**");
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "- memory budget (--max-held {} KiB): never full",
+                counters.max_held / 1024
+            );
+        }
+    }
     if counters.output_errors > 0 {
         let _ = writeln!(
             s,

@@ -257,6 +257,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         reorder_window: config.reorder_window,
         dead_after: config.dead_after,
         nack: config.nack,
+        max_held_bytes: config.max_held,
         rng_seed: random_seed(),
         ..RxConfig::default()
     };
@@ -298,6 +299,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         nacks_sent: nacks.sent,
         nacks_dropped: nacks.dropped,
         nack_send_errors: nacks.errors,
+        max_held: config.max_held,
     };
     let write_report = |rx: &Reassembler, sink: &Sink, nacks: &Nacks| {
         let Some(path) = &config.report else {
