@@ -1,5 +1,6 @@
 //! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
 mod faults;
+mod hostile;
 mod kernel_lab;
 mod receiver;
 mod recovery;
