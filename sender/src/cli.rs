@@ -60,11 +60,12 @@ Recovery (--resend-buffer, on by default):
   per NACK and 50 GONEs per second). With --key-file, NACKs that do not
   authenticate are dropped. After END, ncu-send lingers: it answers NACKs and
   repeats END every 50ms until no NACK came for 500ms, at most 3s (SIGINT/SIGTERM
-  end the linger at once). --resend-buffer 0 turns all of it off.
+  end the linger at once; so does SIGHUP). --resend-buffer 0 turns all of it off.
 
 Signals:
-  SIGINT/SIGTERM: what was read is sent (a pending partial line too), then END, and
-  ncu-send exits with 128+signal. With -- COMMAND, the first SIGINT/SIGTERM is
+  SIGINT/SIGTERM/SIGHUP: what was read is sent (a pending partial line too), then
+  END naming the signal, and ncu-send exits with 128+signal (SIGHUP, a closed
+  terminal, is a clean end, not a death). With -- COMMAND, the first one is
   passed on to COMMAND and ncu-send keeps shipping its output until it ends (END
   then says how it ended; the exit status is COMMAND's); a second one stops
   ncu-send at once.

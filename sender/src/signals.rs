@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM, turned into a readable descriptor for `poll(2)`.
+//! SIGINT, SIGTERM and SIGHUP (a closed terminal), turned into a readable descriptor
+//! for `poll(2)`: all three end ncu-send the same way, with END naming the signal.
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
@@ -6,9 +7,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-/// Catches SIGINT and SIGTERM. SIGPIPE is already ignored by the Rust runtime, so a
+/// Catches SIGINT, SIGTERM and SIGHUP. SIGPIPE is already ignored by the Rust runtime, so a
 /// closed standard output gives `EPIPE`.
 pub(crate) struct Signals {
     wake: UnixStream,
@@ -22,7 +23,7 @@ impl Signals {
         wake.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let last = Arc::new(AtomicUsize::new(0));
-        for sig in [SIGINT, SIGTERM] {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
             // The flag is set before the byte is written: who wakes up sees it.
             signal_hook::flag::register_usize(sig, Arc::clone(&last), sig as usize)?;
             signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;

@@ -545,6 +545,16 @@ fn sigkill_mid_stream_leaves_every_line_read_sent() {
 
 #[test]
 fn sigterm_sends_what_was_read_then_end() {
+    signal_sends_what_was_read_then_end(libc::SIGTERM);
+}
+
+/// A closed terminal (SIGHUP) is a clean end too: END names it, never a death.
+#[test]
+fn sighup_sends_what_was_read_then_end() {
+    signal_sends_what_was_read_then_end(libc::SIGHUP);
+}
+
+fn signal_sends_what_was_read_then_end(sig: libc::c_int) {
     let cap = UdpCapture::bind();
     let (mut child, mut stdin) = spawn_send(&["--flush-after", "1h", &cap.dest()]);
     assert!(matches!(next(&cap), Got::Hello { .. }));
@@ -552,18 +562,18 @@ fn sigterm_sends_what_was_read_then_end() {
     assert_eq!(next(&cap), Got::Lines(vec![(1, 0, b"whole".to_vec())]));
     assert!(wait_until(TIMEOUT, || pipe_unread(&stdin) == 0));
     // SAFETY: kill takes a pid and a signal.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     assert_eq!(
         until_end(&cap),
         vec![
             Got::Lines(vec![(2, LINE_PARTIAL, b"partial".to_vec())]),
             Got::End {
                 seq: 2,
-                reason: EndReason::Signal(libc::SIGTERM)
+                reason: EndReason::Signal(sig)
             }
         ]
     );
-    assert_eq!(wait_output(&mut child).status.code(), Some(128 + 15));
+    assert_eq!(wait_output(&mut child).status.code(), Some(128 + sig));
 }
 
 /// SIGTERM to ncu-send running COMMAND goes to COMMAND (which ends of it: END says
