@@ -12,29 +12,9 @@ mkdir -p "$CACHE"
 log() { echo "setup: $*" >&2; }
 APTLOG="$CACHE/setup-apt.log"
 
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
-
-# apt-get update only if needed (never-updated lists, or a package is unknown).
-apt_updated=0
-apt_update_once() {
-    if [ "$apt_updated" -eq 0 ]; then
-        log "apt-get update"
-        "${SUDO[@]}" apt-get update -qq >>"$APTLOG" 2>&1
-        apt_updated=1
-    fi
-}
-
-apt_install() {
-    if ! DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@" >>"$APTLOG" 2>&1; then
-        if [ "$apt_updated" -eq 1 ]; then tail -n 30 "$APTLOG" >&2; return 1; fi
-        apt_update_once
-        DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@" >>"$APTLOG" 2>&1 \
-            || { tail -n 30 "$APTLOG" >&2; return 1; }
-    fi
-}
+# have_pkg, apt_update_once, apt_install (they log to $APTLOG).
+# shellcheck source=../scripts/apt.sh
+source "$LAB/../scripts/apt.sh"
 
 # 1. Packages.
 # iproute2: its full `ip` and `tc` (netem) are copied into the initramfs.

@@ -489,3 +489,38 @@ impl Crafter {
         &self.socket
     }
 }
+
+/// Every file under `dir`, in its subfolders too (`--output-dir`'s
+/// `DIR/<sender>/<start>-<session>.log`), sorted.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `--output-dir` file of session `session_hex` of sender folder `sender`.
+pub fn session_file(dir: &std::path::Path, sender: &str, session_hex: &str) -> PathBuf {
+    let suffix = format!("-{session_hex}.log");
+    files_under(&dir.join(sender))
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .unwrap_or_else(|| panic!("no file of session {session_hex} under {sender}/"))
+}

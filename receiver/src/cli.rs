@@ -115,10 +115,17 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
 
-    /// Also append each session's lines to its own file under DIR
-    /// (<sender>-<session>.log); never truncates.
+    /// Also append each session's lines to its own file,
+    /// DIR/<sender>/<start>-<session>.log (one folder per machine); never truncates.
+    /// SIGHUP reopens every file by name (for logrotate).
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+
+    /// How often --output-dir files are flushed to disk (fdatasync) at least, so a
+    /// receiver that loses power keeps what it printed; 0 = after every write. They
+    /// are always flushed when their session goes silent or ends.
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    sync_every: String,
 
     /// Exit (status 0) after the first session of any kind ends, by END or by
     /// going silent.
@@ -164,6 +171,8 @@ pub(crate) struct Config {
     pub(crate) raw: bool,
     /// `--max-held`, bytes.
     pub(crate) max_held: usize,
+    /// `--sync-every`.
+    pub(crate) sync_every: Duration,
     pub(crate) reorder_window: Duration,
     pub(crate) dead_after: Duration,
     pub(crate) report: Option<PathBuf>,
@@ -198,6 +207,8 @@ impl Args {
         if dead_after.is_zero() {
             return Err(UsageError("--dead-after must be more than 0".to_owned()));
         }
+        let sync_every = parse_duration(&self.sync_every)
+            .map_err(|e| UsageError(format!("--sync-every {:?}: {e}", self.sync_every)))?;
         let max_held = parse_size(&self.max_held)
             .map_err(|e| UsageError(format!("--max-held {:?}: {e}", self.max_held)))?;
         if max_held < 1 << 20 {
@@ -223,6 +234,7 @@ impl Args {
             prefix: self.prefix,
             raw: self.raw,
             max_held,
+            sync_every,
             reorder_window,
             dead_after,
             report: self.report,

@@ -5,6 +5,7 @@
 mod cli;
 mod escape;
 mod net;
+mod notify;
 mod outdir;
 mod output;
 mod report;

@@ -43,12 +43,51 @@ pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> 
         }
         Err(e) => return Err(e),
     };
+    listener(socket, dual_stack)
+}
+
+/// The socket systemd passed (socket activation: `LISTEN_PID` is this process and
+/// `LISTEN_FDS` at least 1; the first descriptor, 3, is taken), given the same
+/// receive-buffer treatment as one of ncu-recv's own. `Ok(None)` when none was
+/// passed; an error when the descriptor is not a UDP socket.
+pub(crate) fn inherited() -> io::Result<Option<Listener>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id())
+        || fds.and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) == 0
+    {
+        return Ok(None);
+    }
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    const FIRST: RawFd = 3;
+    let kind = getsockopt_int(FIRST, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let domain = getsockopt_int(FIRST, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if kind != libc::SOCK_DGRAM || !matches!(domain, libc::AF_INET | libc::AF_INET6) {
+        return Err(io::Error::other(
+            "the socket passed (LISTEN_FDS) is not a UDP socket: use ListenDatagram=",
+        ));
+    }
+    // SAFETY: descriptor 3 was handed to this process by the service manager to own
+    // (LISTEN_PID is ours), and nothing else in it uses that descriptor.
+    let socket = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(FIRST) };
+    socket.set_cloexec(true)?;
+    let dual_stack = domain == libc::AF_INET6 && !socket.only_v6().unwrap_or(true);
+    listener(socket, dual_stack).map(Some)
+}
+
+/// A bound socket made ready: non-blocking, its receive buffer raised to
+/// [`WANTED_RCVBUF`] when smaller (root may force it beyond `net.core.rmem_max`;
+/// others ask and see).
+fn listener(socket: Socket, dual_stack: bool) -> io::Result<Listener> {
     socket.set_nonblocking(true)?;
-    // Root may force a buffer beyond net.core.rmem_max; others ask and see.
     let fd = socket.as_raw_fd();
-    let forced = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, WANTED_RCVBUF);
-    if forced.is_err() {
-        let _ = socket.set_recv_buffer_size(WANTED_RCVBUF);
+    if socket.recv_buffer_size().unwrap_or(0) < WANTED_RCVBUF {
+        let forced = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, WANTED_RCVBUF);
+        if forced.is_err() {
+            let _ = socket.set_recv_buffer_size(WANTED_RCVBUF);
+        }
     }
     let rcvbuf = socket.recv_buffer_size().unwrap_or(0);
     let local = socket
@@ -61,6 +100,26 @@ pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> 
         dual_stack,
         rcvbuf,
     })
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn bind_one(addr: SocketAddr, dual: bool) -> io::Result<Socket> {

@@ -1,26 +1,41 @@
 //! `--output-dir`: each session's lines (and its event markers) appended to its own
-//! file, with a bounded number of open files. A failing disk is reported once and
+//! file, `DIR/<sender>/<start>-<session>.log` (one machine's history is one folder),
+//! with a bounded number of open files. Files are flushed to disk (`fdatasync`) when
+//! their session goes silent or ends and at least every `--sync-every`, so that a
+//! receiver that loses power right after a crash keeps what it printed. SIGHUP
+//! closes every file; the next line opens it again by name (log rotation). A failing disk is reported once and
 //! counted; standard output is served regardless. When a file takes writes again, a
 //! line an earlier failure tore is ended first (it never runs into the next line),
 //! and a marker says lines may be missing there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use ncu_proto::event::SessionInfo;
+use chrono::DateTime;
+use ncu_proto::event::{SessionInfo, SourceKind};
+use ncu_proto::wire;
 
 /// Most files open at once (least recently used closed first).
 const MAX_OPEN: usize = 64;
 /// Most sessions remembered as having lost bytes to a failed write (for the marker);
 /// past this, a torn line is still ended but not marked.
 const MAX_BROKEN: usize = 4096;
+/// Start times remembered for netconsole and text sessions (whose ids carry none),
+/// so that their file keeps its name when it is closed and opened again.
+const MAX_STARTS: usize = 65_536;
+
 struct OpenFile {
     w: BufWriter<File>,
     path: PathBuf,
     used: u64,
+    /// Bytes were written since the last `fdatasync`; since when.
+    dirty_since: Option<Instant>,
+    /// This run created the file (it was empty when opened).
+    created: bool,
 }
 
 /// The files of `--output-dir`.
@@ -34,6 +49,15 @@ pub(crate) struct OutputDir {
     /// Sessions whose file lost buffered bytes to a failed write, and the error: the
     /// next write to it is preceded by a marker.
     broken: HashMap<u64, String>,
+    /// `--sync-every`: written bytes reach the disk at most this long after.
+    sync_every: Duration,
+    /// Start times (µs since the epoch) of sessions without one in their id, oldest
+    /// first.
+    starts: HashMap<u64, u64>,
+    start_order: VecDeque<u64>,
+    /// `fdatasync` calls made, and failed.
+    pub(crate) syncs: u64,
+    pub(crate) sync_errors: u64,
 }
 
 /// A file-name-safe form of a sender name.
@@ -56,8 +80,9 @@ pub(crate) fn sanitize(name: &str) -> String {
 }
 
 impl OutputDir {
-    /// Files under `dir` (created if missing; a failure is reported, not fatal).
-    pub(crate) fn new(dir: &Path) -> OutputDir {
+    /// Files under `dir` (created if missing; a failure is reported, not fatal),
+    /// flushed to disk at least every `sync_every` (zero: after every write).
+    pub(crate) fn new(dir: &Path, sync_every: Duration) -> OutputDir {
         let mut out = OutputDir {
             dir: dir.to_owned(),
             open: HashMap::new(),
@@ -65,6 +90,11 @@ impl OutputDir {
             errors: 0,
             warned: false,
             broken: HashMap::new(),
+            sync_every,
+            starts: HashMap::new(),
+            start_order: VecDeque::new(),
+            syncs: 0,
+            sync_errors: 0,
         };
         if let Err(e) = std::fs::create_dir_all(dir) {
             out.warn(dir, &e);
@@ -83,22 +113,46 @@ impl OutputDir {
         }
     }
 
-    /// The session's file: named after its sender as known now (a session's name is
-    /// its source IP until its HELLO or heartbeat arrives).
-    fn path_of(&self, session: &SessionInfo) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{}.log",
-            sanitize(&session.name),
-            session.id_hex()
-        ))
+    /// When the session started: from its id for ncu sessions (the same file after a
+    /// receiver restart), else when this receiver first wrote for it.
+    fn start_of(&mut self, session: &SessionInfo, now_us: u64) -> u64 {
+        if session.kind == SourceKind::Ncu {
+            return u64::from(wire::session_started_secs(session.id)) * 1_000_000;
+        }
+        if let Some(&t) = self.starts.get(&session.id) {
+            return t;
+        }
+        if self.start_order.len() >= MAX_STARTS {
+            if let Some(old) = self.start_order.pop_front() {
+                self.starts.remove(&old);
+            }
+        }
+        self.starts.insert(session.id, now_us);
+        self.start_order.push_back(session.id);
+        now_us
     }
 
-    /// Appends `bytes` to the session's file.
-    pub(crate) fn write(&mut self, session: &SessionInfo, bytes: &[u8]) {
+    /// The session's file, `DIR/<sender>/<start>-<session>.log`: under its sender's
+    /// name as known now (a session's name is its source IP until its HELLO or
+    /// heartbeat arrives).
+    fn path_of(&mut self, session: &SessionInfo, now_us: u64) -> PathBuf {
+        let start = self.start_of(session, now_us);
+        let start = DateTime::from_timestamp_micros(i64::try_from(start).unwrap_or(0)).map_or_else(
+            || "19700101T000000Z".to_owned(),
+            |t| t.format("%Y%m%dT%H%M%SZ").to_string(),
+        );
+        self.dir
+            .join(sanitize(&session.name))
+            .join(format!("{start}-{}.log", session.id_hex()))
+    }
+
+    /// Appends `bytes` to the session's file (`now_us`: the wall clock, for the name
+    /// of a new netconsole or text session's file).
+    pub(crate) fn write(&mut self, session: &SessionInfo, bytes: &[u8], now: Instant, now_us: u64) {
         self.tick += 1;
-        let path = self.path_of(session);
+        let path = self.path_of(session, now_us);
         if self.open.get(&session.id).is_some_and(|f| f.path != path) {
-            self.close(session.id);
+            self.move_to(session.id, &path);
         }
         if !self.open.contains_key(&session.id) {
             if self.open.len() >= MAX_OPEN {
@@ -111,6 +165,10 @@ impl OutputDir {
                     self.close(k);
                 }
             }
+            if let Some(folder) = path.parent() {
+                // A failure shows in the open below.
+                let _ = std::fs::create_dir_all(folder);
+            }
             match OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -118,6 +176,7 @@ impl OutputDir {
                 .open(&path)
             {
                 Ok(f) => {
+                    let created = f.metadata().is_ok_and(|m| m.len() == 0);
                     let mut w = BufWriter::with_capacity(16 * 1024, f);
                     // A line torn by an earlier failed write (here or in an earlier
                     // run) must not run into the next one.
@@ -132,7 +191,14 @@ impl OutputDir {
                         );
                     }
                     let path = path.clone();
-                    self.open.insert(session.id, OpenFile { w, path, used: 0 });
+                    let file = OpenFile {
+                        w,
+                        path,
+                        used: 0,
+                        dirty_since: None,
+                        created,
+                    };
+                    self.open.insert(session.id, file);
                 }
                 Err(e) => {
                     self.errors += 1;
@@ -146,13 +212,105 @@ impl OutputDir {
             return;
         };
         f.used = tick;
+        f.dirty_since.get_or_insert(now);
         if let Err(e) = f.w.write_all(bytes) {
             self.write_failed(session.id, &path, &e);
+            return;
+        }
+        if self.sync_every.is_zero() {
+            self.sync(session.id);
         }
     }
 
-    /// Closes a session's file (it ended); a later line reopens it for appending.
+    /// Flushes session `id`'s file and `fdatasync`s it, if it has unsynced bytes.
+    fn sync(&mut self, id: u64) {
+        let Some(f) = self.open.get_mut(&id) else {
+            return;
+        };
+        if f.dirty_since.is_none() {
+            return;
+        }
+        let result = f.w.flush().and_then(|()| f.w.get_ref().sync_data());
+        f.dirty_since = None;
+        self.syncs += 1;
+        if let Err(e) = result {
+            self.sync_errors += 1;
+            let path = f.path.clone();
+            self.write_failed(id, &path, &e);
+        }
+    }
+
+    /// Syncs every file whose oldest unsynced bytes are `--sync-every` old.
+    pub(crate) fn sync_due(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, f)| f.dirty_since.is_some_and(|t| t + self.sync_every <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.sync(id);
+        }
+    }
+
+    /// When [`OutputDir::sync_due`] next has work.
+    pub(crate) fn next_sync(&self) -> Option<Instant> {
+        self.open
+            .values()
+            .filter_map(|f| f.dirty_since)
+            .min()
+            .map(|t| t + self.sync_every)
+    }
+
+    /// The session's name became known (a session joined mid-way is named after its
+    /// address until a heartbeat or END names it): its file moves under the name, so
+    /// that one machine's history stays one folder. A file this run created is
+    /// renamed, or appended to the file already there (an earlier run's) and removed.
+    fn move_to(&mut self, id: u64, path: &Path) {
+        let Some(old) = self.open.get(&id).map(|f| (f.path.clone(), f.created)) else {
+            return;
+        };
+        self.close(id);
+        let (old, created) = old;
+        if !created || self.open.contains_key(&id) {
+            return;
+        }
+        if let Some(folder) = path.parent() {
+            let _ = std::fs::create_dir_all(folder);
+        }
+        let result = if path.exists() {
+            std::fs::read(&old).and_then(|bytes| {
+                let mut f = OpenOptions::new().append(true).open(path)?;
+                f.write_all(&bytes)?;
+                f.sync_data()?;
+                std::fs::remove_file(&old)
+            })
+        } else {
+            std::fs::rename(&old, path)
+        };
+        if let Err(e) = result {
+            self.errors += 1;
+            self.warn(path, &e);
+        }
+        if let Some(folder) = old.parent() {
+            // Only when empty: the address's folder may hold other sessions.
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+
+    /// SIGHUP: syncs and closes every file; each opens again, by name, with its
+    /// session's next line (a rotated file is then created anew).
+    pub(crate) fn reopen(&mut self) {
+        let ids: Vec<u64> = self.open.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+    }
+
+    /// Syncs and closes a session's file (it ended, went silent, or room is needed);
+    /// a later line reopens it for appending.
     pub(crate) fn close(&mut self, id: u64) {
+        self.sync(id);
         let Some(f) = self.open.get_mut(&id) else {
             return;
         };

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::event::{CorruptReason, Event};
 use ncu_proto::reassembler::{Config as RxConfig, Reassembler};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use socket2::Socket;
 
 use crate::cli::Config;
 use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
+use crate::notify::{Health, Notifier};
 use crate::outdir::OutputDir;
 use crate::output::{self, Counters, LineBytes};
 use crate::report::{self, Ledger, ReceiverInfo};
@@ -84,6 +85,9 @@ impl Nacks {
     }
 }
 
+/// How often `STATUS=` is brought up to date (when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// While standard output fails (a full disk), how often writing it is tried again.
 const OUTPUT_RETRY: Duration = Duration::from_secs(1);
 
@@ -108,10 +112,10 @@ struct Sink {
 }
 
 impl Sink {
-    fn event(&mut self, event: &Event) {
+    fn event(&mut self, event: &Event, now: Instant, wall: u64) {
         self.ledger.note(event);
         if let Some(dir) = &mut self.outdir {
-            output_dir_event(dir, event, &mut self.buf);
+            output_dir_event(dir, event, &mut self.buf, now, wall);
         }
         if matches!(event, Event::End { .. } | Event::Silent { .. }) {
             self.ended = true;
@@ -153,15 +157,22 @@ impl Sink {
         }
     }
 
-    fn drain(&mut self, rx: &mut Reassembler) {
+    fn drain(&mut self, rx: &mut Reassembler, now: Instant, wall: u64, health: &mut Health) {
         while let Some(event) = rx.poll_event() {
-            self.event(&event);
+            health.note(&event);
+            self.event(&event, now, wall);
             rx.recycle(event);
         }
     }
 }
 
-fn output_dir_event(dir: &mut OutputDir, event: &Event, buf: &mut Vec<u8>) {
+fn output_dir_event(
+    dir: &mut OutputDir,
+    event: &Event,
+    buf: &mut Vec<u8>,
+    now: Instant,
+    wall: u64,
+) {
     // Start markers stay on stdout: a file is one session already, and its name is
     // only known once a HELLO or heartbeat arrived.
     let session = match event {
@@ -181,7 +192,7 @@ fn output_dir_event(dir: &mut OutputDir, event: &Event, buf: &mut Vec<u8>) {
     if let Event::Line { text, .. } = event {
         output::text_line(session, text, false, LineBytes::Raw, buf);
     }
-    dir.write(session, buf);
+    dir.write(session, buf, now, wall);
     if matches!(
         event,
         Event::End { .. } | Event::Silent { .. } | Event::Retired { .. }
@@ -193,6 +204,7 @@ fn output_dir_event(dir: &mut OutputDir, event: &Event, buf: &mut Vec<u8>) {
 struct Signals {
     stop: Arc<AtomicBool>,
     usr1: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
     wake: UnixStream,
 }
 
@@ -208,12 +220,25 @@ fn signals() -> io::Result<Signals> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
         signal_hook::low_level::pipe::register(sig, wake_tx.try_clone()?)?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(SIGUSR1, Arc::clone(&usr1))?;
-    signal_hook::low_level::pipe::register(SIGUSR1, wake_tx)?;
-    Ok(Signals { stop, usr1, wake })
+    signal_hook::low_level::pipe::register(SIGUSR1, wake_tx.try_clone()?)?;
+    signal_hook::flag::register(SIGHUP, Arc::clone(&hup))?;
+    signal_hook::low_level::pipe::register(SIGHUP, wake_tx)?;
+    Ok(Signals {
+        stop,
+        usr1,
+        hup,
+        wake,
+    })
 }
 
 fn bind(config: &Config) -> Result<Listener, RunError> {
+    match net::inherited() {
+        Ok(Some(listener)) => return Ok(listener),
+        Ok(None) => {}
+        Err(e) => return Err(RunError(format!("socket activation: {e}"))),
+    }
     net::bind(config.listen, config.any_address).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             RunError(format!(
@@ -250,6 +275,16 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         );
     }
     let sig = signals().map_err(|e| RunError(format!("cannot set up signal handlers: {e}")))?;
+    let mut notifier = Notifier::from_env();
+    let mut health = Health::default();
+    let mut next_status = Instant::now();
+    if let Some(n) = &mut notifier {
+        n.send(&format!(
+            "READY=1\nSTATUS=listening on {} ({family}), no sessions yet",
+            listener.local
+        ));
+        n.watchdog(Instant::now());
+    }
 
     let started = Instant::now();
     let started_us = wall_us();
@@ -283,7 +318,10 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         out: EventOutput::new(File::from(stdout)),
         out_tried: started,
         ledger: Ledger::default(),
-        outdir: config.output_dir.as_deref().map(OutputDir::new),
+        outdir: config
+            .output_dir
+            .as_deref()
+            .map(|d| OutputDir::new(d, config.sync_every)),
         buf: Vec::with_capacity(4096),
         marker: Vec::new(),
         ended: false,
@@ -336,6 +374,15 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             sink.flush();
             write_report(&rx, &sink, &nacks);
         }
+        if sig.hup.swap(false, Ordering::Relaxed) {
+            // Log rotation: every --output-dir file opens again by name, and the
+            // report is written anew.
+            sink.flush();
+            if let Some(dir) = &mut sink.outdir {
+                dir.reopen();
+            }
+            write_report(&rx, &sink, &nacks);
+        }
         let n = match batch.recv(fd) {
             Ok(n) => n,
             Err(e) => {
@@ -361,7 +408,17 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             rx.handle_timeout(now, wall);
         }
         nacks.send_all(&mut rx, &listener.socket, listener.local);
-        sink.drain(&mut rx);
+        sink.drain(&mut rx, now, wall, &mut health);
+        if let Some(dir) = &mut sink.outdir {
+            dir.sync_due(now);
+        }
+        if let Some(n) = &mut notifier {
+            n.watchdog(now);
+            if health.changed && now >= next_status {
+                n.status(health.line(rx.session_count()));
+                next_status = now + STATUS_EVERY;
+            }
+        }
         if sink.out.is_closed() || (sink.once && sink.ended) {
             break;
         }
@@ -373,7 +430,16 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             if sink.out.is_closed() {
                 break;
             }
-            let mut timeout = rx.poll_timeout().map(|t| t.saturating_duration_since(now));
+            let next_sync = sink.outdir.as_ref().and_then(OutputDir::next_sync);
+            let next_notify = notifier.as_ref().and_then(|n| {
+                let status = health.changed.then_some(next_status);
+                [n.next_wakeup(), status].into_iter().flatten().min()
+            });
+            let mut timeout = [rx.poll_timeout(), next_sync, next_notify]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(now));
             if sink.out.is_failing() {
                 timeout = Some(timeout.map_or(OUTPUT_RETRY, |t| t.min(OUTPUT_RETRY)));
             }
@@ -385,8 +451,11 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     }
 
     // Exit: give up every hole, say what is left, summarize, report.
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     rx.flush();
-    sink.drain(&mut rx);
+    sink.drain(&mut rx, Instant::now(), wall_us(), &mut health);
     if !sink.out.is_closed() {
         let c = counters(&sink, &nacks);
         sink.buf.clear();

@@ -7,3 +7,4 @@ mod recovery;
 mod sealed;
 mod sender;
 mod sender_recovery;
+mod service;

@@ -492,11 +492,11 @@ fn recv_output_dir_appends_per_session() {
     rx.wait_json(T, |v| v["event"] == "end" && v["sender"] == "web/1");
     rx.wait_json(T, |v| v["event"] == "end" && v["sender"] == "db");
     drop(rx.stop_json());
-    let file_a = dir.join(format!("web_1-{}.log", a.session_hex()));
+    let file_a = ncu_tests::session_file(&dir, "web_1", &a.session_hex());
     let text = std::fs::read_to_string(&file_a).expect("web/1's file");
     assert!(text.starts_with("from web/1\n"), "{text}");
     assert!(text.contains("### ncu: end"), "{text}");
-    let file_b = dir.join(format!("db-{}.log", b.session_hex()));
+    let file_b = ncu_tests::session_file(&dir, "db", &b.session_hex());
     assert!(std::fs::read_to_string(&file_b)
         .unwrap()
         .contains("from db\n"));
@@ -913,10 +913,7 @@ fn recv_output_dir_full_disk_never_splices_lines() {
     rx.signal(libc::SIGTERM);
     assert!(rx.wait(T).success());
 
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = ncu_tests::files_under(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
     let text = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
