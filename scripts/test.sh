@@ -11,4 +11,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The end-to-end tests run the binaries from this target directory.
 cargo build --workspace --bins --quiet
+# The Debian package the package test installs (release build, man pages,
+# completions; needs cargo-deb: packaging/setup.sh). Built before the tests, so that
+# its compile does not load the machine while timing-sensitive tests run.
+bash scripts/package.sh
 cargo test --workspace

@@ -82,8 +82,13 @@ Exit status: 0 on a clean stop; 1 on a runtime failure (e.g. the port is taken);
 pub(crate) struct Args {
     /// Where to listen: PORT (IPv6 and IPv4 on every interface), ADDR:PORT or
     /// [IPV6]:PORT. Port 0 picks a free port (printed on stderr).
-    #[arg(value_name = "[ADDR:]PORT")]
-    listen: String,
+    #[arg(value_name = "[ADDR:]PORT", required_unless_present = "generate")]
+    listen: Option<String>,
+
+    /// Write the man page or a shell's completions to standard output and exit
+    /// (scripts/gen-assets.sh).
+    #[arg(long, value_name = "KIND", value_enum, hide = true)]
+    generate: Option<ncu_docgen::Kind>,
 
     /// One JSON object per line and per event instead of text.
     #[arg(long)]
@@ -196,10 +201,17 @@ impl fmt::Display for UsageError {
 }
 
 impl Args {
+    /// `--generate KIND`, when given: nothing else is done.
+    pub(crate) fn generate(&self) -> Option<ncu_docgen::Kind> {
+        self.generate
+    }
+
     /// Checks what the user typed and resolves the address.
     pub(crate) fn into_config(self) -> Result<Config, UsageError> {
-        let (listen, any_address) = parse_listen(&self.listen)
-            .map_err(|e| UsageError(format!("listen address {:?}: {e}", self.listen)))?;
+        // Required by clap unless --generate, which never gets here.
+        let text = self.listen.clone().unwrap_or_default();
+        let (listen, any_address) =
+            parse_listen(&text).map_err(|e| UsageError(format!("listen address {text:?}: {e}")))?;
         let reorder_window = parse_duration(&self.reorder_window)
             .map_err(|e| UsageError(format!("--reorder-window {:?}: {e}", self.reorder_window)))?;
         let dead_after = parse_duration(&self.dead_after)

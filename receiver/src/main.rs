@@ -14,7 +14,7 @@ mod stdout;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let args = match cli::Args::try_parse() {
@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(kind) = args.generate() {
+        return ncu_docgen::print(cli::Args::command(), kind);
+    }
     let config = match args.into_config() {
         Ok(config) => config,
         Err(err) => {

@@ -87,13 +87,18 @@ file that cannot be read or is readable by others).";
 pub(crate) struct Args {
     /// Where to send: HOST:PORT, IPV4:PORT or [IPV6]:PORT (host names are resolved
     /// once at start-up). Every DEST gets every datagram.
-    #[arg(value_name = "DEST", required_unless_present = "gen_key")]
+    #[arg(value_name = "DEST", required_unless_present_any = ["gen_key", "generate"])]
     dests: Vec<String>,
 
     /// Write a new key file at PATH (mode 0600, never overwriting) and exit. Copy it
     /// to the receiver and give both ends --key-file PATH.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["dests", "command", "key_file"])]
     gen_key: Option<PathBuf>,
+
+    /// Write the man page or a shell's completions to standard output and exit
+    /// (scripts/gen-assets.sh).
+    #[arg(long, value_name = "KIND", value_enum, hide = true)]
+    generate: Option<ncu_docgen::Kind>,
 
     /// Seal (encrypt and authenticate) every datagram with the first key in PATH, a
     /// file made by --gen-key and readable by its owner only.
@@ -225,6 +230,11 @@ impl fmt::Display for UsageError {
 }
 
 impl Args {
+    /// `--generate KIND`, when given: nothing else is done.
+    pub(crate) fn generate(&self) -> Option<ncu_docgen::Kind> {
+        self.generate
+    }
+
     /// `--gen-key PATH`, when given: nothing else is done.
     pub(crate) fn gen_key(&self) -> Option<&Path> {
         self.gen_key.as_deref()

@@ -10,10 +10,13 @@ mod signals;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if let Some(kind) = args.generate() {
+        return ncu_docgen::print(cli::Args::command(), kind);
+    }
     if let Some(path) = args.gen_key() {
         return match ncu_proto::seal::generate_key_file(path) {
             Ok(()) => {

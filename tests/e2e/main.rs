@@ -2,6 +2,7 @@
 mod faults;
 mod hostile;
 mod kernel_lab;
+mod package;
 mod receiver;
 mod recovery;
 mod sealed;
