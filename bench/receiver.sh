@@ -5,6 +5,7 @@
 #   2. ncu-recv's ceiling in datagrams/s fed by 2 blaster processes, against a bare
 #      recvmmsg loop fed the same way (ratio; target >= 70%)
 #   3. ncu-recv's peak RSS (VmHWM) under a garbage flood and under 10,000 sessions
+#   4. --output-dir with --sync-every 1h (none), 1s (the default) and 0 (every write)
 # Binaries: receiver/examples/{blast,bare_recv}.rs, release ncu-send and ncu-recv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,3 +86,26 @@ sessions_hwm=$(hwm "$rpid")
 kill -TERM "$rpid"; wait "$rpid" || true
 sessions=$(grep -o 'summary [0-9]* sessions' "$work/out" | awk '{print $2}')
 echo "  10,000 concurrent sessions x 5 lines (${sessions} sessions seen): ${sessions_hwm} KiB"
+
+echo "== 4. --output-dir durability: the cost of --sync-every (fdatasync) against none"
+# None: --sync-every 1h never comes due within a run (files are still synced once when
+# their session ends). The 1,000,000 lines of 1. at the sender's full speed, packed;
+# --sync-every 0 (after every write) on the first 20,000 of them.
+runs=${SYNC_RUNS:-3}
+head -n 20000 "$work/in" >"$work/in20k"
+for every in 1h 1s 0; do
+  input="$work/in"; [ "$every" = 0 ] && input="$work/in20k"
+  n=$(wc -l <"$input")
+  best=""
+  for _ in $(seq "$runs"); do
+    rm -rf "$work/dir"
+    start_recv --once --output-dir "$work/dir" --sync-every "$every"
+    t0=$(date +%s.%N)
+    "$rel/ncu-send" --name bench "127.0.0.1:$rport" <"$input"
+    wait "$rpid"
+    t1=$(date +%s.%N)
+    t=$(echo "$t1 - $t0" | bc)
+    if [ -z "$best" ] || [ "$(echo "$t < $best" | bc)" = 1 ]; then best=$t; fi
+  done
+  printf '  --sync-every %-3s %8d lines  best of %d: %.3f s  (%d lines/s)\n' "$every" "$n" "$runs" "$best" "$(echo "$n / $best" | bc)"
+done

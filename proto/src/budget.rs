@@ -146,6 +146,10 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     /// heaviest source when the total would pass the limit; `None` when there is
     /// room.
     pub fn victim(&self, ip: IpAddr, extra: usize) -> Option<IpAddr> {
+        // No source holds more than all of them: the common case needs no lookup.
+        if self.total + extra <= self.per_source {
+            return None;
+        }
         if self.of(ip) + extra > self.per_source {
             return Some(ip);
         }

@@ -1195,6 +1195,9 @@ impl Reassembler {
     /// Brings the budget's charge for `session`'s own state up to date.
     fn recharge(&mut self, session: &mut Session) {
         let cost = session.state_cost();
+        if cost == session.state_bytes {
+            return;
+        }
         let ip = session.info.addr.ip();
         if cost > session.state_bytes {
             self.budget.charge(ip, cost - session.state_bytes);
