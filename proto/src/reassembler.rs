@@ -559,6 +559,21 @@ pub struct Reassembler {
     rng: u64,
 }
 
+/// One session in memory as [`Reassembler::session_views`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    /// Who.
+    pub info: &'a SessionInfo,
+    /// Lines delivered.
+    pub lines: u64,
+    /// Lines reported lost (and not delivered late).
+    pub lost: u64,
+    /// How it is doing.
+    pub fate: Fate,
+    /// Receiver clock at its last datagram, µs since the epoch.
+    pub last_received_at_us: u64,
+}
+
 /// A datagram the receiver wants sent: a NACK to a sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -766,6 +781,36 @@ impl Reassembler {
         all.extend(self.sessions.values().map(Session::summary));
         all.sort_by_key(|s| (s.first_received_at_us, s.session.id));
         all
+    }
+
+    /// Every session in memory, looked at without copying (for metrics); in no
+    /// particular order.
+    pub fn session_views(&self) -> impl Iterator<Item = SessionView<'_>> + '_ {
+        self.sessions.values().map(|s| SessionView {
+            info: &s.info,
+            lines: s.lines,
+            lost: s.lost,
+            fate: s.fate,
+            last_received_at_us: s.last_rx_wall,
+        })
+    }
+
+    /// The summary of one session, in memory or finished and kept (for a report of
+    /// that session alone, e.g. a hook's).
+    pub fn summary_of(&self, info: &SessionInfo) -> Option<SessionSummary> {
+        let key = match info.kind {
+            SourceKind::Ncu => SessionKey::Ncu(info.id),
+            kind => SessionKey::Source(info.addr, kind),
+        };
+        match self.sessions.get(&key) {
+            Some(s) if s.info.id == info.id => Some(s.summary()),
+            _ => self
+                .finished
+                .iter()
+                .rev()
+                .find(|s| s.session.id == info.id && s.session.addr == info.addr)
+                .cloned(),
+        }
     }
 
     /// Gives up every hole in every session now (at exit), so that the events say

@@ -126,6 +126,54 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
 
+    /// Also write every line and event in the Journal Export Format to PATH (a file
+    /// or a FIFO), or to standard output with '-' (instead of text or JSON): pipe it
+    /// into `systemd-journal-remote -o FILE.journal -`. Each entry has the sender's
+    /// name as _HOSTNAME, PRIORITY (the kernel's level for kernel records, else 6),
+    /// NCU_SESSION, NCU_SEQ, NCU_KERNEL_SEQ and the time it was sent; gap, silent and
+    /// end are entries with fixed MESSAGE_IDs (README "Integrations").
+    #[arg(long, value_name = "PATH|-")]
+    journal_export: Option<PathBuf>,
+
+    /// Run CMD (through sh -c) when a session goes silent: its sender died, or its
+    /// network did. The facts are in NCU_EVENT, NCU_SENDER, NCU_SESSION, NCU_ADDR,
+    /// NCU_SOURCE, NCU_LAST_SEQ, NCU_LAST_TEXT, NCU_LAST_SENT_AT,
+    /// NCU_LAST_RECEIVED_AT, NCU_REASON, NCU_LINES, NCU_LOST, and NCU_REPORT names a
+    /// Markdown report of that session (removed when CMD ends). Runs beside the
+    /// receive loop, never blocking it; its exit status and stderr tail are logged.
+    #[arg(long, value_name = "CMD")]
+    on_silent: Option<String>,
+
+    /// Run CMD (as --on-silent) when a session ends cleanly with lines lost
+    /// (NCU_EVENT=end, NCU_LINES_SENT as END says).
+    #[arg(long, value_name = "CMD")]
+    on_end: Option<String>,
+
+    /// A hook still running after DUR is killed (its whole process group).
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    hook_timeout: String,
+
+    /// Most hooks running at once; more wait (up to 256), never the receive loop.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    hook_max: usize,
+
+    /// Serve the Prometheus text format at http://ADDR:PORT/metrics: receiver
+    /// counters (datagrams, bytes, rejected by reason, kernel drops, NACKs, output
+    /// drops) and, per sender, up, lines, lost lines and seconds since last heard. A
+    /// port that is taken is one line on stderr; receiving goes on.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+
+    /// Also write the same text to PATH every 5 s, atomically (node_exporter's
+    /// textfile collector: a .prom file in its folder).
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+
+    /// Most senders with series of their own (silent ones first, then those that lost
+    /// most, then the most recently heard); the rest are in the totals.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    metrics_max_senders: usize,
+
     /// How often --output-dir files are flushed to disk (fdatasync) at least, so a
     /// receiver that loses power keeps what it printed; 0 = after every write. They
     /// are always flushed when their session goes silent or ends.
@@ -178,6 +226,17 @@ pub(crate) struct Config {
     pub(crate) max_held: usize,
     /// `--sync-every`.
     pub(crate) sync_every: Duration,
+    /// `--journal-export`.
+    pub(crate) journal_export: Option<PathBuf>,
+    /// `--metrics`, `--metrics-file`, `--metrics-max-senders`.
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) metrics_file: Option<PathBuf>,
+    pub(crate) metrics_max_senders: usize,
+    /// `--on-silent`, `--on-end`, `--hook-timeout`, `--hook-max`.
+    pub(crate) on_silent: Option<String>,
+    pub(crate) on_end: Option<String>,
+    pub(crate) hook_timeout: Duration,
+    pub(crate) hook_max: usize,
     pub(crate) reorder_window: Duration,
     pub(crate) dead_after: Duration,
     pub(crate) report: Option<PathBuf>,
@@ -219,6 +278,16 @@ impl Args {
         if dead_after.is_zero() {
             return Err(UsageError("--dead-after must be more than 0".to_owned()));
         }
+        if self.json && self.journal_export.as_deref() == Some(std::path::Path::new("-")) {
+            return Err(UsageError(
+                "--journal-export - takes standard output: drop --json, or give a PATH".to_owned(),
+            ));
+        }
+        let hook_timeout = parse_duration(&self.hook_timeout)
+            .map_err(|e| UsageError(format!("--hook-timeout {:?}: {e}", self.hook_timeout)))?;
+        if self.hook_max == 0 {
+            return Err(UsageError("--hook-max must be at least 1".to_owned()));
+        }
         let sync_every = parse_duration(&self.sync_every)
             .map_err(|e| UsageError(format!("--sync-every {:?}: {e}", self.sync_every)))?;
         let max_held = parse_size(&self.max_held)
@@ -247,6 +316,14 @@ impl Args {
             raw: self.raw,
             max_held,
             sync_every,
+            journal_export: self.journal_export,
+            metrics: self.metrics,
+            metrics_file: self.metrics_file,
+            metrics_max_senders: self.metrics_max_senders,
+            on_silent: self.on_silent,
+            on_end: self.on_end,
+            hook_timeout,
+            hook_max: self.hook_max,
             reorder_window,
             dead_after,
             report: self.report,

@@ -4,6 +4,9 @@
 
 mod cli;
 mod escape;
+mod hook;
+mod journal;
+mod metrics;
 mod net;
 mod notify;
 mod outdir;

@@ -17,6 +17,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use socket2::Socket;
 
 use crate::cli::Config;
+use crate::escape;
+use crate::hook;
+use crate::journal;
+use crate::metrics::Metrics;
 use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
 use crate::notify::{Health, Notifier};
 use crate::outdir::OutputDir;
@@ -92,8 +96,37 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 const OUTPUT_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything the events go to.
+/// What standard output carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Lines and `### ncu:` markers.
+    Text,
+    /// `--json`.
+    Json,
+    /// `--journal-export -`: the Journal Export Format.
+    Journal,
+}
+
+/// `--journal-export PATH`: the export stream written to a file or a FIFO.
+struct JournalFile {
+    out: EventOutput<File>,
+    path: std::path::PathBuf,
+    /// Said on stderr that its reader went away.
+    warned: bool,
+}
+
 struct Sink {
-    json: bool,
+    format: Format,
+    journal: Option<JournalFile>,
+    /// A journal entry being built.
+    entry: Vec<u8>,
+    /// Said that a journal export on standard output lost its reader.
+    stdout_warned: bool,
+    /// `--on-silent` / `--on-end` are given: their events are kept in `triggers`
+    /// until the loop hands them to the hooks.
+    hook_silent: bool,
+    hook_end: bool,
+    triggers: Vec<Event>,
     prefix: bool,
     /// How line bytes go to standard output in text mode.
     line_bytes: LineBytes,
@@ -120,22 +153,50 @@ impl Sink {
         if matches!(event, Event::End { .. } | Event::Silent { .. }) {
             self.ended = true;
         }
+        match event {
+            Event::Silent { .. } if self.hook_silent => self.triggers.push(event.clone()),
+            Event::End { lost, .. } if self.hook_end && *lost > 0 => {
+                self.triggers.push(event.clone())
+            }
+            _ => {}
+        }
+        if self.journal.is_some() || self.format == Format::Journal {
+            self.entry.clear();
+            journal::entry(event, wall, &mut self.entry);
+        }
+        if let Some(j) = &mut self.journal {
+            if !self.entry.is_empty() && !j.out.is_closed() {
+                j.out.push(&[], &self.entry);
+                if j.out.is_closed() && !j.warned {
+                    j.warned = true;
+                    eprintln!(
+                        "ncu-recv: --journal-export {}: its reader went away; the journal \
+                         export stops here, receiving goes on",
+                        j.path.display()
+                    );
+                }
+            }
+        }
         if self.out.is_closed() {
             return;
         }
         self.buf.clear();
-        if self.json {
-            output::json_event(event, &mut self.buf);
-        } else {
-            if let Some(marker) = output::text_marker(event) {
-                self.buf.extend_from_slice(marker.as_bytes());
-                self.buf.push(b'\n');
-            }
-            if let Event::Line { session, text, .. } = event {
-                output::text_line(session, text, self.prefix, self.line_bytes, &mut self.buf);
+        match self.format {
+            Format::Json => output::json_event(event, &mut self.buf),
+            Format::Journal => self.buf.extend_from_slice(&self.entry),
+            Format::Text => {
+                if let Some(marker) = output::text_marker(event) {
+                    self.buf.extend_from_slice(marker.as_bytes());
+                    self.buf.push(b'\n');
+                }
+                if let Event::Line { session, text, .. } = event {
+                    output::text_line(session, text, self.prefix, self.line_bytes, &mut self.buf);
+                }
             }
         }
-        self.push_buf();
+        if !self.buf.is_empty() {
+            self.push_buf();
+        }
     }
 
     /// Hands the event in `buf` to standard output, after a marker if events were
@@ -143,14 +204,38 @@ impl Sink {
     fn push_buf(&mut self) {
         self.marker.clear();
         let hole = self.out.hole();
-        if hole > 0 {
-            output::output_dropped(self.json, hole, self.out.hole_error(), &mut self.marker);
+        if hole > 0 && self.format != Format::Journal {
+            let json = self.format == Format::Json;
+            output::output_dropped(json, hole, self.out.hole_error(), &mut self.marker);
         }
         self.out.push(&self.marker, &self.buf);
     }
 
+    /// Standard output was closed by its reader, and that ends ncu-recv (`| head`).
+    /// A journal export on standard output whose reader went away only stops the
+    /// export: receiving goes on (the files, the report and the hooks still serve).
+    fn stdout_gone(&mut self) -> bool {
+        if !self.out.is_closed() {
+            return false;
+        }
+        if self.format != Format::Journal {
+            return true;
+        }
+        if !self.stdout_warned {
+            self.stdout_warned = true;
+            eprintln!(
+                "ncu-recv: --journal-export -: its reader went away; the journal export \
+                 stops here, receiving goes on"
+            );
+        }
+        false
+    }
+
     fn flush(&mut self) {
         self.out.flush();
+        if let Some(j) = &mut self.journal {
+            j.out.flush();
+        }
         self.out_tried = Instant::now();
         if let Some(dir) = &mut self.outdir {
             dir.flush();
@@ -233,6 +318,20 @@ fn signals() -> io::Result<Signals> {
     })
 }
 
+/// Opens `--journal-export PATH` for appending (a file, or a FIFO a reader holds).
+fn open_journal(path: &std::path::Path) -> Result<JournalFile, RunError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| RunError(format!("--journal-export {}: {e}", path.display())))?;
+    Ok(JournalFile {
+        out: EventOutput::new(file),
+        path: path.to_owned(),
+        warned: false,
+    })
+}
+
 fn bind(config: &Config) -> Result<Listener, RunError> {
     match net::inherited() {
         Ok(Some(listener)) => return Ok(listener),
@@ -307,7 +406,20 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         .try_clone_to_owned()
         .map_err(|e| RunError(format!("cannot use standard output: {e}")))?;
     let mut sink = Sink {
-        json: config.json,
+        format: match (&config.journal_export, config.json) {
+            (Some(p), _) if p.as_os_str() == "-" => Format::Journal,
+            (_, true) => Format::Json,
+            _ => Format::Text,
+        },
+        journal: match &config.journal_export {
+            Some(p) if p.as_os_str() != "-" => Some(open_journal(p)?),
+            _ => None,
+        },
+        entry: Vec::new(),
+        stdout_warned: false,
+        hook_silent: config.on_silent.is_some(),
+        hook_end: config.on_end.is_some(),
+        triggers: Vec::new(),
         prefix: config.prefix,
         line_bytes: if !config.raw && io::stdout().is_terminal() {
             LineBytes::Terminal
@@ -339,10 +451,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         nack_send_errors: nacks.errors,
         max_held: config.max_held,
     };
-    let write_report = |rx: &Reassembler, sink: &Sink, nacks: &Nacks| {
-        let Some(path) = &config.report else {
-            return;
-        };
+    let session_report = |rx: &Reassembler, sink: &Sink, nacks: &Nacks, sessions: &[_]| {
         let info = ReceiverInfo {
             local: &local,
             started_us,
@@ -350,13 +459,33 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             reorder_window: config.reorder_window,
             dead_after: config.dead_after,
         };
-        let text = report::render(
+        report::render(
             &info,
             &sink.ledger,
-            &rx.summaries(),
+            sessions,
             rx.stats(),
             &counters(sink, nacks),
-        );
+        )
+    };
+    let hooks = match (&config.on_silent, &config.on_end) {
+        (None, None) => None,
+        _ => Some(
+            hook::Hooks::start(config.hook_max, config.hook_timeout)
+                .map_err(|e| RunError(format!("cannot start the hooks: {e}")))?,
+        ),
+    };
+    let mut metrics = (config.metrics.is_some() || config.metrics_file.is_some()).then(|| {
+        Metrics::start(
+            config.metrics,
+            config.metrics_file.clone(),
+            config.metrics_max_senders,
+        )
+    });
+    let write_report = |rx: &Reassembler, sink: &Sink, nacks: &Nacks| {
+        let Some(path) = &config.report else {
+            return;
+        };
+        let text = session_report(rx, sink, nacks, &rx.summaries());
         if let Err(e) = report::write(path, &text) {
             eprintln!(
                 "ncu-recv: cannot write the report to {}: {e}",
@@ -409,8 +538,36 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
         nacks.send_all(&mut rx, &listener.socket, listener.local);
         sink.drain(&mut rx, now, wall, &mut health);
+        if let Some(hooks) = &hooks {
+            for event in std::mem::take(&mut sink.triggers) {
+                let (command, label) = match &event {
+                    Event::Silent { session, .. } => (&config.on_silent, ("silent", session)),
+                    Event::End { session, .. } => (&config.on_end, ("end", session)),
+                    _ => continue,
+                };
+                let Some(command) = command else { continue };
+                let summary = rx.summary_of(label.1);
+                let report = session_report(&rx, &sink, &nacks, summary.as_slice());
+                hooks.submit(hook::Job {
+                    command: command.clone(),
+                    env: hook::env_of(&event, summary.as_ref()),
+                    report,
+                    label: format!(
+                        "--on-{} hook for sender={} session={}",
+                        label.0,
+                        escape::field(label.1.name.as_bytes()),
+                        label.1.id_hex()
+                    ),
+                });
+            }
+        }
         if let Some(dir) = &mut sink.outdir {
             dir.sync_due(now);
+        }
+        if let Some(m) = &mut metrics {
+            if now >= m.next_wakeup() {
+                m.update(&rx, &counters(&sink, &nacks), now, wall, false);
+            }
         }
         if let Some(n) = &mut notifier {
             n.watchdog(now);
@@ -419,7 +576,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
                 next_status = now + STATUS_EVERY;
             }
         }
-        if sink.out.is_closed() || (sink.once && sink.ended) {
+        if sink.stdout_gone() || (sink.once && sink.ended) {
             break;
         }
         if n > 0 && sink.out.is_failing() && now >= sink.out_tried + OUTPUT_RETRY {
@@ -427,7 +584,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
         if n == 0 {
             sink.flush();
-            if sink.out.is_closed() {
+            if sink.stdout_gone() {
                 break;
             }
             let next_sync = sink.outdir.as_ref().and_then(OutputDir::next_sync);
@@ -435,7 +592,8 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
                 let status = health.changed.then_some(next_status);
                 [n.next_wakeup(), status].into_iter().flatten().min()
             });
-            let mut timeout = [rx.poll_timeout(), next_sync, next_notify]
+            let next_metrics = metrics.as_ref().map(Metrics::next_wakeup);
+            let mut timeout = [rx.poll_timeout(), next_sync, next_notify, next_metrics]
                 .into_iter()
                 .flatten()
                 .min()
@@ -460,7 +618,11 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         let c = counters(&sink, &nacks);
         sink.buf.clear();
         // Into memory: cannot fail.
-        if output::summary(sink.json, &rx.summaries(), rx.stats(), &c, &mut sink.buf).is_ok() {
+        let json = sink.format == Format::Json;
+        // The journal stream gets no summary: its counters are in the report.
+        if sink.format != Format::Journal
+            && output::summary(json, &rx.summaries(), rx.stats(), &c, &mut sink.buf).is_ok()
+        {
             sink.push_buf();
         }
     }

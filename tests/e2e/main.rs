@@ -1,6 +1,7 @@
 //! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
 mod faults;
 mod hostile;
+mod integrations;
 mod kernel_lab;
 mod package;
 mod receiver;
