@@ -6,6 +6,7 @@
 #      recvmmsg loop fed the same way (ratio; target >= 70%)
 #   3. ncu-recv's peak RSS (VmHWM) under a garbage flood and under 10,000 sessions
 #   4. --output-dir with --sync-every 1h (none), 1s (the default) and 0 (every write)
+#   5. the ceiling with --journal-export and --metrics on against off (text)
 # Binaries: receiver/examples/{blast,bare_recv}.rs, release ncu-send and ncu-recv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,4 +109,27 @@ for every in 1h 1s 0; do
     if [ -z "$best" ] || [ "$(echo "$t < $best" | bc)" = 1 ]; then best=$t; fi
   done
   printf '  --sync-every %-3s %8d lines  best of %d: %.3f s  (%d lines/s)\n' "$every" "$n" "$runs" "$best" "$(echo "$n / $best" | bc)"
+done
+
+echo "== 5. the ceiling of 2. with the journal export and metrics on, alternating with them off"
+# on:   --journal-export - (the export stream on standard output, instead of text) and
+#       --metrics with --metrics-file; off: text on standard output. Both to a file.
+# also: --journal-export FILE beside the text (two outputs written).
+for round in 1 2 3; do
+  for mode in off on also; do
+    extra=()
+    case $mode in
+      on) extra=(--journal-export - --metrics 127.0.0.1:0 --metrics-file "$work/ncu.prom") ;;
+      also) extra=(--journal-export "$work/export" --metrics 127.0.0.1:0) ;;
+    esac
+    rm -f "$work/export"
+    start_recv --report "$work/c5.md" "${extra[@]}"
+    "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b1" & b1=$!
+    "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b2" & b2=$!
+    wait $b1 $b2
+    sleep 0.5
+    kill -TERM "$rpid"; wait "$rpid" || true
+    n=$(grep -o 'datagrams received: [0-9]*' "$work/c5.md" | awk '{print $3}')
+    printf '  round %d, %-5s %10d datagrams/s\n' "$round" "$mode" $((n / secs))
+  done
 done

@@ -118,8 +118,9 @@ struct JournalFile {
 struct Sink {
     format: Format,
     journal: Option<JournalFile>,
-    /// A journal entry being built.
+    /// A journal entry being built, and what builds it.
     entry: Vec<u8>,
+    journal_writer: journal::Journal,
     /// Said that a journal export on standard output lost its reader.
     stdout_warned: bool,
     /// `--on-silent` / `--on-end` are given: their events are kept in `triggers`
@@ -160,11 +161,9 @@ impl Sink {
             }
             _ => {}
         }
-        if self.journal.is_some() || self.format == Format::Journal {
-            self.entry.clear();
-            journal::entry(event, wall, &mut self.entry);
-        }
         if let Some(j) = &mut self.journal {
+            self.entry.clear();
+            self.journal_writer.entry(event, wall, &mut self.entry);
             if !self.entry.is_empty() && !j.out.is_closed() {
                 j.out.push(&[], &self.entry);
                 if j.out.is_closed() && !j.warned {
@@ -183,7 +182,7 @@ impl Sink {
         self.buf.clear();
         match self.format {
             Format::Json => output::json_event(event, &mut self.buf),
-            Format::Journal => self.buf.extend_from_slice(&self.entry),
+            Format::Journal => self.journal_writer.entry(event, wall, &mut self.buf),
             Format::Text => {
                 if let Some(marker) = output::text_marker(event) {
                     self.buf.extend_from_slice(marker.as_bytes());
@@ -416,6 +415,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             _ => None,
         },
         entry: Vec::new(),
+        journal_writer: journal::Journal::default(),
         stdout_warned: false,
         hook_silent: config.on_silent.is_some(),
         hook_end: config.on_end.is_some(),
