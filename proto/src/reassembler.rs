@@ -815,13 +815,21 @@ impl Reassembler {
 
     /// Gives up every hole in every session now (at exit), so that the events say
     /// exactly which lines were lost. Sessions stay as they are otherwise.
-    pub fn flush(&mut self) {
-        let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
-        for key in keys {
+    ///
+    /// Sessions are visited in the order they began (first datagram, then key), so
+    /// the events are the same for the same inputs and times.
+    pub fn flush(&mut self, now: Instant, wall_us: u64) {
+        let mut keys: Vec<(u64, SessionKey)> = self
+            .sessions
+            .iter()
+            .map(|(k, s)| (s.first_rx_wall, *k))
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
             let Some(mut session) = self.sessions.remove(&key) else {
                 continue;
             };
-            self.flush_source(&mut session);
+            self.flush_source(&mut session, now, wall_us);
             self.resolve_join(&mut session);
             self.give_up_all(&mut session);
             self.sessions.insert(key, session);
@@ -865,7 +873,7 @@ impl Reassembler {
                 // reported (HELLO does so below, before it starts the session).
                 match repr.payload {
                     Payload::Heartbeat { name } | Payload::End { name, .. } => {
-                        self.learn_name(&mut s, name)
+                        self.learn_name(&mut s, name, now, wall_us)
                     }
                     _ => {}
                 }
@@ -904,11 +912,10 @@ impl Reassembler {
                 }
             }
             Payload::Hello { name, .. } => {
-                self.learn_name(&mut session, name);
+                self.learn_name(&mut session, name, now, wall_us);
+                // A repeated HELLO is no line: `duplicates` counts lines only.
                 if session.first_seq.is_none() {
                     self.start(&mut session, repr.header.seq, false);
-                } else {
-                    session.duplicates += 1;
                 }
             }
             Payload::Lines { lines, count } => {
@@ -955,17 +962,16 @@ impl Reassembler {
                 }
             }
             Payload::Heartbeat { name } => {
-                self.learn_name(&mut session, name);
+                self.learn_name(&mut session, name, now, wall_us);
                 self.learn_known_last(&mut session, repr.header.seq, now);
             }
             Payload::End { name, reason } => {
-                self.learn_name(&mut session, name);
+                self.learn_name(&mut session, name, now, wall_us);
+                // END is repeated while the sender lingers: no line, not a duplicate.
                 if session.end.is_none() {
                     session.end = Some((repr.header.seq, reason));
                     session.known_since = Some(now);
                     session.known_last = session.known_last.max(repr.header.seq);
-                } else {
-                    session.duplicates += 1;
                 }
             }
         }
@@ -998,10 +1004,17 @@ impl Reassembler {
                     Err(replay) if replay.is_duplicate() => {
                         // A byte-identical copy (--copies) or a replay within the window:
                         // dropped before it can make a dead sender look alive.
+                        // Counted as the lines it carried again (none for HELLO,
+                        // heartbeats and END).
+                        let lines = match repr.payload {
+                            Payload::Lines { count, .. } => u64::from(count),
+                            Payload::Fragment { .. } => 1,
+                            _ => 0,
+                        };
                         if let Some(s) =
                             self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
                         {
-                            s.duplicates += 1;
+                            s.duplicates += lines;
                         }
                         Ok(())
                     }
@@ -1046,7 +1059,7 @@ impl Reassembler {
         }
     }
 
-    fn learn_name(&mut self, session: &mut Session, name: &str) {
+    fn learn_name(&mut self, session: &mut Session, name: &str, now: Instant, wall_us: u64) {
         if session.name_known && session.info.name == name {
             return;
         }
@@ -1062,7 +1075,7 @@ impl Reassembler {
             if let Some(mut old) = self.sessions.remove(&SessionKey::Ncu(old_id)) {
                 match old.fate {
                     Fate::Running if old.end.is_none() => {
-                        self.go_silent(&mut old, SilentReason::Restarted)
+                        self.go_silent(&mut old, SilentReason::Restarted, now, wall_us)
                     }
                     // Already reported silent: it stays so, now known to be restarted.
                     Fate::Silent => old.fate = Fate::Restarted,
@@ -1534,8 +1547,14 @@ impl Reassembler {
         });
     }
 
-    fn go_silent(&mut self, session: &mut Session, reason: SilentReason) {
-        self.flush_source(session);
+    fn go_silent(
+        &mut self,
+        session: &mut Session,
+        reason: SilentReason,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        self.flush_source(session, now, wall_us);
         self.resolve_join(session);
         self.give_up_all(session);
         session.fate = match reason {
@@ -1657,7 +1676,7 @@ impl Reassembler {
             && session.end.is_none()
             && session.last_rx + self.config.dead_after <= now
         {
-            self.go_silent(session, SilentReason::DeadAfter);
+            self.go_silent(session, SilentReason::DeadAfter, now, wall_us);
         }
     }
 
@@ -1860,14 +1879,13 @@ impl Reassembler {
 
     /// Lets a netconsole or text session's assembler give up what it holds (a line
     /// without newline, a record missing fragments) so that it is delivered.
-    fn flush_source(&mut self, session: &mut Session) {
+    fn flush_source(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         let flushed = match &mut session.source {
             Source::Kernel(assembler) => assembler.flush() > 0,
             Source::Text(joiner) => joiner.flush(),
             Source::Ncu => false,
         };
         if flushed {
-            let (now, wall_us) = (session.last_rx, session.last_rx_wall);
             self.take_source_output(session, now, wall_us);
         }
     }
@@ -1884,7 +1902,7 @@ impl Reassembler {
 
     /// Ends a kernel session as restarted and begins a new one with `first`.
     fn reboot(&mut self, session: &mut Session, first: IncomingLine, now: Instant, wall_us: u64) {
-        self.go_silent(session, SilentReason::Restarted);
+        self.go_silent(session, SilentReason::Restarted, now, wall_us);
         let info = session.info.clone();
         let assembler = std::mem::replace(&mut session.source, Source::Ncu);
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
@@ -2092,6 +2110,88 @@ mod tests {
                 Event::Retired { .. } => "retired".to_owned(),
             })
             .collect()
+    }
+
+    #[test]
+    fn duplicates_count_lines_received_twice_not_repeated_ends() {
+        let mut h = Harness::new();
+        let mut f = Framer::new(wire::session_id(0, 7), "lingers", 1400);
+        for d in datagrams(&mut f, |f, o| f.hello(1, 0, "stdin", 0, o)) {
+            h.feed("10.0.0.1:5", &d);
+        }
+        let mut second = Vec::new();
+        for text in [&b"one"[..], b"two", b"three"] {
+            let ds = datagrams(&mut f, |f, o| {
+                f.push_line(0, text, 0, o);
+            });
+            if text == b"two" {
+                second = ds[0].clone();
+            }
+            for d in ds {
+                h.feed("10.0.0.1:5", &d);
+            }
+        }
+        // The sender lingers: END, repeated; a HELLO repeated too.
+        let end = datagrams(&mut f, |f, o| f.end(EndReason::Eof, 0, o));
+        for _ in 0..9 {
+            h.feed("10.0.0.1:5", &end[0]);
+        }
+        h.advance(Duration::from_secs(1));
+        let summary = &h.rx.summaries()[0];
+        assert_eq!((summary.lines, summary.duplicates), (3, 0));
+        // A line received twice is one duplicate.
+        h.feed("10.0.0.1:5", &second);
+        assert_eq!(h.rx.summaries()[0].duplicates, 1);
+    }
+
+    /// The same datagrams at the same times give the same events, exit ones included
+    /// (each reassembler's maps hash with a seed of their own, so any hash order that
+    /// reached the events would show here).
+    #[test]
+    fn the_same_inputs_and_times_give_the_same_events() {
+        let run = || {
+            let mut h = Harness::new();
+            let mut out = Vec::new();
+            for i in 0..40u64 {
+                let mut f =
+                    Framer::new(wire::session_id(0, 100 + i as u32), &format!("s{i}"), 1400);
+                let from = format!("10.0.{}.{}:5", i % 3, i);
+                for d in datagrams(&mut f, |f, o| f.hello(1, 0, "stdin", 0, o)) {
+                    h.feed(&from, &d);
+                }
+                // Line 2 only: every session has a hole at line 1 when it all stops.
+                let _ = datagrams(&mut f, |f, o| {
+                    f.push_line(0, b"lost", 0, o);
+                });
+                for d in datagrams(&mut f, |f, o| {
+                    f.push_line(0, format!("line of {i}").as_bytes(), 0, o);
+                }) {
+                    h.feed(&from, &d);
+                }
+                h.feed(
+                    &format!("10.9.0.{i}:6665"),
+                    format!("partial text of {i}").as_bytes(),
+                );
+                h.now_us += 1;
+            }
+            out.extend(h.events());
+            let at = h.at();
+            h.rx.flush(at, h.now_us);
+            out.extend(h.events());
+            format!("{out:?}")
+        };
+        let first = run();
+        // 40 gaps, 40 ncu lines and 40 partial text lines flushed at exit.
+        assert_eq!(
+            (
+                first.matches("Gap {").count(),
+                first.matches("Line {").count()
+            ),
+            (40, 80)
+        );
+        for _ in 0..5 {
+            assert!(run() == first, "the events differ from run to run");
+        }
     }
 
     #[test]

@@ -181,7 +181,7 @@ fn fuzz_reassembler() {
             "iteration {i}: sessions unbounded"
         );
     }
-    rx.flush();
+    rx.flush(base + Duration::from_micros(now_us), now_us);
     while rx.poll_event().is_some() {
         events += 1;
     }

@@ -612,7 +612,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
     }
-    rx.flush();
+    rx.flush(Instant::now(), wall_us());
     sink.drain(&mut rx, Instant::now(), wall_us(), &mut health);
     if !sink.out.is_closed() {
         let c = counters(&sink, &nacks);
