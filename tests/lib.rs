@@ -524,3 +524,11 @@ pub fn session_file(dir: &std::path::Path, sender: &str, session_hex: &str) -> P
         })
         .unwrap_or_else(|| panic!("no file of session {session_hex} under {sender}/"))
 }
+
+/// An empty scratch folder `ncu-<name>-<pid>` under the temporary directory.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ncu-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    dir
+}

@@ -14,10 +14,7 @@ use ncu_tests::{bin_path, spawn_send, wait_until, Crafter, RecvProcess};
 const T: Duration = Duration::from_secs(30);
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ncu-int-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch folder");
-    dir
+    ncu_tests::scratch(&format!("int-{name}"))
 }
 
 /// A file's text (lossy: log lines may be binary), empty while it does not exist.

@@ -18,10 +18,7 @@ use ncu_tests::{bin_path, files_under, spawn_send, wait_until, Crafter, RecvProc
 const T: Duration = Duration::from_secs(20);
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ncu-svc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch folder");
-    dir
+    ncu_tests::scratch(&format!("svc-{name}"))
 }
 
 /// Notifications received, with the time each arrived.
