@@ -58,6 +58,7 @@ use crate::event::{
 use crate::netconsole::{
     self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
 };
+use crate::recovery::TokenBucket;
 use crate::seal::{self, Keys, ReplayConfig, ReplayGuard};
 use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
 
@@ -543,8 +544,8 @@ pub struct Reassembler {
     total_held_bytes: usize,
     /// Everything held on behalf of senders, per source and in total.
     budget: Budget<SessionKey>,
-    corrupt_tokens: f64,
-    corrupt_refilled: Option<Instant>,
+    /// `corrupt_events_per_sec`.
+    corrupt_bucket: TokenBucket,
     corrupt_suppressed: u64,
     started: Instant,
     /// Sealed sessions already reported to a receiver without a key.
@@ -554,8 +555,8 @@ pub struct Reassembler {
     /// Line buffers handed back with [`Reassembler::recycle`], for the next lines.
     spare_texts: Vec<Vec<u8>>,
     transmits: VecDeque<Transmit>,
-    nack_tokens: f64,
-    nack_refilled: Option<Instant>,
+    /// `nacks_per_sec`.
+    nack_bucket: TokenBucket,
     rng: u64,
 }
 
@@ -601,10 +602,15 @@ impl Reassembler {
             sealing: None,
             spare_texts: Vec::new(),
             transmits: VecDeque::new(),
-            nack_tokens: f64::from(config.nacks_per_sec),
-            nack_refilled: None,
+            nack_bucket: TokenBucket::new(
+                u64::from(config.nacks_per_sec),
+                u64::from(config.nacks_per_sec),
+            ),
             rng: config.rng_seed | 1,
-            corrupt_tokens: f64::from(config.corrupt_events_per_sec),
+            corrupt_bucket: TokenBucket::new(
+                u64::from(config.corrupt_events_per_sec),
+                u64::from(config.corrupt_events_per_sec),
+            ),
             budget: Budget::new(config.max_held_bytes),
             config,
             sessions: HashMap::new(),
@@ -615,7 +621,6 @@ impl Reassembler {
             timers: BinaryHeap::new(),
             next_local_id: 1,
             total_held_bytes: 0,
-            corrupt_refilled: None,
             corrupt_suppressed: 0,
         }
     }
@@ -1584,18 +1589,11 @@ impl Reassembler {
         if ranges.is_empty() {
             return;
         }
-        let rate = f64::from(self.config.nacks_per_sec);
-        if let Some(last) = self.nack_refilled {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.nack_tokens = (self.nack_tokens + elapsed * rate).min(rate);
-        }
-        self.nack_refilled = Some(now);
         for chunk in ranges.chunks(wire::MAX_NACK_RANGES) {
-            if self.nack_tokens < 1.0 {
+            if !self.nack_bucket.take(now, 1) {
                 self.stats.nacks_suppressed += 1;
                 return;
             }
-            self.nack_tokens -= 1.0;
             if let Some(&(first, count)) = chunk.last() {
                 let end = first + u64::from(count) - 1;
                 session.nack_horizon = session.nack_horizon.max(end);
@@ -1756,14 +1754,7 @@ impl Reassembler {
 
     fn corrupt(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
         *self.stats.corrupt.entry(reason.as_str()).or_default() += 1;
-        let rate = f64::from(self.config.corrupt_events_per_sec);
-        if let Some(last) = self.corrupt_refilled {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.corrupt_tokens = (self.corrupt_tokens + elapsed * rate).min(rate);
-        }
-        self.corrupt_refilled = Some(now);
-        if self.corrupt_tokens >= 1.0 {
-            self.corrupt_tokens -= 1.0;
+        if self.corrupt_bucket.take(now, 1) {
             let suppressed = std::mem::take(&mut self.corrupt_suppressed);
             self.events.push_back(Event::Corrupt {
                 addr: from,
