@@ -55,6 +55,10 @@ pub(crate) struct OutputDir {
     /// first.
     starts: HashMap<u64, u64>,
     start_order: VecDeque<u64>,
+    /// Files closed to make room (past [`MAX_OPEN`]) whose bytes are not on disk yet:
+    /// session -> (path, unsynced since). Synced when due like open ones, without
+    /// making an eviction cost an `fdatasync`.
+    unsynced: HashMap<u64, (PathBuf, Instant)>,
     /// `fdatasync` calls made, and failed.
     pub(crate) syncs: u64,
     pub(crate) sync_errors: u64,
@@ -93,6 +97,7 @@ impl OutputDir {
             sync_every,
             starts: HashMap::new(),
             start_order: VecDeque::new(),
+            unsynced: HashMap::new(),
             syncs: 0,
             sync_errors: 0,
         };
@@ -162,7 +167,7 @@ impl OutputDir {
                     .min_by_key(|(_, f)| f.used)
                     .map(|(k, _)| *k);
                 if let Some(k) = lru {
-                    self.close(k);
+                    self.evict(k);
                 }
             }
             if let Some(folder) = path.parent() {
@@ -195,7 +200,8 @@ impl OutputDir {
                         w,
                         path,
                         used: 0,
-                        dirty_since: None,
+                        // Bytes written before it was evicted are still to be synced.
+                        dirty_since: self.unsynced.remove(&session.id).map(|(_, t)| t),
                         created,
                     };
                     self.open.insert(session.id, file);
@@ -240,7 +246,8 @@ impl OutputDir {
         }
     }
 
-    /// Syncs every file whose oldest unsynced bytes are `--sync-every` old.
+    /// Syncs every file whose oldest unsynced bytes are `--sync-every` old, open or
+    /// evicted.
     pub(crate) fn sync_due(&mut self, now: Instant) {
         let due: Vec<u64> = self
             .open
@@ -251,6 +258,24 @@ impl OutputDir {
         for id in due {
             self.sync(id);
         }
+        let due: Vec<u64> = self
+            .unsynced
+            .iter()
+            .filter(|(_, (_, t))| *t + self.sync_every <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some((path, _)) = self.unsynced.remove(&id) {
+                // Any descriptor of the file syncs the bytes written through another.
+                let result = File::open(&path).and_then(|f| f.sync_data());
+                self.syncs += 1;
+                if let Err(e) = result {
+                    self.sync_errors += 1;
+                    self.errors += 1;
+                    self.warn(&path, &e);
+                }
+            }
+        }
     }
 
     /// When [`OutputDir::sync_due`] next has work.
@@ -258,8 +283,30 @@ impl OutputDir {
         self.open
             .values()
             .filter_map(|f| f.dirty_since)
+            .chain(self.unsynced.values().map(|(_, t)| *t))
             .min()
             .map(|t| t + self.sync_every)
+    }
+
+    /// Closes a file to make room: its bytes are written out, and synced later when
+    /// due ([`OutputDir::sync_due`]) or when its session ends.
+    fn evict(&mut self, id: u64) {
+        let Some(f) = self.open.get_mut(&id) else {
+            return;
+        };
+        match f.w.flush() {
+            Ok(()) => {
+                if let Some(f) = self.open.remove(&id) {
+                    if let Some(since) = f.dirty_since {
+                        self.unsynced.insert(id, (f.path, since));
+                    }
+                }
+            }
+            Err(e) => {
+                let path = f.path.clone();
+                self.write_failed(id, &path, &e);
+            }
+        }
     }
 
     /// The session's name became known (a session joined mid-way is named after its
@@ -366,6 +413,45 @@ fn ends_mid_line(file: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evicted_files_are_synced_when_due_without_an_fdatasync_each() {
+        let dir = std::env::temp_dir().join(format!("ncu-outdir-evict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let every = Duration::from_secs(1);
+        let mut out = OutputDir::new(&dir, every);
+        let t0 = Instant::now();
+        let sessions: Vec<SessionInfo> = (0..(MAX_OPEN as u64 + 10))
+            .map(|i| SessionInfo {
+                id: 1000 + i,
+                name: format!("host-{i}"),
+                addr: "127.0.0.1:9".parse().expect("an address"),
+                kind: SourceKind::Text,
+            })
+            .collect();
+        for s in &sessions {
+            out.write(s, b"a line\n", t0, 1_700_000_000_000_000);
+        }
+        // Ten files were closed to make room, none synced yet.
+        assert_eq!(
+            (out.open.len(), out.unsynced.len(), out.syncs),
+            (MAX_OPEN, 10, 0)
+        );
+        assert_eq!(out.next_sync(), Some(t0 + every));
+        // A line of an evicted session reopens its file, still owed a sync.
+        out.write(&sessions[0], b"again\n", t0, 1_700_000_000_000_000);
+        assert_eq!(out.open[&sessions[0].id].dirty_since, Some(t0));
+        out.sync_due(t0 + every);
+        assert_eq!(out.syncs as usize, MAX_OPEN + 10);
+        assert!(out.unsynced.is_empty() && out.next_sync().is_none());
+        let text = std::fs::read_to_string(
+            dir.join("host-0")
+                .join("20231114T221320Z-00000000000003e8.log"),
+        )
+        .expect("the file");
+        assert_eq!(text, "a line\nagain\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn names_are_safe() {
