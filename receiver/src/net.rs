@@ -21,6 +21,22 @@ pub(crate) const BATCH: usize = 32;
 /// (`bench/receiver.sh`).
 pub(crate) const WANTED_RCVBUF: usize = 64 << 20;
 
+/// When the kernel granted less than [`WANTED_RCVBUF`] (`rcvbuf` as `SO_RCVBUF`
+/// reports it): one sentence saying so and how to raise it, for stderr, the report
+/// and `STATUS=`.
+pub(crate) fn rcvbuf_capped(rcvbuf: usize) -> Option<String> {
+    (rcvbuf < WANTED_RCVBUF).then(|| {
+        format!(
+            "the kernel capped the receive buffer at {} KiB (asked for {} KiB): bursts may be \
+             dropped; raise the cap with: sysctl -w net.core.rmem_max={} (or ReceiveBuffer= \
+             in ncu-recv.socket)",
+            rcvbuf / 1024,
+            WANTED_RCVBUF / 1024,
+            WANTED_RCVBUF
+        )
+    })
+}
+
 /// The bound socket and what happened while setting it up.
 pub(crate) struct Listener {
     pub(crate) socket: Socket,

@@ -91,6 +91,8 @@ pub(crate) struct Health {
     lost: u64,
     /// Something changed since the status line was last taken.
     pub(crate) changed: bool,
+    /// The receive buffer was capped ([`crate::net::rcvbuf_capped`]): said last.
+    pub(crate) capped: Option<String>,
 }
 
 /// Silent sessions `STATUS=` keeps track of (the rest are counted as one more).
@@ -147,6 +149,10 @@ impl Health {
             s.push_str(", none silent");
         }
         s.push_str(&format!("; {} lines lost", self.lost));
+        if let Some(capped) = &self.capped {
+            s.push_str("; ");
+            s.push_str(capped);
+        }
         s
     }
 }

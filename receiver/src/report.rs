@@ -198,6 +198,9 @@ pub(crate) fn render(
         "- receive buffer: {} KiB (as the kernel counts it, bookkeeping included)",
         counters.rcvbuf / 1024
     );
+    if let Some(capped) = crate::net::rcvbuf_capped(counters.rcvbuf) {
+        let _ = writeln!(s, "  - **{capped}**");
+    }
     let _ = writeln!(s, "- {}", nack_text(stats, counters));
     match budget_text(stats, counters) {
         Some(t) => {

@@ -21,7 +21,7 @@ use crate::escape;
 use crate::hook;
 use crate::journal;
 use crate::metrics::Metrics;
-use crate::net::{self, Batch, Listener, WANTED_RCVBUF};
+use crate::net::{self, Batch, Listener};
 use crate::notify::{Health, Notifier};
 use crate::outdir::OutputDir;
 use crate::output::{self, Counters, LineBytes};
@@ -363,18 +363,14 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         "IPv4"
     };
     eprintln!("ncu-recv: listening on {} (udp, {family})", listener.local);
-    if listener.rcvbuf < WANTED_RCVBUF {
-        eprintln!(
-            "ncu-recv: the kernel capped the receive buffer at {} KiB (asked for {} KiB): \
-             bursts may be dropped; raise the cap with: sysctl -w net.core.rmem_max={}",
-            listener.rcvbuf / 1024,
-            WANTED_RCVBUF / 1024,
-            WANTED_RCVBUF
-        );
+    let capped = net::rcvbuf_capped(listener.rcvbuf);
+    if let Some(capped) = &capped {
+        eprintln!("ncu-recv: {capped}");
     }
     let sig = signals().map_err(|e| RunError(format!("cannot set up signal handlers: {e}")))?;
     let mut notifier = Notifier::from_env();
     let mut health = Health::default();
+    health.capped = capped.clone();
     let mut next_status = Instant::now();
     if let Some(n) = &mut notifier {
         n.send(&format!(

@@ -441,3 +441,60 @@ fn output_dir_files_reach_the_disk_when_their_session_goes_silent() {
     drop(rx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without CAP_NET_ADMIN (here: as nobody) ncu-recv gets at most net.core.rmem_max,
+/// and says so with the sysctl that raises it: on stderr, in the report and in
+/// STATUS=.
+#[test]
+fn an_unprivileged_receiver_states_its_buffer_and_how_to_raise_it() {
+    let dir = scratch("unprivileged");
+    let mut perms = std::fs::metadata(&dir).expect("the folder").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    std::fs::set_permissions(&dir, perms).expect("open to nobody");
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("the sysctl")
+        .trim()
+        .parse()
+        .expect("a number");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("the notify socket");
+    let mut perms = std::fs::metadata(&path).expect("the socket").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    std::fs::set_permissions(&path, perms).expect("open to nobody");
+    let report = dir.join("r.md");
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin_path("ncu-recv"))
+        .args([
+            "--json",
+            "--report",
+            report.to_str().expect("UTF-8"),
+            "127.0.0.1:0",
+        ])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped());
+    let rx = RecvProcess::spawn_command(command);
+    let mut seen = Vec::new();
+    let ready = await_notification(&socket, &mut seen, |m| m.contains("READY=1"));
+    assert!(ready.contains("READY=1"));
+    let mut c = Crafter::new("x", rx.addr);
+    let hello = c.hello();
+    c.send(&hello);
+    rx.wait_json(T, |v| v["event"] == "start");
+    let status = await_notification(&socket, &mut seen, |m| m.starts_with("STATUS=1 sessions"));
+    let stderr = rx.stderr_lines().join("\n");
+    let (_, exit) = rx.stop_json();
+    assert!(exit.success());
+    let md = std::fs::read_to_string(&report).expect("the report");
+    let hint = "sysctl -w net.core.rmem_max=67108864";
+    if rmem_max * 2 < 64 << 20 {
+        assert!(stderr.contains(hint), "{stderr}");
+        assert!(md.contains(hint), "{md}");
+        assert!(status.contains(hint), "{status}");
+    } else {
+        // This machine's cap already allows 64 MiB: nothing to say.
+        assert!(!stderr.contains(hint) && !md.contains(hint) && !status.contains(hint));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
