@@ -31,6 +31,17 @@ start_recv() {
   rport=$(grep -o 'listening on [^ ]*' "$work/err" | sed 's/.*://')
 }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# Feeds a receiver started with start_recv from 2 blasters for $secs, stops it; sets
+# $offered and, from the report "$1" it was told to write, $received.
+blast_and_stop() {
+  "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b1" & b1=$!
+  "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b2" & b2=$!
+  wait $b1 $b2
+  sleep 0.5
+  kill -TERM "$rpid"; wait "$rpid" || true
+  received=$(grep -o 'datagrams received: [0-9]*' "$1" | awk '{print $3}')
+  offered=$(cat "$work/b1" "$work/b2" | awk '{s += $5} END {print s}')
+}
 
 echo "== 1. ncu-send -> ncu-recv, 1,000,000 lines (80 bytes) at the sender's full speed"
 seq -f 'line %07g ................................................................' 1 1000000 >"$work/in"
@@ -49,13 +60,8 @@ done
 
 echo "== 2. ceiling: 2 blasters x ${secs}s, one 100-byte line per datagram"
 start_recv --report "$work/ceiling.md"
-"$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b1" & b1=$!
-"$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b2" & b2=$!
-wait $b1 $b2
-sleep 0.5
-kill -TERM "$rpid"; wait "$rpid" || true
-recv_n=$(grep -o 'datagrams received: [0-9]*' "$work/ceiling.md" | awk '{print $3}')
-offered=$(cat "$work/b1" "$work/b2" | awk '{s += $5} END {print s}')
+blast_and_stop "$work/ceiling.md"
+recv_n=$received
 "$bare" 127.0.0.1:0 >"$work/bare" 2>"$work/bare.err" & bpid=$!
 for _ in $(seq 200); do grep -q listening "$work/bare.err" && break; sleep 0.01; done
 bport=$(grep -o 'listening on [^ ]*' "$work/bare.err" | sed 's/.*://')
@@ -124,12 +130,7 @@ for round in 1 2 3; do
     esac
     rm -f "$work/export"
     start_recv --report "$work/c5.md" "${extra[@]}"
-    "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b1" & b1=$!
-    "$blast" lines "127.0.0.1:$rport" "$secs" 2>"$work/b2" & b2=$!
-    wait $b1 $b2
-    sleep 0.5
-    kill -TERM "$rpid"; wait "$rpid" || true
-    n=$(grep -o 'datagrams received: [0-9]*' "$work/c5.md" | awk '{print $3}')
-    printf '  round %d, %-5s %10d datagrams/s\n' "$round" "$mode" $((n / secs))
+    blast_and_stop "$work/c5.md"
+    printf '  round %d, %-5s %10d datagrams/s\n' "$round" "$mode" $((received / secs))
   done
 done
