@@ -53,7 +53,7 @@ fn main() {
         .status()
         .expect("ncu-send --gen-key");
     assert!(status.success(), "ncu-send --gen-key: {status}");
-    let keys = Keys::load(&key_file).expect("the key file");
+    let keys = ncu_host::load_keys(&key_file).expect("the key file");
     let log_file = work.join("log");
     let log = dmesg_like(LOG_LINES);
     std::fs::write(&log_file, &log).expect("writing the log");

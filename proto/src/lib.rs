@@ -1,8 +1,9 @@
 //! The ncu protocol: wire format v1 and the receiver's reassembly logic.
 //!
-//! This crate contains no networking code and does not read any clock: callers hand
-//! it received bytes together with the time they were received, and it hands back
-//! events. The binaries `ncu-send` and `ncu-recv` are thin loops around it.
+//! This crate contains no networking code, opens no file, asks the OS for no
+//! randomness and does not read any clock: callers hand it received bytes together
+//! with the time they were received, and it hands back events (key files and
+//! randomness are `ncu-host`'s). The binaries `ncu-send` and `ncu-recv` are thin loops around it.
 
 pub mod assembler;
 pub mod budget;

@@ -16,10 +16,10 @@
 //!   with [`Repr::parse`](crate::wire::Repr::parse), then asks its [`ReplayGuard`]
 //!   whether the authenticated header was seen before.
 //!
-//! **IO:** this module is the one place in `ncu-proto` that touches the file system:
-//! [`Keys::load`] and [`generate_key_file`] read and create key files (and
-//! [`generate_key_file`] asks the OS for randomness). Everything else is pure: no
-//! sockets, no clocks (the replay guard is handed the receiver's time).
+//! **No IO:** key files are read and created by the binaries' shared crate
+//! (`ncu-host`: `load_keys`, `generate_key_file`); this module parses their text
+//! ([`Keys::parse`], [`key_file_text`]). No sockets, no clocks (the replay guard is
+//! handed the receiver's time), no randomness.
 //!
 //! ```
 //! use ncu_proto::framer::{Framer, Outbox};
@@ -50,7 +50,7 @@
 
 use core::fmt;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use chacha20::cipher::consts::U10;
@@ -125,44 +125,6 @@ impl Keys {
         Ok(parsed)
     }
 
-    /// Reads and parses a key file, refusing one that group or others may read or
-    /// write (mode & 0o077 != 0), as ssh does with private keys. The mode is checked
-    /// on the opened file, so a swap between check and read cannot slip through.
-    pub fn load(path: &Path) -> Result<Keys, KeyError> {
-        let with_path = |kind| KeyError {
-            path: Some(path.to_owned()),
-            kind,
-        };
-        let file = std::fs::File::open(path).map_err(|e| with_path(KeyErrorKind::Io(e)))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| with_path(KeyErrorKind::Io(e)))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(with_path(KeyErrorKind::TooOpen { mode }));
-            }
-        }
-        if !meta.is_file() {
-            return Err(with_path(KeyErrorKind::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ))));
-        }
-        let mut text = String::new();
-        file.take(MAX_KEY_FILE_LEN + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| with_path(KeyErrorKind::Io(e)))?;
-        if text.len() as u64 > MAX_KEY_FILE_LEN {
-            return Err(with_path(KeyErrorKind::TooLarge));
-        }
-        let parsed = Keys::parse(&text).map_err(|e| with_path(e.kind));
-        wipe(&mut text.into_bytes());
-        parsed
-    }
-
     /// How many keys there are (the first seals).
     pub fn len(&self) -> usize {
         self.ciphers.len()
@@ -184,9 +146,20 @@ impl fmt::Debug for Keys {
 
 /// Best effort: overwrites key material before its buffer is freed (the ciphers
 /// wipe their own copy on drop, see [`Cipher`]).
-fn wipe(bytes: &mut [u8]) {
+pub fn wipe(bytes: &mut [u8]) {
     bytes.fill(0);
     std::hint::black_box(bytes);
+}
+
+/// The text of a new key file holding `key` (what [`Keys::parse`] reads back).
+pub fn key_file_text(key: &[u8; KEY_LEN]) -> String {
+    let mut text = String::with_capacity(200);
+    text.push_str("# ncu key file: the first key seals, every key opens. Keep it mode 0600.\n");
+    for b in key {
+        text.push_str(&format!("{b:02x}"));
+    }
+    text.push('\n');
+    text
 }
 
 fn parse_hex_key(line: &str) -> Option<[u8; KEY_LEN]> {
@@ -201,46 +174,6 @@ fn parse_hex_key(line: &str) -> Option<[u8; KEY_LEN]> {
         key[i] = (hi * 16 + lo) as u8;
     }
     Some(key)
-}
-
-/// Creates a new key file at `path` holding one fresh random key, with mode 0600
-/// from the start (the file is never readable by others, even briefly). Refuses to
-/// overwrite an existing file.
-pub fn generate_key_file(path: &Path) -> Result<(), KeyError> {
-    let with_path = |kind| KeyError {
-        path: Some(path.to_owned()),
-        kind,
-    };
-    let mut key = [0u8; KEY_LEN];
-    getrandom::getrandom(&mut key).map_err(|e| with_path(KeyErrorKind::Random(e)))?;
-    let mut text = String::with_capacity(200);
-    text.push_str("# ncu key file: the first key seals, every key opens. Keep it mode 0600.\n");
-    for b in key {
-        text.push_str(&format!("{b:02x}"));
-    }
-    text.push('\n');
-    wipe(&mut key);
-
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| with_path(KeyErrorKind::Io(e)))?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
-    wipe(&mut text.into_bytes());
-    if let Err(e) = written {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(with_path(KeyErrorKind::Io(e)));
-    }
-    Ok(())
 }
 
 /// A key file could not be used. Its `Display` is one line for the user, naming the
@@ -272,13 +205,21 @@ pub enum KeyErrorKind {
     /// The file is larger than [`MAX_KEY_FILE_LEN`].
     TooLarge,
     /// The OS gave no randomness for a new key.
-    Random(getrandom::Error),
+    Random(io::Error),
 }
 
 impl KeyError {
+    /// An error about the key file at `path` (`None`: key text of no file).
+    pub fn new(path: Option<PathBuf>, kind: KeyErrorKind) -> KeyError {
+        KeyError { path, kind }
+    }
     /// What went wrong.
     pub fn kind(&self) -> &KeyErrorKind {
         &self.kind
+    }
+    /// What went wrong, taken out (to put it under another path).
+    pub fn into_kind(self) -> KeyErrorKind {
+        self.kind
     }
     /// The key file, when the error is about one.
     pub fn path(&self) -> Option<&Path> {
@@ -971,74 +912,6 @@ mod tests {
         assert!(text.contains("line 1") && !text.contains("nope"), "{text}");
         let keys = Keys::parse(&"ab".repeat(32)).unwrap();
         assert_eq!(format!("{keys:?}"), "Keys { count: 1, .. }");
-    }
-
-    fn temp_path(name: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        std::env::temp_dir().join(format!(
-            "ncu-seal-test-{}-{nanos}-{name}",
-            std::process::id()
-        ))
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn group_readable_key_file_is_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let path = temp_path("key0640");
-        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = Keys::load(&path).unwrap_err();
-        assert!(matches!(err.kind(), KeyErrorKind::TooOpen { mode: 0o640 }));
-        let message = err.to_string();
-        assert!(
-            message.contains(&format!("chmod 600 {}", path.display())),
-            "{message}"
-        );
-        assert!(message.contains("0640"), "{message}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
-        assert!(Keys::load(&path).is_err());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(Keys::load(&path).unwrap().len(), 1);
-        std::fs::remove_file(&path).unwrap();
-
-        let missing = Keys::load(&path).unwrap_err();
-        assert!(matches!(missing.kind(), KeyErrorKind::Io(_)));
-        assert!(missing.to_string().contains(&path.display().to_string()));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn generated_key_file_is_private_and_loads() {
-        use std::os::unix::fs::PermissionsExt;
-        let path = temp_path("generated");
-        generate_key_file(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let keys = Keys::load(&path).unwrap();
-        assert_eq!(keys.len(), 1);
-        // Never overwrites, and two keys differ.
-        let again = generate_key_file(&path).unwrap_err();
-        assert!(
-            matches!(again.kind(), KeyErrorKind::Io(e) if e.kind() == io::ErrorKind::AlreadyExists)
-        );
-        let other = temp_path("generated2");
-        generate_key_file(&other).unwrap();
-        let plain = &sample_datagrams()[1];
-        let mut out = Vec::new();
-        assert_eq!(
-            open(
-                &Keys::load(&other).unwrap(),
-                &sealed(&keys, plain),
-                &mut out
-            ),
-            Err(OpenError::Auth)
-        );
-        std::fs::remove_file(&path).unwrap();
-        std::fs::remove_file(&other).unwrap();
     }
 
     #[test]

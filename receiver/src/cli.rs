@@ -302,9 +302,7 @@ impl Args {
             return Err(UsageError("--slot-bytes must be 512..=65536".to_owned()));
         }
         let keys = match &self.key_file {
-            Some(path) => {
-                Some(ncu_proto::seal::Keys::load(path).map_err(|e| UsageError(e.to_string()))?)
-            }
+            Some(path) => Some(ncu_host::load_keys(path).map_err(|e| UsageError(e.to_string()))?),
             None => None,
         };
         Ok(Config {

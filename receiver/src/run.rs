@@ -47,9 +47,8 @@ fn wall_us() -> u64 {
 /// A seed for the reassembler's random NACK counters: 8 bytes from the kernel's
 /// random source, else (no /dev/urandom) the clock and the process id.
 fn random_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
-        Ok(()) => u64::from_le_bytes(buf),
+    match ncu_host::random_u64() {
+        Ok(r) => r,
         Err(_) => {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -279,7 +279,7 @@ impl Args {
             Some(path) => {
                 // Read before any socket opens; the message names the file (and the
                 // chmod for one others may read).
-                let keys = Keys::load(path).map_err(|e| UsageError(e.to_string()))?;
+                let keys = ncu_host::load_keys(path).map_err(|e| UsageError(e.to_string()))?;
                 if self.max_datagram < MIN_SEALED_DATAGRAM {
                     return Err(UsageError(format!(
                         "--max-datagram {}: must be at least {MIN_SEALED_DATAGRAM} with \

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         return ncu_docgen::print(cli::Args::command(), kind);
     }
     if let Some(path) = args.gen_key() {
-        return match ncu_proto::seal::generate_key_file(path) {
+        return match ncu_host::generate_key_file(path) {
             Ok(()) => {
                 let p = path.display();
                 eprintln!(

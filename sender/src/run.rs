@@ -865,9 +865,8 @@ fn command_line(argv: &[OsString]) -> String {
 /// sessions (SECURITY.md), so they must come from the OS generator; without it,
 /// an error rather than a weaker fallback.
 fn session_id(started_us: u64, sealing: bool) -> Result<u64, RunError> {
-    let mut bytes = [0u8; 4];
-    let random = match getrandom::getrandom(&mut bytes) {
-        Ok(()) => u32::from_ne_bytes(bytes),
+    let random = match ncu_host::random_u64() {
+        Ok(r) => r as u32,
         Err(e) if sealing => {
             return Err(RunError(format!(
                 "no randomness from the OS for a session id ({e}): refusing to seal \

@@ -230,7 +230,7 @@ fn sealed_with_gso_stays_within_max_datagram() {
         .status()
         .expect("ncu-send --gen-key runs");
     assert!(status.success());
-    let keys = Keys::load(&key).expect("the key loads");
+    let keys = ncu_host::load_keys(&key).expect("the key loads");
     let got = run(
         "sealed",
         false,

@@ -418,8 +418,8 @@ fn recovery_sealed_nack_and_resends() {
         "ncu-recovery-e2e-{}-{nanos}.key",
         std::process::id()
     )));
-    seal::generate_key_file(&key.0).expect("a key file");
-    let keys = Keys::load(&key.0).expect("the key loads");
+    ncu_host::generate_key_file(&key.0).expect("a key file");
+    let keys = ncu_host::load_keys(&key.0).expect("the key loads");
     let rx = RecvProcess::spawn(&["--json", "--key-file", key.0.to_str().expect("UTF-8")]);
     let mut s = Sender::new("sealed", rx.addr, true, Some(keys));
     let dropped: BTreeSet<u64> = [2, 5, 6].into();

@@ -142,7 +142,7 @@ fn gen_key_writes_a_private_key_file() {
     assert_eq!(keys.len(), 1, "{text}");
     assert_eq!(keys[0].len(), 64);
     assert!(keys[0].bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
-    Keys::load(key.path()).expect("loads");
+    ncu_host::load_keys(key.path()).expect("loads");
 
     // Never overwrites: exit 1 with the reason.
     let again = Command::new(bin_path("ncu-send"))
@@ -157,7 +157,7 @@ fn gen_key_writes_a_private_key_file() {
 #[test]
 fn sealed_stream_hides_the_lines_and_opens_to_them() {
     let key = gen_key("stream");
-    let keys = Keys::load(key.path()).unwrap();
+    let keys = ncu_host::load_keys(key.path()).unwrap();
     let cap = UdpCapture::bind();
     let input: Vec<String> = (1..=300)
         .map(|i| format!("line {i} {MARKER} {}", "y".repeat(i % 50)))
@@ -221,7 +221,7 @@ fn group_readable_key_file_is_refused() {
 #[test]
 fn sealed_datagrams_stay_within_max_datagram() {
     let key = gen_key("size");
-    let keys = Keys::load(key.path()).unwrap();
+    let keys = ncu_host::load_keys(key.path()).unwrap();
     let cap = UdpCapture::bind();
     let long = format!("{MARKER}{}", "z".repeat(10_000));
     let input: Vec<String> = (0..200)
@@ -280,7 +280,7 @@ fn sealed_datagrams_stay_within_max_datagram() {
 fn sealing_sender_rolls_over_to_a_new_session() {
     // The real limit is 2^31 datagrams; a hidden option lowers it.
     let key = gen_key("roll");
-    let keys = Keys::load(key.path()).unwrap();
+    let keys = ncu_host::load_keys(key.path()).unwrap();
     let cap = UdpCapture::bind();
     let input: Vec<String> = (1..=40).map(|i| format!("roll {i}")).collect();
     let out = run_on(

@@ -382,7 +382,7 @@ impl Drop for KeyFile {
 #[test]
 fn sender_recovery_sealed_nacks_only() {
     let key = KeyFile::new();
-    let keys = Keys::load(key.path()).expect("a key");
+    let keys = ncu_host::load_keys(key.path()).expect("a key");
     let mut rx = Rx::new(Some(keys.clone()));
     let key_arg = key.path().to_str().unwrap();
     let (child, mut stdin) = spawn(&["--no-pack", "--key-file", key_arg], &rx.dest());
