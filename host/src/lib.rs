@@ -1,6 +1,6 @@
 //! The IO both binaries share and `ncu-proto` keeps out of itself: reading and
-//! creating key files (the text is `ncu_proto::seal`'s to parse and format), and
-//! randomness from the OS.
+//! creating key files (the text is `ncu_proto::seal`'s to parse and format),
+//! randomness from the OS, and the one `poll(2)` wrapper of both loops.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -70,6 +70,40 @@ pub fn generate_key_file(path: &Path) -> Result<(), KeyError> {
         return Err(with_path(KeyErrorKind::Io(e)));
     }
     Ok(())
+}
+
+/// A `pollfd` asking for `events` on `fd`.
+pub fn pollfd(fd: std::os::fd::RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` on `fds`; `None` waits without limit, a timeout is rounded up to whole
+/// milliseconds (so the deadline has passed when it returns: waking a little late
+/// beats spinning until it). A signal (EINTR) or an error returns with every
+/// `revents` 0; the error is returned, EINTR is not.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<()> {
+    let ms = match timeout {
+        None => -1,
+        Some(t) => libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX),
+    };
+    // SAFETY: `fds` is a valid slice of pollfd for its length.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc >= 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    for fd in fds.iter_mut() {
+        fd.revents = 0;
+    }
+    if err.kind() == io::ErrorKind::Interrupted {
+        Ok(())
+    } else {
+        Err(err)
+    }
 }
 
 /// Eight random bytes from the OS, as a number (session ids, NACK counters' seed).

@@ -358,31 +358,10 @@ pub(crate) fn send_to(
 /// Waits until `fd` is readable, `wake` is readable, or `timeout` passes.
 pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Result<()> {
     let mut fds = [
-        libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wake,
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        ncu_host::pollfd(fd, libc::POLLIN),
+        ncu_host::pollfd(wake, libc::POLLIN),
     ];
-    let ms = match timeout {
-        None => -1,
-        // Round up so that the deadline has passed when poll returns.
-        Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
-    };
-    // SAFETY: two valid pollfds.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
-    Ok(())
+    ncu_host::poll(&mut fds, timeout)
 }
 
 /// The kernel's drop count for socket `fd` (receive buffer full), from the line of

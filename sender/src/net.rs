@@ -492,14 +492,11 @@ fn gso_refused(err: &io::Error) -> bool {
 
 /// Waits until `fd` can be written to, or `timeout` passed.
 fn wait_writable(fd: RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
+    // An error only ends the wait early: the send after it says what is wrong.
+    let _ = ncu_host::poll(
+        &mut [ncu_host::pollfd(fd, libc::POLLOUT)],
+        Some(timeout.max(Duration::from_millis(1))),
+    );
 }
 
 #[cfg(test)]

@@ -159,12 +159,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
 
         pollfds.clear();
-        pollfds.push(pollfd(signals.fd(), libc::POLLIN));
+        pollfds.push(ncu_host::pollfd(signals.fd(), libc::POLLIN));
         for input in &inputs {
-            pollfds.push(pollfd(input.fd.unwrap_or(-1), libc::POLLIN));
+            pollfds.push(ncu_host::pollfd(input.fd.unwrap_or(-1), libc::POLLIN));
         }
         let pidfd = wait_child.and_then(|c| c.pidfd.as_ref().map(|fd| fd.as_raw_fd()));
-        pollfds.push(pollfd(pidfd.unwrap_or(-1), libc::POLLIN));
+        pollfds.push(ncu_host::pollfd(pidfd.unwrap_or(-1), libc::POLLIN));
         let sockets_at = pollfds.len();
         // With recovery, NACKs arrive on the sockets.
         let socket_events = if session.recovery.is_some() {
@@ -172,7 +172,12 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         } else {
             0
         };
-        pollfds.extend(session.sender.fds().map(|fd| pollfd(fd, socket_events)));
+        pollfds.extend(
+            session
+                .sender
+                .fds()
+                .map(|fd| ncu_host::pollfd(fd, socket_events)),
+        );
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
         poll(&mut pollfds, timeout);
 
@@ -639,8 +644,12 @@ impl Session {
             }
             let deadline = stop.min(last_end + END_REPEAT);
             pollfds.clear();
-            pollfds.push(pollfd(signals.fd(), libc::POLLIN));
-            pollfds.extend(self.sender.fds().map(|fd| pollfd(fd, libc::POLLIN)));
+            pollfds.push(ncu_host::pollfd(signals.fd(), libc::POLLIN));
+            pollfds.extend(
+                self.sender
+                    .fds()
+                    .map(|fd| ncu_host::pollfd(fd, libc::POLLIN)),
+            );
             poll(&mut pollfds, Some(deadline.saturating_duration_since(now)));
             if pollfds[0].revents != 0 && signals.take().0 > 0 {
                 return;
@@ -894,28 +903,10 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
-/// `poll(2)`; `None` waits without limit. EINTR just returns (revents stay 0).
+/// `poll(2)` for the loop; an error is like a wake-up with nothing ready (the loop
+/// goes on; the reads and sends after it say what is wrong).
 fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) {
-    let ms = match timeout {
-        // Round up: waking a little late beats spinning until the deadline.
-        Some(t) => (t.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int,
-        None => -1,
-    };
-    // SAFETY: `fds` is a valid slice of pollfd for its length.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if rc < 0 {
-        for fd in fds {
-            fd.revents = 0;
-        }
-    }
+    let _ = ncu_host::poll(fds, timeout);
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -944,7 +935,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
         let err = io::Error::last_os_error();
         match err.kind() {
             io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => poll(&mut [pollfd(fd, libc::POLLOUT)], None),
+            io::ErrorKind::WouldBlock => poll(&mut [ncu_host::pollfd(fd, libc::POLLOUT)], None),
             _ => return Err(err),
         }
     }
