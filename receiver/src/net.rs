@@ -365,7 +365,7 @@ pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Res
 }
 
 /// The kernel's drop count for socket `fd` (receive buffer full), from the line of
-/// its inode in `/proc/net/udp6` or `/proc/net/udp` (the last column).
+/// its inode in `/proc/self/net/udp6` or `/proc/self/net/udp` (the last column).
 pub(crate) fn proc_drops(fd: RawFd) -> Option<u64> {
     // SAFETY: fstat on a valid fd into a zeroed stat.
     let mut st: libc::stat = unsafe { mem::zeroed() };
@@ -373,7 +373,8 @@ pub(crate) fn proc_drops(fd: RawFd) -> Option<u64> {
         return None;
     }
     let inode = st.st_ino.to_string();
-    for path in ["/proc/net/udp6", "/proc/net/udp"] {
+    // Through /proc/self: the unit's ProcSubset=pid hides /proc/net, not /proc/self/net.
+    for path in ["/proc/self/net/udp6", "/proc/self/net/udp"] {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
