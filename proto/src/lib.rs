@@ -10,6 +10,7 @@ pub mod budget;
 pub mod event;
 pub mod framer;
 pub mod netconsole;
+pub mod ranges;
 pub mod reassembler;
 pub mod recovery;
 pub mod seal;

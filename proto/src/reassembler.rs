@@ -58,6 +58,7 @@ use crate::event::{
 use crate::netconsole::{
     self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
 };
+use crate::ranges::RangeSet;
 use crate::recovery::TokenBucket;
 use crate::seal::{self, Keys, ReplayConfig, ReplayGuard};
 use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
@@ -244,7 +245,7 @@ struct Session {
     known_last: u64,
     known_since: Option<Instant>,
     /// Ranges reported lost (start -> end), for telling late lines from duplicates.
-    lost_ranges: BTreeMap<u64, u64>,
+    lost_ranges: RangeSet,
     /// Lines before `first_seq` of a joined session (start -> end): late if they come.
     last_rx: Instant,
     first_rx_wall: u64,
@@ -346,7 +347,7 @@ impl Session {
             state_bytes: 0,
             known_last: 0,
             known_since: None,
-            lost_ranges: BTreeMap::new(),
+            lost_ranges: RangeSet::new(),
             last_rx: now,
             first_rx_wall: wall_us,
             last_rx_wall: wall_us,
@@ -1160,7 +1161,7 @@ impl Reassembler {
         from: SocketAddr,
     ) -> Option<Vec<u8>> {
         let already_done = session.first_seq.is_some()
-            && (seq < session.next && !in_ranges(&session.lost_ranges, seq)
+            && (seq < session.next && !session.lost_ranges.contains(seq)
                 || session.pending.contains_key(&seq));
         if already_done {
             session.duplicates += 1;
@@ -1362,7 +1363,7 @@ impl Reassembler {
         };
         let started = session.first_seq.is_some();
         let is_late = started && seq < session.next;
-        if is_late && !in_ranges(&session.lost_ranges, seq) || session.pending.contains_key(&seq) {
+        if is_late && !session.lost_ranges.contains(seq) || session.pending.contains_key(&seq) {
             session.duplicates += 1;
             return;
         }
@@ -1389,7 +1390,7 @@ impl Reassembler {
             }
         }
         if is_late {
-            take_from_ranges(&mut session.lost_ranges, seq);
+            session.lost_ranges.remove(seq);
             self.deliver(session, seq, pending, true);
             return;
         }
@@ -1408,7 +1409,7 @@ impl Reassembler {
                 session.next += 1;
                 self.drain(session);
             } else {
-                take_from_ranges(&mut session.lost_ranges, seq);
+                session.lost_ranges.remove(seq);
                 self.deliver(session, seq, pending, true);
             }
             return;
@@ -1997,31 +1998,6 @@ fn mostly_text(bytes: &[u8]) -> bool {
         .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
         .count();
     !bytes.contains(&0) && control * 16 <= bytes.len()
-}
-
-fn in_ranges(ranges: &BTreeMap<u64, u64>, seq: u64) -> bool {
-    ranges
-        .range(..=seq)
-        .next_back()
-        .is_some_and(|(_, &end)| seq <= end)
-}
-
-/// Removes `seq` from the range that holds it; false when no range holds it.
-fn take_from_ranges(ranges: &mut BTreeMap<u64, u64>, seq: u64) -> bool {
-    let Some((&start, &end)) = ranges.range(..=seq).next_back() else {
-        return false;
-    };
-    if seq > end {
-        return false;
-    }
-    ranges.remove(&start);
-    if start < seq {
-        ranges.insert(start, seq - 1);
-    }
-    if seq < end {
-        ranges.insert(seq + 1, end);
-    }
-    true
 }
 
 #[cfg(test)]
