@@ -6,6 +6,7 @@ mod cli;
 mod escape;
 mod hook;
 mod journal;
+mod json;
 mod metrics;
 mod net;
 mod notify;

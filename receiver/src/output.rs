@@ -2,9 +2,8 @@
 
 use std::io::{self, Write};
 
-use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat};
-use ncu_proto::event::{Event, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason};
+use ncu_proto::event::{Event, GapKind, SessionInfo, SessionSummary, SilentReason};
 use ncu_proto::reassembler::Stats;
 use ncu_proto::wire::EndReason;
 
@@ -196,229 +195,6 @@ pub(crate) fn text_marker(event: &Event) -> Option<String> {
     Some(format!("### ncu: {m}"))
 }
 
-/// A JSON object being written into a buffer.
-struct Obj<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> Obj<'a> {
-    fn new(out: &'a mut Vec<u8>, event: &str) -> Obj<'a> {
-        out.push(b'{');
-        let mut obj = Obj { out, first: true };
-        obj.str("event", event);
-        obj
-    }
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        // Writing into a Vec cannot fail, and a &str always serializes.
-        let _ = serde_json::to_writer(&mut *self.out, value);
-    }
-    fn num(&mut self, key: &str, value: u64) {
-        self.key(key);
-        let _ = write!(self.out, "{value}");
-    }
-    fn int(&mut self, key: &str, value: i64) {
-        self.key(key);
-        let _ = write!(self.out, "{value}");
-    }
-    fn bool(&mut self, key: &str, value: bool) {
-        self.key(key);
-        self.out
-            .extend_from_slice(if value { b"true" } else { b"false" });
-    }
-    fn null(&mut self, key: &str) {
-        self.key(key);
-        self.out.extend_from_slice(b"null");
-    }
-    fn time(&mut self, key: &str, us: Option<u64>) {
-        match us {
-            Some(us) => self.str(key, &rfc3339(us)),
-            None => self.null(key),
-        }
-    }
-    /// `text_key` when `bytes` are UTF-8, else `bytes_key` with base64.
-    fn text(&mut self, text_key: &str, bytes_key: &str, bytes: &[u8]) {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => self.str(text_key, s),
-            Err(_) => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                self.str(bytes_key, &b64);
-            }
-        }
-    }
-    fn value(&mut self, key: &str, value: &serde_json::Value) {
-        self.key(key);
-        let _ = serde_json::to_writer(&mut *self.out, value);
-    }
-    fn session(&mut self, s: &SessionInfo) {
-        self.str("sender", &s.name);
-        self.str("addr", &s.addr.to_string());
-        self.str("session", &s.id_hex());
-    }
-    fn end(self) {
-        self.out.extend_from_slice(b"}\n");
-    }
-}
-
-fn kernel_json(k: &KernelMeta) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("level".into(), k.level.into());
-    m.insert("facility".into(), k.facility.into());
-    m.insert("seq".into(), k.seq.into());
-    m.insert("ts_usec".into(), k.ts_usec.into());
-    m.insert("cont".into(), k.cont.into());
-    if let Some(id) = k.msgid {
-        m.insert("msgid".into(), id.into());
-    }
-    for (key, value) in &k.fields {
-        if !m.contains_key(key) {
-            m.insert(key.clone(), value.clone().into());
-        }
-    }
-    serde_json::Value::Object(m)
-}
-
-/// Appends the JSON line of an event to `out`.
-pub(crate) fn json_event(event: &Event, out: &mut Vec<u8>) {
-    match event {
-        Event::Start {
-            session,
-            first_seq,
-            joined,
-        } => {
-            let mut o = Obj::new(out, "start");
-            o.session(session);
-            o.num("first_seq", *first_seq);
-            o.str("source", session.kind.as_str());
-            if *joined {
-                o.bool("joined", true);
-            }
-            o.end();
-        }
-        Event::Line {
-            session,
-            seq,
-            text,
-            partial,
-            continuation,
-            late,
-            sent_at_us,
-            received_at_us,
-            kernel,
-        } => {
-            let mut o = Obj::new(out, "line");
-            o.session(session);
-            o.num("seq", *seq);
-            o.text("text", "bytes", text);
-            o.time("sent_at", *sent_at_us);
-            o.time("received_at", Some(*received_at_us));
-            if *partial {
-                o.bool("partial", true);
-            }
-            if *late {
-                o.bool("late", true);
-            }
-            if *continuation {
-                o.bool("continuation", true);
-            }
-            if let Some(k) = kernel {
-                o.value("kernel", &kernel_json(k));
-            }
-            o.end();
-        }
-        Event::Gap {
-            session,
-            first,
-            last,
-            kind,
-        } => {
-            let mut o = Obj::new(out, "gap");
-            o.session(session);
-            o.num("first", *first);
-            o.num("last", *last);
-            o.num("count", last - first + 1);
-            o.str("kind", kind.as_str());
-            o.end();
-        }
-        Event::Silent {
-            session,
-            last_seq,
-            last_text,
-            last_sent_at_us,
-            last_received_at_us,
-            reason,
-        } => {
-            let mut o = Obj::new(out, "silent");
-            o.session(session);
-            o.num("last_seq", *last_seq);
-            match last_text {
-                Some(t) => o.text("last_text", "last_bytes", t),
-                None => o.null("last_text"),
-            }
-            o.time("last_sent_at", *last_sent_at_us);
-            o.time("last_received_at", Some(*last_received_at_us));
-            o.str("reason", reason.as_str());
-            o.end();
-        }
-        Event::Resumed { session, seq } => {
-            let mut o = Obj::new(out, "resumed");
-            o.session(session);
-            o.num("seq", *seq);
-            o.end();
-        }
-        Event::End {
-            session,
-            last_seq,
-            lines,
-            lost,
-            reason,
-        } => {
-            let mut o = Obj::new(out, "end");
-            o.session(session);
-            o.num("last_seq", *last_seq);
-            o.num("lines", *lines);
-            o.num("lost", *lost);
-            o.str("reason", end_reason_name(*reason));
-            match reason {
-                EndReason::Eof => {}
-                EndReason::Signal(n) | EndReason::CommandSignal(n) => {
-                    o.int("signal", i64::from(*n))
-                }
-                EndReason::Exit(n) => o.int("status", i64::from(*n)),
-            }
-            o.end();
-        }
-        Event::Corrupt {
-            addr,
-            reason,
-            suppressed,
-        } => {
-            let mut o = Obj::new(out, "corrupt");
-            o.str("addr", &addr.to_string());
-            o.str("reason", reason.as_str());
-            if *suppressed > 0 {
-                o.num("suppressed", *suppressed);
-            }
-            o.end();
-        }
-        Event::Retired { session } => {
-            let mut o = Obj::new(out, "retired");
-            o.session(session);
-            o.end();
-        }
-    }
-}
-
 /// How a line's bytes are put into text output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LineBytes {
@@ -495,13 +271,7 @@ pub(crate) fn nack_text(stats: &Stats, counters: &Counters) -> String {
 /// `error`, e.g. a full disk), before the next event it takes.
 pub(crate) fn output_dropped(json: bool, count: u64, error: &str, out: &mut Vec<u8>) {
     if json {
-        let v = serde_json::json!({
-            "event": "output_dropped",
-            "count": count,
-            "error": error,
-        });
-        out.extend_from_slice(v.to_string().as_bytes());
-        out.push(b'\n');
+        crate::json::output_dropped(count, error, out);
     } else {
         out.extend_from_slice(
             format!(
@@ -522,69 +292,9 @@ pub(crate) fn summary(
     out: &mut impl Write,
 ) -> io::Result<()> {
     if json {
-        let list: Vec<serde_json::Value> = sessions
-            .iter()
-            .map(|s| {
-                let mut m = serde_json::Map::new();
-                m.insert("sender".into(), s.session.name.clone().into());
-                m.insert("addr".into(), s.session.addr.to_string().into());
-                m.insert("session".into(), s.session.id_hex().into());
-                m.insert("source".into(), s.session.kind.as_str().into());
-                m.insert("lines".into(), s.lines.into());
-                m.insert("lost".into(), s.lost.into());
-                m.insert("duplicates".into(), s.duplicates.into());
-                m.insert("reordered".into(), s.reordered.into());
-                m.insert("late".into(), s.late.into());
-                m.insert("recovered".into(), s.recovered.into());
-                m.insert("recovery".into(), s.recovery.into());
-                m.insert("fate".into(), s.fate.as_str().into());
-                m.insert("first_seq".into(), s.first_seq.into());
-                m.insert("joined".into(), s.joined.into());
-                if s.kernel_seq_skipped > 0 {
-                    m.insert("kernel_seq_skipped".into(), s.kernel_seq_skipped.into());
-                }
-                if let Some(r) = s.end_reason {
-                    m.insert("end_reason".into(), end_reason_name(r).into());
-                }
-                m.insert(
-                    "first_received_at".into(),
-                    rfc3339(s.first_received_at_us).into(),
-                );
-                m.insert(
-                    "last_received_at".into(),
-                    rfc3339(s.last_received_at_us).into(),
-                );
-                serde_json::Value::Object(m)
-            })
-            .collect();
-        let corrupt: serde_json::Map<String, serde_json::Value> = stats
-            .corrupt
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
-            .collect();
-        let v = serde_json::json!({
-            "event": "summary",
-            "sessions": list,
-            "corrupt": corrupt,
-            "corrupt_total": stats.corrupt_total(),
-            "datagrams": stats.datagrams,
-            "bytes": stats.bytes,
-            "sessions_seen": stats.sessions,
-            "retired": stats.retired,
-            "kernel_drops": counters.kernel_drops,
-            "output_errors": counters.output_errors,
-            "stdout_dropped": counters.stdout_dropped,
-            "nack": counters.nack,
-            "nacks_sent": counters.nacks_sent,
-            "nacks_suppressed": stats.nacks_suppressed,
-            "nacks_dropped": counters.nacks_dropped,
-            "nack_send_errors": counters.nack_send_errors,
-            "max_held": counters.max_held,
-            "held_limit_reached": stats.held_limit_reached,
-        });
-        serde_json::to_writer(&mut *out, &v)?;
-        out.write_all(b"\n")?;
-        return Ok(());
+        let mut line = Vec::new();
+        crate::json::summary(sessions, stats, counters, &mut line);
+        return out.write_all(&line);
     }
     let drops = match counters.kernel_drops {
         Some(n) => n.to_string(),

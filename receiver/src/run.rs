@@ -20,6 +20,7 @@ use crate::cli::Config;
 use crate::escape;
 use crate::hook;
 use crate::journal;
+use crate::json;
 use crate::metrics::Metrics;
 use crate::net::{self, Batch, Listener};
 use crate::notify::{Health, Notifier};
@@ -180,7 +181,7 @@ impl Sink {
         }
         self.buf.clear();
         match self.format {
-            Format::Json => output::json_event(event, &mut self.buf),
+            Format::Json => json::event(event, &mut self.buf),
             Format::Journal => self.journal_writer.entry(event, wall, &mut self.buf),
             Format::Text => {
                 if let Some(marker) = output::text_marker(event) {

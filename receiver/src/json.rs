@@ -1,0 +1,417 @@
+//! `--json`: every event, the exit summary and the output-dropped marker as typed
+//! structs that borrow from the event, serialized one way (serde). Lines that are not
+//! UTF-8 go as base64 in `bytes` (`last_bytes` for a silent session's last line).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use ncu_proto::event::{Event, KernelMeta, SessionInfo, SessionSummary};
+use ncu_proto::reassembler::Stats;
+use ncu_proto::wire::EndReason;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::output::{end_reason_name, rfc3339, Counters};
+
+/// Written with `Display` (no intermediate string).
+struct Shown<T>(T);
+
+impl<T: fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A session id as CONTRACT.md prints it: 16 lowercase hex digits.
+struct Hex(u64);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// RFC 3339 UTC with microseconds.
+struct Time(u64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
+}
+
+/// The fields every event about a session has.
+#[derive(Serialize)]
+struct Who<'a> {
+    sender: &'a str,
+    addr: Shown<SocketAddr>,
+    session: Shown<Hex>,
+}
+
+fn who(s: &SessionInfo) -> Who<'_> {
+    Who {
+        sender: &s.name,
+        addr: Shown(s.addr),
+        session: Shown(Hex(s.id)),
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// `text` when UTF-8, else `bytes` (base64).
+fn text_or_bytes(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+/// The `kernel` object: the record's numbers, then its `KEY=VALUE` fields (those
+/// named like a number above are left out).
+struct Kernel<'a>(&'a KernelMeta);
+
+impl Serialize for Kernel<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const OWN: [&str; 6] = ["level", "facility", "seq", "ts_usec", "cont", "msgid"];
+        let k = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("level", &k.level)?;
+        m.serialize_entry("facility", &k.facility)?;
+        m.serialize_entry("seq", &k.seq)?;
+        m.serialize_entry("ts_usec", &k.ts_usec)?;
+        m.serialize_entry("cont", &k.cont)?;
+        if let Some(id) = k.msgid {
+            m.serialize_entry("msgid", &id)?;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in &k.fields {
+            if !OWN.contains(&key.as_str()) && !seen.contains(&key.as_str()) {
+                seen.push(key);
+                m.serialize_entry(key, value)?;
+            }
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Json<'a> {
+    Start {
+        #[serde(flatten)]
+        who: Who<'a>,
+        first_seq: u64,
+        source: &'static str,
+        #[serde(skip_serializing_if = "is_false")]
+        joined: bool,
+    },
+    Line {
+        #[serde(flatten)]
+        who: Who<'a>,
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<String>,
+        sent_at: Option<Time>,
+        received_at: Time,
+        #[serde(skip_serializing_if = "is_false")]
+        partial: bool,
+        #[serde(skip_serializing_if = "is_false")]
+        late: bool,
+        #[serde(skip_serializing_if = "is_false")]
+        continuation: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kernel: Option<Kernel<'a>>,
+    },
+    Gap {
+        #[serde(flatten)]
+        who: Who<'a>,
+        first: u64,
+        last: u64,
+        count: u64,
+        kind: &'static str,
+    },
+    Silent {
+        #[serde(flatten)]
+        who: Who<'a>,
+        last_seq: u64,
+        /// Absent when the last line is binary (then `last_bytes`); null without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_text: Option<Option<&'a str>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_bytes: Option<String>,
+        last_sent_at: Option<Time>,
+        last_received_at: Time,
+        reason: &'static str,
+    },
+    Resumed {
+        #[serde(flatten)]
+        who: Who<'a>,
+        seq: u64,
+    },
+    End {
+        #[serde(flatten)]
+        who: Who<'a>,
+        last_seq: u64,
+        lines: u64,
+        lost: u64,
+        reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<i64>,
+    },
+    Corrupt {
+        addr: Shown<SocketAddr>,
+        reason: &'static str,
+        #[serde(skip_serializing_if = "is_zero")]
+        suppressed: u64,
+    },
+    Retired {
+        #[serde(flatten)]
+        who: Who<'a>,
+    },
+    OutputDropped {
+        count: u64,
+        error: &'a str,
+    },
+}
+
+fn json_of(event: &Event) -> Json<'_> {
+    match event {
+        Event::Start {
+            session,
+            first_seq,
+            joined,
+        } => Json::Start {
+            who: who(session),
+            first_seq: *first_seq,
+            source: session.kind.as_str(),
+            joined: *joined,
+        },
+        Event::Line {
+            session,
+            seq,
+            text,
+            partial,
+            continuation,
+            late,
+            sent_at_us,
+            received_at_us,
+            kernel,
+        } => {
+            let (text, bytes) = text_or_bytes(text);
+            Json::Line {
+                who: who(session),
+                seq: *seq,
+                text,
+                bytes,
+                sent_at: sent_at_us.map(Time),
+                received_at: Time(*received_at_us),
+                partial: *partial,
+                late: *late,
+                continuation: *continuation,
+                kernel: kernel.as_deref().map(Kernel),
+            }
+        }
+        Event::Gap {
+            session,
+            first,
+            last,
+            kind,
+        } => Json::Gap {
+            who: who(session),
+            first: *first,
+            last: *last,
+            count: last - first + 1,
+            kind: kind.as_str(),
+        },
+        Event::Silent {
+            session,
+            last_seq,
+            last_text,
+            last_sent_at_us,
+            last_received_at_us,
+            reason,
+        } => {
+            let (text, bytes) = match last_text {
+                None => (Some(None), None),
+                Some(t) => match text_or_bytes(t) {
+                    (Some(s), _) => (Some(Some(s)), None),
+                    (None, b) => (None, b),
+                },
+            };
+            Json::Silent {
+                who: who(session),
+                last_seq: *last_seq,
+                last_text: text,
+                last_bytes: bytes,
+                last_sent_at: last_sent_at_us.map(Time),
+                last_received_at: Time(*last_received_at_us),
+                reason: reason.as_str(),
+            }
+        }
+        Event::Resumed { session, seq } => Json::Resumed {
+            who: who(session),
+            seq: *seq,
+        },
+        Event::End {
+            session,
+            last_seq,
+            lines,
+            lost,
+            reason,
+        } => {
+            let (signal, status) = match reason {
+                EndReason::Eof => (None, None),
+                EndReason::Signal(n) | EndReason::CommandSignal(n) => (Some(i64::from(*n)), None),
+                EndReason::Exit(n) => (None, Some(i64::from(*n))),
+            };
+            Json::End {
+                who: who(session),
+                last_seq: *last_seq,
+                lines: *lines,
+                lost: *lost,
+                reason: end_reason_name(*reason),
+                signal,
+                status,
+            }
+        }
+        Event::Corrupt {
+            addr,
+            reason,
+            suppressed,
+        } => Json::Corrupt {
+            addr: Shown(*addr),
+            reason: reason.as_str(),
+            suppressed: *suppressed,
+        },
+        Event::Retired { session } => Json::Retired { who: who(session) },
+    }
+}
+
+fn write_line(value: &impl Serialize, out: &mut Vec<u8>) {
+    // Into a Vec, of types whose serialization cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b'\n');
+}
+
+/// Appends the JSON line of an event to `out`.
+pub(crate) fn event(event: &Event, out: &mut Vec<u8>) {
+    write_line(&json_of(event), out);
+}
+
+/// The JSON line put where standard output dropped `count` events.
+pub(crate) fn output_dropped(count: u64, error: &str, out: &mut Vec<u8>) {
+    write_line(&Json::OutputDropped { count, error }, out);
+}
+
+#[derive(Serialize)]
+struct SessionJson<'a> {
+    #[serde(flatten)]
+    who: Who<'a>,
+    source: &'static str,
+    lines: u64,
+    lost: u64,
+    duplicates: u64,
+    reordered: u64,
+    late: u64,
+    recovered: u64,
+    recovery: bool,
+    fate: &'static str,
+    first_seq: u64,
+    joined: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    kernel_seq_skipped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_reason: Option<&'static str>,
+    first_received_at: Time,
+    last_received_at: Time,
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    event: &'static str,
+    sessions: Vec<SessionJson<'a>>,
+    corrupt: &'a BTreeMap<&'static str, u64>,
+    corrupt_total: u64,
+    datagrams: u64,
+    bytes: u64,
+    sessions_seen: u64,
+    retired: u64,
+    kernel_drops: Option<u64>,
+    output_errors: u64,
+    stdout_dropped: u64,
+    nack: bool,
+    nacks_sent: u64,
+    nacks_suppressed: u64,
+    nacks_dropped: u64,
+    nack_send_errors: u64,
+    max_held: usize,
+    held_limit_reached: u64,
+}
+
+/// Appends the exit summary's JSON line to `out`.
+pub(crate) fn summary(
+    sessions: &[SessionSummary],
+    stats: &Stats,
+    counters: &Counters,
+    out: &mut Vec<u8>,
+) {
+    let sessions = sessions
+        .iter()
+        .map(|s| SessionJson {
+            who: who(&s.session),
+            source: s.session.kind.as_str(),
+            lines: s.lines,
+            lost: s.lost,
+            duplicates: s.duplicates,
+            reordered: s.reordered,
+            late: s.late,
+            recovered: s.recovered,
+            recovery: s.recovery,
+            fate: s.fate.as_str(),
+            first_seq: s.first_seq,
+            joined: s.joined,
+            kernel_seq_skipped: s.kernel_seq_skipped,
+            end_reason: s.end_reason.map(end_reason_name),
+            first_received_at: Time(s.first_received_at_us),
+            last_received_at: Time(s.last_received_at_us),
+        })
+        .collect();
+    write_line(
+        &SummaryJson {
+            event: "summary",
+            sessions,
+            corrupt: &stats.corrupt,
+            corrupt_total: stats.corrupt_total(),
+            datagrams: stats.datagrams,
+            bytes: stats.bytes,
+            sessions_seen: stats.sessions,
+            retired: stats.retired,
+            kernel_drops: counters.kernel_drops,
+            output_errors: counters.output_errors,
+            stdout_dropped: counters.stdout_dropped,
+            nack: counters.nack,
+            nacks_sent: counters.nacks_sent,
+            nacks_suppressed: stats.nacks_suppressed,
+            nacks_dropped: counters.nacks_dropped,
+            nack_send_errors: counters.nack_send_errors,
+            max_held: counters.max_held,
+            held_limit_reached: stats.held_limit_reached,
+        },
+        out,
+    );
+}
