@@ -71,8 +71,6 @@ pub const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
 pub const REPLAY_WINDOW: u32 = 4096;
 
 /// Offsets inside the header (as in PROTOCOL.md; `wire` keeps its own private).
-const FLAGS_AT: usize = 5;
-const PAYLOAD_LEN_AT: core::ops::Range<usize> = 6..8;
 /// The associated data: every header byte before the CRC field.
 const AD_LEN: usize = HEADER_LEN - 4;
 
@@ -345,8 +343,9 @@ fn seal_with(
     let start = out.len();
     out.extend_from_slice(datagram);
     let sealed = &mut out[start..];
-    sealed[FLAGS_AT] |= FLAG_SEALED;
-    sealed[PAYLOAD_LEN_AT].copy_from_slice(&sealed_len.to_be_bytes());
+    let mut view = Datagram::new_unchecked(&mut *sealed);
+    view.set_flags(view.flags() | FLAG_SEALED);
+    view.set_payload_len(sealed_len);
     let nonce = nonce(sealed);
     let prefix: [u8; 16] = nonce[..16].try_into().expect("16 of 24 bytes");
     let cipher = match last {
@@ -398,7 +397,8 @@ pub fn open(keys: &Keys, datagram: &[u8], out: &mut Vec<u8>) -> Result<(), OpenE
         if key.open_in_place(nonce, Aad::from(ad), sealed).is_ok() {
             out.truncate(start + tag_at);
             let plain = &mut out[start..];
-            plain[FLAGS_AT] &= !FLAG_SEALED;
+            let mut view = Datagram::new_unchecked(&mut *plain);
+            view.set_flags(view.flags() & !FLAG_SEALED);
             wire::finish_datagram(plain);
             return Ok(());
         }
@@ -743,15 +743,16 @@ mod tests {
     }
 
     #[test]
-    fn offsets_match_wire() {
+    fn the_associated_data_is_the_header_before_the_crc() {
         let plain = &sample_datagrams()[1];
         let view = Datagram::new_unchecked(&plain[..]);
-        assert_eq!(plain[FLAGS_AT], view.flags());
-        assert_eq!(
-            u16::from_be_bytes([plain[PAYLOAD_LEN_AT.start], plain[PAYLOAD_LEN_AT.start + 1]]),
-            view.payload_len()
-        );
         assert_eq!(view.header_before_crc().len(), AD_LEN);
+        let mut copy = plain.clone();
+        let mut view = Datagram::new_unchecked(&mut copy[..]);
+        view.set_flags(0x05);
+        view.set_payload_len(0x1234);
+        assert_eq!((view.flags(), view.payload_len()), (0x05, 0x1234));
+        assert_eq!(&copy[HEADER_LEN..], &plain[HEADER_LEN..]);
     }
 
     #[test]

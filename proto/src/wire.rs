@@ -291,6 +291,25 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     }
 }
 
+/// Setters: the one place besides the getters that knows where a field is (the
+/// sealing code writes the flags and length through these).
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
+    /// Sets the flags byte.
+    ///
+    /// # Panics
+    /// When the buffer is shorter than [`HEADER_LEN`] (the view was not checked).
+    pub fn set_flags(&mut self, flags: u8) {
+        self.buffer.as_mut()[field::FLAGS] = flags;
+    }
+    /// Sets the payload length field (the payload itself is not touched).
+    ///
+    /// # Panics
+    /// As [`Datagram::set_flags`].
+    pub fn set_payload_len(&mut self, len: u16) {
+        self.buffer.as_mut()[field::PAYLOAD_LEN].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
 /// CRC32 (IEEE, as `crc32fast`) over every byte of the datagram except the CRC field.
 pub fn compute_checksum(datagram: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -666,7 +685,7 @@ pub fn finish_datagram(datagram: &mut [u8]) {
 /// As [`finish_datagram`].
 pub fn set_payload_len(datagram: &mut [u8]) {
     let len = u16::try_from(datagram.len() - HEADER_LEN).expect("payload within a datagram");
-    datagram[field::PAYLOAD_LEN].copy_from_slice(&len.to_be_bytes());
+    Datagram::new_unchecked(datagram).set_payload_len(len);
 }
 
 /// Appends one line record (flags, length, bytes) to a DATA payload being built.
