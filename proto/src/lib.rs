@@ -9,6 +9,7 @@ pub mod assembler;
 pub mod budget;
 pub mod event;
 pub mod framer;
+pub mod lines;
 pub mod netconsole;
 pub mod ranges;
 pub mod reassembler;

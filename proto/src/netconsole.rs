@@ -30,6 +30,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::assembler::ByteAssembler;
+use crate::lines::LineAssembler;
+use crate::wire::LINE_PARTIAL;
 
 /// Longest header (bytes before the `;`) [`parse_extended`] looks through.
 pub const MAX_HEADER_LEN: usize = 512;
@@ -758,7 +760,8 @@ pub struct PlainLine {
 #[derive(Debug)]
 pub struct PlainJoiner {
     config: PlainConfig,
-    held: Vec<u8>,
+    /// The one line splitter ([`LineAssembler`]) holds what waits for a newline.
+    lines: LineAssembler,
     deadline: Option<Instant>,
     ready: VecDeque<PlainLine>,
 }
@@ -767,8 +770,8 @@ impl PlainJoiner {
     /// Creates an empty joiner.
     pub fn new(config: PlainConfig) -> Self {
         Self {
+            lines: LineAssembler::new(config.max_line_bytes),
             config,
-            held: Vec::new(),
             deadline: None,
             ready: VecDeque::new(),
         }
@@ -776,38 +779,21 @@ impl PlainJoiner {
 
     /// Appends one datagram received at `now`.
     pub fn push(&mut self, datagram: &[u8], now: Instant) {
-        let mut rest = datagram;
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
-            self.append(&rest[..nl]);
-            let text = std::mem::take(&mut self.held);
-            self.emit(text, false);
-            rest = &rest[nl + 1..];
-        }
-        self.append(rest);
-        if self.held.is_empty() {
+        let ready = &mut self.ready;
+        let mut emitted = false;
+        self.lines.feed(datagram, |flags, text| {
+            emitted = true;
+            ready.push_back(PlainLine {
+                text: text.to_vec(),
+                partial: flags & LINE_PARTIAL != 0,
+            });
+        });
+        if !self.lines.has_pending() {
             self.deadline = None;
-        } else if self.deadline.is_none() {
+        } else if emitted || self.deadline.is_none() {
+            // The bytes held now began after the last line that came out.
             self.deadline = now.checked_add(self.config.line_timeout);
         }
-    }
-
-    /// Holds `bytes`, emitting partial lines so that at most the bound is held.
-    fn append(&mut self, mut bytes: &[u8]) {
-        let max = self.config.max_line_bytes.max(1);
-        while !bytes.is_empty() {
-            if self.held.len() >= max {
-                let text = std::mem::take(&mut self.held);
-                self.emit(text, true);
-            }
-            let take = (max - self.held.len()).min(bytes.len());
-            self.held.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-        }
-    }
-
-    fn emit(&mut self, text: Vec<u8>, partial: bool) {
-        self.deadline = None;
-        self.ready.push_back(PlainLine { text, partial });
     }
 
     /// Takes the next line, if any.
@@ -838,17 +824,21 @@ impl PlainJoiner {
     /// Emits held bytes as a partial line now; returns whether there were any.
     pub fn flush(&mut self) -> bool {
         self.deadline = None;
-        if self.held.is_empty() {
-            return false;
-        }
-        let text = std::mem::take(&mut self.held);
-        self.emit(text, true);
-        true
+        let ready = &mut self.ready;
+        let mut emitted = false;
+        self.lines.flush_partial(|_, text| {
+            emitted = true;
+            ready.push_back(PlainLine {
+                text: text.to_vec(),
+                partial: true,
+            });
+        });
+        emitted
     }
 
     /// Bytes currently held waiting for a newline.
     pub fn held_bytes(&self) -> usize {
-        self.held.len()
+        self.lines.pending_len()
     }
 }
 

@@ -3,7 +3,6 @@
 
 mod cli;
 mod harden;
-mod lines;
 mod net;
 mod run;
 mod signals;

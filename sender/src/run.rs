@@ -18,9 +18,9 @@ use ncu_proto::wire::{
 
 use crate::cli::Config;
 use crate::harden;
-use crate::lines::LineAssembler;
 use crate::net::{Received, Sender};
 use crate::signals::Signals;
+use ncu_proto::lines::LineAssembler;
 
 /// Bytes asked for per `read(2)`: more than a full pipe (64 KiB unless its writer
 /// grew it); from a file, four GSO messages' worth, sent with one `sendmmsg`, so
