@@ -489,43 +489,80 @@ impl Session {
         since
     }
 
-    fn deadline(&self, config: &Config) -> Option<Instant> {
-        let mut deadline = self.joining_until;
-        let mut take = |t: Instant| deadline = Some(deadline.map_or(t, |d| d.min(t)));
-        match &self.source {
-            Source::Kernel(assembler) => assembler.poll_timeout().into_iter().for_each(&mut take),
-            Source::Text(joiner) => joiner.poll_timeout().into_iter().for_each(&mut take),
-            Source::Ncu => {}
-        }
-        if let Some(since) = self.hole_since() {
-            take(since + self.wait(config));
-        }
-        if let Some(t) = self.nack_due(config) {
-            take(t);
-        }
-        if let Some(arrived) = self
-            .fragments
-            .range(..self.next)
-            .map(|(_, f)| f.arrived)
-            .min()
-        {
+    /// When `timer` is due, if it is set: the one place a deadline is computed.
+    fn timer(&self, timer: Timer, config: &Config) -> Option<Instant> {
+        match timer {
+            Timer::Source => match &self.source {
+                Source::Kernel(assembler) => assembler.poll_timeout(),
+                Source::Text(joiner) => joiner.poll_timeout(),
+                Source::Ncu => None,
+            },
+            Timer::Join => self.joining_until,
+            Timer::Hole => self.hole_since().map(|since| since + self.wait(config)),
+            Timer::Nack => self.nack_due(config),
             // Fragments of a line already reported lost wait one more window.
-            take(arrived + 2 * config.reorder_window);
-        }
-        if self.fate == Fate::Running && self.end.is_none() {
-            take(self.last_rx + config.dead_after);
-        }
-        if self.end.is_some() && !self.end_reported {
-            if let Some(t) = self.known_since {
-                take(t + self.wait(config));
+            Timer::StaleFragments => self
+                .fragments
+                .range(..self.next)
+                .map(|(_, f)| f.arrived)
+                .min()
+                .map(|arrived| arrived + 2 * config.reorder_window),
+            Timer::EndWait => {
+                let waiting = self.end.is_some() && !self.end_reported;
+                waiting
+                    .then_some(self.known_since)
+                    .flatten()
+                    .map(|t| t + self.wait(config))
             }
+            Timer::Dead => (self.fate == Fate::Running && self.end.is_none())
+                .then(|| self.last_rx + config.dead_after),
+            Timer::Forget => self.end_reported.then(|| self.last_rx + config.dead_after),
         }
-        if self.end_reported {
-            // Dropped from memory once ended and quiet (see `handle_timeout`).
-            take(self.last_rx + config.dead_after);
-        }
-        deadline
     }
+
+    /// The earliest of the session's timers.
+    fn deadline(&self, config: &Config) -> Option<Instant> {
+        Timer::VALUES
+            .iter()
+            .filter_map(|&t| self.timer(t, config))
+            .min()
+    }
+}
+
+/// A session's timers: [`Session::timer`] computes each one's deadline,
+/// [`Reassembler::session_timeout`] acts on each that is due, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// A netconsole or text assembler gives up what it holds (a record missing
+    /// fragments, a line without newline).
+    Source,
+    /// A session joined mid-way starts at the lowest line seen.
+    Join,
+    /// The oldest hole was waited for long enough: a gap.
+    Hole,
+    /// A NACK is due.
+    Nack,
+    /// Fragments of a line already given up are dropped.
+    StaleFragments,
+    /// END came, but lines before it never did: given up.
+    EndWait,
+    /// Nothing arrived for `dead_after`: silent.
+    Dead,
+    /// Ended and quiet: forgotten ([`Reassembler::handle_timeout`]).
+    Forget,
+}
+
+impl Timer {
+    const VALUES: [Timer; 8] = [
+        Timer::Source,
+        Timer::Join,
+        Timer::Hole,
+        Timer::Nack,
+        Timer::StaleFragments,
+        Timer::EndWait,
+        Timer::Dead,
+        Timer::Forget,
+    ];
 }
 
 /// Rebuilds every sender's lines in order; see the module docs.
@@ -755,11 +792,10 @@ impl Reassembler {
             session.scheduled = None;
             self.session_timeout(&mut session, now, wall_us);
             self.recharge(&mut session);
-            if session.end_reported
-                && session.pending.is_empty()
-                && session.fragments.is_empty()
-                && now >= session.last_rx + self.config.dead_after
-            {
+            let forget = session
+                .timer(Timer::Forget, &self.config)
+                .is_some_and(|due| due <= now);
+            if forget && session.pending.is_empty() && session.fragments.is_empty() {
                 self.finish(session);
                 continue;
             }
@@ -1633,50 +1669,62 @@ impl Reassembler {
         bytes
     }
 
+    /// Acts on every timer of `session` that is due at `now`, in [`Timer::VALUES`]
+    /// order (each looked at after the ones before it acted).
     fn session_timeout(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
-        let due = match &mut session.source {
-            Source::Kernel(assembler) => assembler.handle_timeout(now) > 0,
-            Source::Text(joiner) => joiner.handle_timeout(now),
-            Source::Ncu => false,
-        };
-        if due {
-            self.take_source_output(session, now, wall_us);
-        }
-        if session.joining_until.is_some_and(|t| t <= now) {
-            self.resolve_join(session);
-        }
-        let wait = session.wait(&self.config);
-        while session.hole_since().is_some_and(|t| t + wait <= now) {
-            if !self.give_up_first_hole(session) {
-                break;
+        for timer in Timer::VALUES {
+            if session
+                .timer(timer, &self.config)
+                .is_none_or(|due| due > now)
+            {
+                continue;
+            }
+            match timer {
+                Timer::Source => {
+                    let due = match &mut session.source {
+                        Source::Kernel(assembler) => assembler.handle_timeout(now) > 0,
+                        Source::Text(joiner) => joiner.handle_timeout(now),
+                        Source::Ncu => false,
+                    };
+                    if due {
+                        self.take_source_output(session, now, wall_us);
+                    }
+                }
+                Timer::Join => self.resolve_join(session),
+                Timer::Hole => {
+                    while session
+                        .timer(Timer::Hole, &self.config)
+                        .is_some_and(|due| due <= now)
+                    {
+                        if !self.give_up_first_hole(session) {
+                            break;
+                        }
+                    }
+                }
+                Timer::Nack => self.send_nack(session, now, wall_us),
+                Timer::StaleFragments => {
+                    let stale: Vec<u64> = session
+                        .fragments
+                        .range(..session.next)
+                        .filter(|(_, f)| f.arrived + 2 * self.config.reorder_window <= now)
+                        .map(|(&k, _)| k)
+                        .collect();
+                    for seq in stale {
+                        self.drop_fragments(session, seq);
+                    }
+                }
+                Timer::EndWait => {
+                    self.resolve_join(session);
+                    self.give_up_all(session);
+                }
+                Timer::Dead => self.go_silent(session, SilentReason::DeadAfter, now, wall_us),
+                // Forgetting takes the session out of the map: the caller does it.
+                Timer::Forget => {}
             }
         }
-        if session.nack_due(&self.config).is_some_and(|t| t <= now) {
-            self.send_nack(session, now, wall_us);
-        }
-        let stale: Vec<u64> = session
-            .fragments
-            .range(..session.next)
-            .filter(|(_, f)| f.arrived + 2 * self.config.reorder_window <= now)
-            .map(|(&k, _)| k)
-            .collect();
-        for seq in stale {
-            self.drop_fragments(session, seq);
-        }
-        if session.end.is_some() && !session.end_reported {
-            // END arrived but lines before it never came: give them up.
-            if session.known_since.is_some_and(|t| t + wait <= now) {
-                self.resolve_join(session);
-                self.give_up_all(session);
-            }
-        }
+        // END is reported once everything up to it is accounted for (a gap given up
+        // above may be the last thing it waited for).
         self.maybe_end(session);
-        if session.fate == Fate::Running
-            && session.end.is_none()
-            && session.last_rx + self.config.dead_after <= now
-        {
-            self.go_silent(session, SilentReason::DeadAfter, now, wall_us);
-        }
     }
 
     // ---- sessions: limits ----
