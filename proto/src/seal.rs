@@ -143,7 +143,7 @@ impl fmt::Debug for Keys {
 }
 
 /// Best effort: overwrites key material before its buffer is freed (the ciphers
-/// wipe their own copy on drop, see [`Cipher`]).
+/// wipe their own copy on drop, see `Cipher`).
 pub fn wipe(bytes: &mut [u8]) {
     bytes.fill(0);
     std::hint::black_box(bytes);

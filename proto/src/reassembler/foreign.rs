@@ -1,0 +1,266 @@
+//! Datagrams that are not ncu's: the kernel's netconsole (extended and plain) and
+//! plain text (`nc -u`, `logger`), and rejections.
+
+use super::*;
+
+impl Reassembler {
+    // ---- rejections ----
+
+    pub(super) fn corrupt(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
+        *self.stats.corrupt.entry(reason.as_str()).or_default() += 1;
+        if self.corrupt_bucket.take(now, 1) {
+            let suppressed = std::mem::take(&mut self.corrupt_suppressed);
+            self.events.push_back(Event::Corrupt {
+                addr: from,
+                reason,
+                suppressed,
+            });
+        } else {
+            self.corrupt_suppressed += 1;
+        }
+    }
+
+    // ---- netconsole and plain text ----
+
+    pub(super) fn handle_foreign(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let kind = match netconsole::classify(bytes) {
+            netconsole::Kind::Extended => SourceKind::KernelExtended,
+            netconsole::Kind::Text => SourceKind::Text,
+            // Plain netconsole sends the console's bytes as they are: once a source
+            // has sent text, its datagrams with a few stray control or non-UTF-8 bytes
+            // are still its console output (random bytes, or any NUL, are not).
+            netconsole::Kind::Garbage(GarbageReason::Binary | GarbageReason::NotUtf8)
+                if mostly_text(bytes)
+                    && self
+                        .sessions
+                        .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
+            {
+                SourceKind::Text
+            }
+            netconsole::Kind::Garbage(reason) => {
+                let reason = match reason {
+                    GarbageReason::Empty => CorruptReason::Empty,
+                    GarbageReason::Binary => CorruptReason::Binary,
+                    GarbageReason::NotUtf8 => CorruptReason::NotUtf8,
+                };
+                self.corrupt(now, from, reason);
+                return;
+            }
+        };
+        let key = SessionKey::Source(from, kind);
+        let mut session = match self.sessions.remove(&key) {
+            Some(s) => s,
+            None => self.new_local_session(from, kind, now, wall_us),
+        };
+        let next = session.next;
+        self.touch(&mut session, now, wall_us, next);
+        match kind {
+            SourceKind::KernelExtended => {
+                let pushed = match (netconsole::parse_extended(bytes), &mut session.source) {
+                    (Ok(record), Source::Kernel(assembler)) => assembler.push(&record, now),
+                    _ => Err(netconsole::NetconsoleError::BadHeader),
+                };
+                if pushed.is_err() {
+                    self.corrupt(now, from, CorruptReason::Netconsole);
+                }
+            }
+            _ => {
+                if let Source::Text(joiner) = &mut session.source {
+                    joiner.push(bytes, now);
+                }
+            }
+        }
+        self.take_source_output(&mut session, now, wall_us);
+        self.after_input(&mut session, now);
+        self.sessions.insert(key, session);
+        self.enforce_session_limit(now, key);
+    }
+
+    /// Moves complete records or lines out of a netconsole or text session's
+    /// assembler into its ordering logic.
+    pub(super) fn take_source_output(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
+        loop {
+            let incoming = match &mut session.source {
+                Source::Kernel(assembler) => match assembler.poll_record() {
+                    Some(record) => kernel_line(record),
+                    None => break,
+                },
+                Source::Text(joiner) => match joiner.poll_line() {
+                    Some(line) => IncomingLine {
+                        seq: session.next_text_seq,
+                        text: line.text,
+                        flags: if line.partial { LINE_PARTIAL } else { 0 },
+                        sent_at_us: None,
+                        kernel: None,
+                        followed: false,
+                    },
+                    None => break,
+                },
+                Source::Ncu => break,
+            };
+            if let Source::Text(_) = session.source {
+                session.next_text_seq += 1;
+            }
+            if session.first_seq.is_none() {
+                // The first kernel record decides the numbering: its msgid when the
+                // kernel sends one (gaps are then real losses), else its seq.
+                let msgid = incoming.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
+                session.gap_kind = if msgid {
+                    GapKind::Lost
+                } else {
+                    GapKind::KernelSeq
+                };
+                self.start(session, incoming.seq, false);
+            } else if self.is_reboot(session, &incoming) {
+                self.reboot(session, incoming, now, wall_us);
+                continue;
+            }
+            if let Some(kernel) = &incoming.kernel {
+                session.last_kernel_ts = session.last_kernel_ts.max(kernel.ts_usec);
+            }
+            self.accept_line(session, incoming, now, wall_us);
+        }
+    }
+
+    /// Lets a netconsole or text session's assembler give up what it holds (a line
+    /// without newline, a record missing fragments) so that it is delivered.
+    pub(super) fn flush_source(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
+        let flushed = match &mut session.source {
+            Source::Kernel(assembler) => assembler.flush() > 0,
+            Source::Text(joiner) => joiner.flush(),
+            Source::Ncu => false,
+        };
+        if flushed {
+            self.take_source_output(session, now, wall_us);
+        }
+    }
+
+    /// A kernel record numbered far below what was seen, with an earlier boot clock:
+    /// the machine rebooted.
+    pub(super) fn is_reboot(&self, session: &Session, incoming: &IncomingLine) -> bool {
+        let Some(kernel) = &incoming.kernel else {
+            return false;
+        };
+        incoming.seq.saturating_add(1) < session.next
+            && kernel.ts_usec.saturating_add(1_000_000) < session.last_kernel_ts
+    }
+
+    /// Ends a kernel session as restarted and begins a new one with `first`.
+    pub(super) fn reboot(
+        &mut self,
+        session: &mut Session,
+        first: IncomingLine,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        self.go_silent(session, SilentReason::Restarted, now, wall_us);
+        let info = session.info.clone();
+        let assembler = std::mem::replace(&mut session.source, Source::Ncu);
+        let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
+        fresh.source = assembler;
+        let old = std::mem::replace(session, fresh);
+        self.finish(old);
+        let msgid = first.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
+        session.gap_kind = if msgid {
+            GapKind::Lost
+        } else {
+            GapKind::KernelSeq
+        };
+        self.start(session, first.seq, false);
+        if let Some(kernel) = &first.kernel {
+            session.last_kernel_ts = kernel.ts_usec;
+        }
+        self.accept_line(session, first, now, wall_us);
+    }
+
+    pub(super) fn new_local_session(
+        &mut self,
+        from: SocketAddr,
+        kind: SourceKind,
+        now: Instant,
+        wall_us: u64,
+    ) -> Session {
+        let id = self.next_local_id;
+        self.next_local_id += 1;
+        self.stats.sessions += 1;
+        let info = SessionInfo {
+            id,
+            name: from.ip().to_string(),
+            addr: from,
+            kind,
+        };
+        let mut session = Session::new(Arc::new(info), now, wall_us);
+        self.register(&mut session);
+        session.source = match kind {
+            SourceKind::KernelExtended => {
+                Source::Kernel(Box::new(ExtendedAssembler::new(ExtendedConfig {
+                    fragment_timeout: self.config.reorder_window * 2,
+                    max_record_bytes: KERNEL_RECORD_MAX,
+                    max_pending: 2,
+                })))
+            }
+            _ => Source::Text(Box::new(PlainJoiner::new(PlainConfig {
+                line_timeout: self.config.reorder_window,
+                max_line_bytes: TEXT_LINE_MAX,
+            }))),
+        };
+        session
+    }
+}
+
+/// The ordering logic's view of a kernel record.
+pub(super) fn kernel_line(record: KernelRecord) -> IncomingLine {
+    let fields = record
+        .dict_pairs()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let seq = record.msgid.unwrap_or(record.seq);
+    let flags = if record.is_complete() {
+        0
+    } else {
+        LINE_PARTIAL
+    };
+    IncomingLine {
+        seq,
+        flags,
+        sent_at_us: None,
+        kernel: Some(Box::new(KernelMeta {
+            level: record.level,
+            facility: record.facility,
+            seq: record.seq,
+            ts_usec: record.ts_usec,
+            cont: record.cont,
+            msgid: record.msgid,
+            fields,
+        })),
+        text: record.text,
+        followed: false,
+    }
+}
+
+pub(super) fn session_key(session: &Session) -> SessionKey {
+    match session.info.kind {
+        SourceKind::Ncu => SessionKey::Ncu(session.info.id),
+        kind => SessionKey::Source(session.info.addr, kind),
+    }
+}
+
+/// No NUL, and at most one byte in 16 a control character other than tab, CR, LF.
+pub(super) fn mostly_text(bytes: &[u8]) -> bool {
+    let control = bytes
+        .iter()
+        .filter(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+        .count();
+    !bytes.contains(&0) && control * 16 <= bytes.len()
+}

@@ -1,0 +1,539 @@
+//! The receiver's logic, without IO: datagrams in, events out.
+//!
+//! Call order, for every turn of the receiver's loop:
+//! 1. [`Reassembler::handle_datagram`] for each datagram received, with the time it
+//!    was received;
+//! 2. [`Reassembler::handle_timeout`] once the time from [`Reassembler::poll_timeout`]
+//!    has come;
+//! 3. [`Reassembler::poll_event`] until it returns `None`, writing each event out.
+//!
+//! Time is an argument: a monotonic [`Instant`] for deadlines, and the wall clock in
+//! microseconds since the Unix epoch for the timestamps the events carry.
+//!
+//! Memory is bounded whatever arrives: lines waiting for a hole to fill are bounded
+//! per session (lines and bytes) and in total; a line being rebuilt from fragments is
+//! bounded by [`Config::max_line_bytes`]; the number of sessions is bounded by
+//! [`Config::max_sessions`] (the oldest idle one is retired, with an event).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use ncu_proto::event::Event;
+//! use ncu_proto::framer::{Framer, Outbox};
+//! use ncu_proto::reassembler::{Config, Reassembler};
+//!
+//! let mut framer = Framer::new(7, "web", 1400);
+//! let mut outbox = Outbox::default();
+//! framer.hello(1, 0, "stdin", 0, &mut outbox);
+//! framer.push_line(0, b"hello", 0, &mut outbox);
+//! framer.flush(&mut outbox);
+//!
+//! let now = Instant::now();
+//! let mut rx = Reassembler::new(Config::default(), now);
+//! let from = "127.0.0.1:5000".parse()?;
+//! for datagram in outbox.datagrams() {
+//!     rx.handle_datagram(now, 1_000, from, datagram);
+//! }
+//! assert!(matches!(rx.poll_event(), Some(Event::Start { first_seq: 1, .. })));
+//! match rx.poll_event() {
+//!     Some(Event::Line { seq: 1, text, .. }) => assert_eq!(text, b"hello"),
+//!     other => panic!("expected the line, got {other:?}"),
+//! }
+//! rx.handle_timeout(now + Duration::from_secs(10), 10_001_000);
+//! assert!(matches!(rx.poll_event(), Some(Event::Silent { last_seq: 1, .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The code is split the way the work is: `session` (one session's state and its
+//! timers), `ncu` (ncu datagrams, sealed or not, and fragments), `foreign`
+//! (netconsole, text, rejections), `order` (the ordering logic all kinds share),
+//! `held` (the memory budget's side, limits, retirement), `timers` (what a due
+//! timer does, and NACKs).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::assembler::{ByteAssembler, PIECE_OVERHEAD};
+use crate::budget::{self, Budget};
+use crate::event::{
+    CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
+    SourceKind, LAST_TEXT_MAX,
+};
+use crate::netconsole::{
+    self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
+};
+use crate::ranges::RangeSet;
+use crate::recovery::TokenBucket;
+use crate::seal::{self, Keys, ReplayConfig, ReplayGuard};
+use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
+
+/// Limits and timings of a [`Reassembler`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a missing line is waited for before it is reported as a gap.
+    pub reorder_window: Duration,
+    /// A session that sends nothing for this long is reported silent.
+    pub dead_after: Duration,
+    /// Most lines one session holds while waiting for a hole to fill; also how far
+    /// ahead of the next expected line a sequence number may jump before the lines
+    /// in between are given up at once.
+    pub max_pending_lines: u64,
+    /// Most bytes one session holds while waiting (lines and fragments).
+    pub max_pending_bytes: usize,
+    /// The memory budget (`--max-held`): most bytes held on behalf of all senders
+    /// together (lines waiting, fragments, partial text, per-session state); one
+    /// source IP may use half of it. See [`crate::budget`].
+    pub max_held_bytes: usize,
+    /// Most sessions in memory; past it the oldest idle one is retired.
+    pub max_sessions: usize,
+    /// The longest line rebuilt from fragments; a longer total is rejected.
+    pub max_line_bytes: usize,
+    /// Most lines being rebuilt from fragments at once, per session.
+    pub max_lines_in_fragments: usize,
+    /// Ended and retired sessions whose summaries are kept for the report.
+    pub max_finished_summaries: usize,
+    /// Most `Corrupt` events per second (the rest are counted, and reported in the
+    /// next event's `suppressed`).
+    pub corrupt_events_per_sec: u32,
+    /// Ask senders that offer recovery (FLAG_RECOVERY) to resend missing lines.
+    pub nack: bool,
+    /// How long a hole waits before the first NACK (reordering usually fills it).
+    pub nack_delay: Duration,
+    /// Time between NACKs for a session while it has holes.
+    pub nack_interval: Duration,
+    /// With recovery, how long a hole is waited for (NACKs retried) before it is
+    /// reported as a gap; at least `reorder_window`.
+    pub nack_window: Duration,
+    /// Most NACK datagrams per second over all sessions (bounds what spoofed
+    /// sessions could make this receiver send).
+    pub nacks_per_sec: u32,
+    /// Seed for the random counters of NACKs (see PROTOCOL.md).
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            reorder_window: Duration::from_millis(200),
+            dead_after: Duration::from_secs(5),
+            max_pending_lines: 65_536,
+            max_pending_bytes: 16 << 20,
+            max_held_bytes: budget::DEFAULT_MAX_HELD,
+            max_sessions: 16_384,
+            max_line_bytes: 16 << 20,
+            max_lines_in_fragments: 64,
+            max_finished_summaries: 10_000,
+            corrupt_events_per_sec: 20,
+            nack: true,
+            nack_delay: Duration::from_millis(20),
+            nack_interval: Duration::from_millis(40),
+            nack_window: Duration::from_secs(1),
+            nacks_per_sec: 2000,
+            rng_seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+/// The receiver's own counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Bytes handled.
+    pub bytes: u64,
+    /// Rejected datagrams by reason (stable reason names).
+    pub corrupt: BTreeMap<&'static str, u64>,
+    /// Sessions seen.
+    pub sessions: u64,
+    /// Sessions retired to make room.
+    pub retired: u64,
+    /// NACK datagrams sent.
+    pub nacks_sent: u64,
+    /// NACKs not sent because of `nacks_per_sec`.
+    pub nacks_suppressed: u64,
+    /// Times the memory budget (`max_held_bytes`) was full and held work was given
+    /// up (or a session retired) to stay within it.
+    pub held_limit_reached: u64,
+}
+
+impl Stats {
+    /// All rejected datagrams.
+    pub fn corrupt_total(&self) -> u64 {
+        self.corrupt.values().sum()
+    }
+}
+
+/// Most line buffers [`Reassembler::recycle`] keeps (a batch of 32 packed
+/// datagrams carries about 500 lines).
+pub const SPARE_TEXTS: usize = 1024;
+/// Largest line buffer [`Reassembler::recycle`] keeps: at most
+/// `SPARE_TEXTS * SPARE_TEXT_CAPACITY` = 2 MiB are held for reuse.
+pub const SPARE_TEXT_CAPACITY: usize = 2048;
+
+/// Most missing ranges one NACK round asks for (in datagrams of
+/// [`wire::MAX_NACK_RANGES`]): at heavy loss a fast sender has more holes in flight
+/// than one datagram can name, and the newest must not wait for the oldest.
+pub const NACK_RANGES_PER_ROUND: usize = 8 * wire::MAX_NACK_RANGES;
+
+/// How much longer than this receiver's uptime a session must have been running at
+/// its first datagram for the receiver to say it joined mid-way (whole-second start
+/// times, plus scheduling): below that, missing first lines are reported lost.
+const JOIN_MARGIN: Duration = Duration::from_secs(2);
+
+/// The longest extended netconsole record rebuilt from fragments (the kernel's own
+/// limit for one extended console record is 8 KiB).
+const KERNEL_RECORD_MAX: usize = 16 * 1024;
+/// Text bytes held per source while waiting for a newline; past it they go out as
+/// a partial line.
+const TEXT_LINE_MAX: usize = 8 * 1024;
+
+/// What one session's fixed state costs the budget: the struct, its map entry,
+/// its `SessionInfo`, its timer entry and its allocations' headers (measured with
+/// the fleet test's RSS; see README "Memory").
+const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 256;
+/// What one remembered lost range costs (a B-tree entry of two u64s, with slack).
+const RANGE_ENTRY_BYTES: usize = 48;
+
+/// How far [`Reassembler::budget_used`] may pass [`Config::max_held_bytes`]: one
+/// session's largest state (its fixed part, a quoted last line, a netconsole
+/// assembler's two records, its remembered lost ranges) and one fragment piece.
+pub const BUDGET_SLACK: usize = SESSION_STATE_BYTES
+    + 256
+    + LAST_TEXT_MAX
+    + 2 * KERNEL_RECORD_MAX
+    + MAX_LOST_RANGES * RANGE_ENTRY_BYTES
+    + 65_536;
+
+/// Sealed session ids remembered as already reported (then forgotten all at once).
+const MAX_SEALED_REPORTED: usize = 4096;
+
+/// Most reported-lost ranges a session remembers for recognising late lines.
+const MAX_LOST_RANGES: usize = 1024;
+
+/// Rebuilds every sender's lines in order; see the module docs.
+#[derive(Debug)]
+pub struct Reassembler {
+    config: Config,
+    sessions: HashMap<SessionKey, Session>,
+    /// (source IP, name) -> the newest ncu session of that sender.
+    senders: HashMap<(IpAddr, String), u64>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    finished: VecDeque<SessionSummary>,
+    /// Session deadlines, earliest first. An entry is current when it equals its
+    /// session's `scheduled`; others are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    next_local_id: u64,
+    total_held_bytes: usize,
+    /// Everything held on behalf of senders, per source and in total.
+    budget: Budget<SessionKey>,
+    /// `corrupt_events_per_sec`.
+    corrupt_bucket: TokenBucket,
+    corrupt_suppressed: u64,
+    started: Instant,
+    /// Sealed sessions already reported to a receiver without a key.
+    sealed_reported: HashSet<u64>,
+    /// With a key: only sealed datagrams that authenticate are taken.
+    sealing: Option<Box<Sealing>>,
+    /// Line buffers handed back with [`Reassembler::recycle`], for the next lines.
+    spare_texts: Vec<Vec<u8>>,
+    transmits: VecDeque<Transmit>,
+    /// `nacks_per_sec`.
+    nack_bucket: TokenBucket,
+    rng: u64,
+}
+
+/// One session in memory as [`Reassembler::session_views`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionView<'a> {
+    /// Who.
+    pub info: &'a SessionInfo,
+    /// Lines delivered.
+    pub lines: u64,
+    /// Lines reported lost (and not delivered late).
+    pub lost: u64,
+    /// How it is doing.
+    pub fate: Fate,
+    /// Receiver clock at its last datagram, µs since the epoch.
+    pub last_received_at_us: u64,
+}
+
+/// A datagram the receiver wants sent: a NACK to a sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to (the address the session's datagrams come from).
+    pub to: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// A receiver's keys, its replay guard and a buffer for opened datagrams.
+#[derive(Debug)]
+struct Sealing {
+    keys: Keys,
+    guard: ReplayGuard,
+    opened: Vec<u8>,
+}
+
+impl Reassembler {
+    /// A reassembler with these limits, started at `now` (the receiver's start: a
+    /// session already running for longer than the receiver was joined mid-way).
+    pub fn new(config: Config, now: Instant) -> Reassembler {
+        Reassembler {
+            started: now,
+            sealed_reported: HashSet::new(),
+            sealing: None,
+            spare_texts: Vec::new(),
+            transmits: VecDeque::new(),
+            nack_bucket: TokenBucket::new(
+                u64::from(config.nacks_per_sec),
+                u64::from(config.nacks_per_sec),
+            ),
+            rng: config.rng_seed | 1,
+            corrupt_bucket: TokenBucket::new(
+                u64::from(config.corrupt_events_per_sec),
+                u64::from(config.corrupt_events_per_sec),
+            ),
+            budget: Budget::new(config.max_held_bytes),
+            config,
+            sessions: HashMap::new(),
+            senders: HashMap::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            finished: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            next_local_id: 1,
+            total_held_bytes: 0,
+            corrupt_suppressed: 0,
+        }
+    }
+
+    /// From now on, accept only datagrams sealed with one of `keys` that
+    /// authenticate and are not replays (see [`crate::seal`]); everything else
+    /// (unsealed ncu datagrams, netconsole, text, forgeries, replays) is rejected as
+    /// `auth`. Byte-identical copies (`--copies`) count as duplicates.
+    pub fn set_keys(&mut self, keys: Keys, replay: ReplayConfig) {
+        self.sealing = Some(Box::new(Sealing {
+            keys,
+            guard: ReplayGuard::new(replay),
+            opened: Vec::new(),
+        }));
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The receiver's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes held by all sessions while waiting for holes to fill.
+    pub fn held_bytes(&self) -> usize {
+        self.total_held_bytes
+    }
+
+    /// Bytes charged to the memory budget: held work plus per-session state (see
+    /// [`crate::budget`]). Within [`Config::max_held_bytes`] after every call, but for
+    /// at most [`BUDGET_SLACK`]: the state of the one session being handled, which
+    /// nothing else can pay for.
+    pub fn budget_used(&self) -> usize {
+        self.budget.total()
+    }
+
+    /// Sessions in memory.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Hands an event back once it has been written out, so that its line buffer
+    /// holds a later line instead of being freed and allocated again (a receiver
+    /// taking millions of lines spends much of its time in the allocator
+    /// otherwise). Optional; at most [`SPARE_TEXTS`] buffers of at most
+    /// [`SPARE_TEXT_CAPACITY`] bytes each are kept.
+    pub fn recycle(&mut self, event: Event) {
+        if let Event::Line { mut text, .. } = event {
+            if self.spare_texts.len() < SPARE_TEXTS && text.capacity() <= SPARE_TEXT_CAPACITY {
+                text.clear();
+                self.spare_texts.push(text);
+            }
+        }
+    }
+
+    /// A line buffer holding `bytes`: a recycled one when there is one.
+    fn text_buffer(&mut self, bytes: &[u8]) -> Vec<u8> {
+        match self.spare_texts.pop() {
+            Some(mut text) => {
+                text.extend_from_slice(bytes);
+                text
+            }
+            None => bytes.to_vec(),
+        }
+    }
+
+    /// When [`Reassembler::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Counts a datagram the caller rejected before it could be handed over (e.g.
+    /// truncated by the socket), reporting it like any other rejection.
+    pub fn reject(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
+        self.stats.datagrams += 1;
+        self.corrupt(now, from, reason);
+    }
+
+    /// Takes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += bytes.len() as u64;
+        if self.sealing.is_some() {
+            self.handle_with_key(now, wall_us, from, bytes);
+            return;
+        }
+        if wire::has_magic(bytes) {
+            match Repr::parse(bytes) {
+                Ok(repr) => {
+                    let flags = wire::Datagram::new_unchecked(bytes).flags();
+                    self.handle_ncu(now, wall_us, from, flags, repr)
+                }
+                Err(DecodeError::Sealed) => self.handle_sealed(now, from, bytes),
+                Err(e) => self.corrupt(now, from, CorruptReason::Decode(e)),
+            }
+            return;
+        }
+        self.handle_foreign(now, wall_us, from, bytes);
+    }
+
+    /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
+    /// sessions gone silent.
+    pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
+        // Only sessions with a deadline due are visited: the cost follows the work,
+        // not the number of sessions.
+        while let Some(&Reverse((due, key))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(mut session) = self.sessions.remove(&key) else {
+                continue;
+            };
+            if session.scheduled != Some(due) {
+                self.sessions.insert(key, session); // a stale entry
+                continue;
+            }
+            session.scheduled = None;
+            self.session_timeout(&mut session, now, wall_us);
+            self.recharge(&mut session);
+            let forget = session
+                .timer(Timer::Forget, &self.config)
+                .is_some_and(|due| due <= now);
+            if forget && session.pending.is_empty() && session.fragments.is_empty() {
+                self.finish(session);
+                continue;
+            }
+            self.schedule(key, &mut session, now);
+            self.sessions.insert(key, session);
+        }
+    }
+
+    /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
+    /// turns out early is harmless: the session is visited and rescheduled).
+    fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
+        if let Some(deadline) = session.deadline(&self.config) {
+            // A deadline already past is handled at the next turn.
+            let deadline = deadline.max(now);
+            if session.scheduled.is_none_or(|s| deadline < s) {
+                session.scheduled = Some(deadline);
+                self.timers.push(Reverse((deadline, key)));
+            }
+        }
+    }
+
+    /// Summaries of every session in memory and of those finished and kept.
+    pub fn summaries(&self) -> Vec<SessionSummary> {
+        let mut all: Vec<SessionSummary> = self.finished.iter().cloned().collect();
+        all.extend(self.sessions.values().map(Session::summary));
+        all.sort_by_key(|s| (s.first_received_at_us, s.session.id));
+        all
+    }
+
+    /// Every session in memory, looked at without copying (for metrics); in no
+    /// particular order.
+    pub fn session_views(&self) -> impl Iterator<Item = SessionView<'_>> + '_ {
+        self.sessions.values().map(|s| SessionView {
+            info: &s.info,
+            lines: s.lines,
+            lost: s.lost,
+            fate: s.fate,
+            last_received_at_us: s.last_rx_wall,
+        })
+    }
+
+    /// The summary of one session, in memory or finished and kept (for a report of
+    /// that session alone, e.g. a hook's).
+    pub fn summary_of(&self, info: &SessionInfo) -> Option<SessionSummary> {
+        let key = match info.kind {
+            SourceKind::Ncu => SessionKey::Ncu(info.id),
+            kind => SessionKey::Source(info.addr, kind),
+        };
+        match self.sessions.get(&key) {
+            Some(s) if s.info.id == info.id => Some(s.summary()),
+            _ => self
+                .finished
+                .iter()
+                .rev()
+                .find(|s| s.session.id == info.id && s.session.addr == info.addr)
+                .cloned(),
+        }
+    }
+
+    /// Gives up every hole in every session now (at exit), so that the events say
+    /// exactly which lines were lost. Sessions stay as they are otherwise.
+    ///
+    /// Sessions are visited in the order they began (first datagram, then key), so
+    /// the events are the same for the same inputs and times.
+    pub fn flush(&mut self, now: Instant, wall_us: u64) {
+        let mut keys: Vec<(u64, SessionKey)> = self
+            .sessions
+            .iter()
+            .map(|(k, s)| (s.first_rx_wall, *k))
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            let Some(mut session) = self.sessions.remove(&key) else {
+                continue;
+            };
+            self.flush_source(&mut session, now, wall_us);
+            self.resolve_join(&mut session);
+            self.give_up_all(&mut session);
+            self.sessions.insert(key, session);
+        }
+    }
+}
+
+mod foreign;
+mod held;
+mod ncu;
+mod order;
+mod session;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use foreign::session_key;
+use session::{FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Source, Timer};

@@ -1,0 +1,399 @@
+//! ncu sessions: datagrams with their own numbers, sealed or not, and long
+//! lines rebuilt from fragments.
+
+use super::*;
+
+impl Reassembler {
+    // ---- ncu sessions ----
+
+    pub(super) fn handle_ncu(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        flags: u8,
+        repr: Repr<'_>,
+    ) {
+        let key = SessionKey::Ncu(repr.header.session);
+        match repr.payload {
+            // NACKs go to senders; one here is misdirected (or a reflection attempt).
+            Payload::Nack { .. } => {
+                self.corrupt(now, from, CorruptReason::UnexpectedKind);
+                return;
+            }
+            // Only meaningful for a session this receiver knows.
+            Payload::Gone { .. } if !self.sessions.contains_key(&key) => return,
+            _ => {}
+        }
+        let mut session = match self.sessions.remove(&key) {
+            Some(s) => s,
+            None => {
+                let info = SessionInfo {
+                    id: repr.header.session,
+                    name: from.ip().to_string(),
+                    addr: from,
+                    kind: SourceKind::Ncu,
+                };
+                self.stats.sessions += 1;
+                let mut s = Session::new(Arc::new(info), now, wall_us);
+                self.register(&mut s);
+                // HEARTBEAT and END carry the name: learn it before `start` is
+                // reported (HELLO does so below, before it starts the session).
+                match repr.payload {
+                    Payload::Heartbeat { name } | Payload::End { name, .. } => {
+                        self.learn_name(&mut s, name, now, wall_us)
+                    }
+                    _ => {}
+                }
+                let is_hello = matches!(repr.payload, Payload::Hello { .. });
+                if !is_hello {
+                    let started_us =
+                        u64::from(wire::session_started_secs(repr.header.session)) * 1_000_000;
+                    let age =
+                        Duration::from_micros(repr.header.sent_at_us.saturating_sub(started_us));
+                    let uptime = now.saturating_duration_since(self.started);
+                    if repr.header.seq > 1 && age > uptime + JOIN_MARGIN {
+                        // Running since before this receiver: wait a reorder window for
+                        // the lowest line, then start there.
+                        s.joining_until = Some(now + self.config.reorder_window);
+                    } else {
+                        self.start(&mut s, 1, false);
+                    }
+                }
+                s
+            }
+        };
+        self.touch(&mut session, now, wall_us, repr.header.seq);
+        session.last_addr = from;
+        session.recovery |= flags & wire::FLAG_RECOVERY != 0;
+        let sent_at = repr.header.sent_at_us;
+        match repr.payload {
+            Payload::Nack { .. } => {}
+            Payload::Gone { last } => {
+                if last >= repr.header.seq && last > session.gone_upto {
+                    session.gone_upto = last;
+                    // The sender no longer has these: report them now.
+                    while session.first_seq.is_some()
+                        && session.next <= session.gone_upto
+                        && self.give_up_first_hole_upto(&mut session, last)
+                    {}
+                }
+            }
+            Payload::Hello { name, .. } => {
+                self.learn_name(&mut session, name, now, wall_us);
+                // A repeated HELLO is no line: `duplicates` counts lines only.
+                if session.first_seq.is_none() {
+                    self.start(&mut session, repr.header.seq, false);
+                }
+            }
+            Payload::Lines { lines, count } => {
+                let mut seq = repr.header.seq;
+                for (i, line) in lines.enumerate() {
+                    let incoming = IncomingLine {
+                        seq,
+                        text: self.text_buffer(line.text),
+                        flags: line.flags,
+                        sent_at_us: Some(sent_at),
+                        kernel: None,
+                        followed: i + 1 < usize::from(count),
+                    };
+                    self.accept_line(&mut session, incoming, now, wall_us);
+                    seq = seq.saturating_add(1);
+                }
+            }
+            Payload::Fragment {
+                offset,
+                total,
+                line_flags,
+                bytes,
+            } => {
+                let seq = repr.header.seq;
+                if let Some(text) = self.accept_fragment(
+                    &mut session,
+                    seq,
+                    offset,
+                    total,
+                    line_flags,
+                    bytes,
+                    now,
+                    from,
+                ) {
+                    let incoming = IncomingLine {
+                        seq,
+                        text,
+                        flags: line_flags,
+                        sent_at_us: Some(sent_at),
+                        kernel: None,
+                        followed: false,
+                    };
+                    self.accept_line(&mut session, incoming, now, wall_us);
+                }
+            }
+            Payload::Heartbeat { name } => {
+                self.learn_name(&mut session, name, now, wall_us);
+                self.learn_known_last(&mut session, repr.header.seq, now);
+            }
+            Payload::End { name, reason } => {
+                self.learn_name(&mut session, name, now, wall_us);
+                // END is repeated while the sender lingers: no line, not a duplicate.
+                if session.end.is_none() {
+                    session.end = Some((repr.header.seq, reason));
+                    session.known_since = Some(now);
+                    session.known_last = session.known_last.max(repr.header.seq);
+                }
+            }
+        }
+        if session.first_seq.is_none() && session.pending.contains_key(&1) {
+            self.start(&mut session, 1, false);
+        }
+        self.after_input(&mut session, now);
+        self.sessions.insert(key, session);
+        self.enforce_session_limit(now, key);
+    }
+
+    pub(super) fn handle_with_key(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let Some(mut sealing) = self.sealing.take() else {
+            return;
+        };
+        sealing.opened.clear();
+        let verdict = match seal::open(&sealing.keys, bytes, &mut sealing.opened) {
+            Err(seal::OpenError::Malformed(e)) if wire::has_magic(bytes) => {
+                Err(CorruptReason::Decode(e))
+            }
+            Err(_) => Err(CorruptReason::Auth),
+            Ok(()) => match Repr::parse(&sealing.opened) {
+                Err(e) => Err(CorruptReason::Decode(e)),
+                Ok(repr) => match sealing.guard.check(&repr.header, wall_us) {
+                    Ok(()) => {
+                        let flags = wire::Datagram::new_unchecked(&sealing.opened).flags();
+                        self.handle_ncu(now, wall_us, from, flags, repr);
+                        Ok(())
+                    }
+                    Err(replay) if replay.is_duplicate() => {
+                        // A byte-identical copy (--copies) or a replay within the window:
+                        // dropped before it can make a dead sender look alive.
+                        // Counted as the lines it carried again (none for HELLO,
+                        // heartbeats and END).
+                        let lines = match repr.payload {
+                            Payload::Lines { count, .. } => u64::from(count),
+                            Payload::Fragment { .. } => 1,
+                            _ => 0,
+                        };
+                        if let Some(s) =
+                            self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
+                        {
+                            s.duplicates += lines;
+                        }
+                        Ok(())
+                    }
+                    Err(_) => Err(CorruptReason::Auth),
+                },
+            },
+        };
+        self.sealing = Some(sealing);
+        if let Err(reason) = verdict {
+            self.corrupt(now, from, reason);
+        }
+    }
+
+    pub(super) fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // Without a key, a sealed session is reported once (rate limited like every
+        // rejection), then counted quietly.
+        let session_id = wire::Datagram::new_unchecked(bytes).session();
+        if self.sealed_reported.len() >= MAX_SEALED_REPORTED {
+            self.sealed_reported.clear();
+        }
+        if self.sealed_reported.insert(session_id) {
+            self.corrupt(now, from, CorruptReason::SealedNoKey);
+        } else {
+            *self
+                .stats
+                .corrupt
+                .entry(CorruptReason::SealedNoKey.as_str())
+                .or_default() += 1;
+        }
+    }
+
+    /// Records a datagram's arrival: resumes a silent session.
+    pub(super) fn touch(&mut self, session: &mut Session, now: Instant, wall_us: u64, seq: u64) {
+        session.last_rx = now;
+        session.last_rx_wall = wall_us;
+        if session.fate == Fate::Silent {
+            session.fate = Fate::Running;
+            self.events.push_back(Event::Resumed {
+                session: session.info.clone(),
+                seq,
+            });
+        }
+    }
+
+    pub(super) fn learn_name(
+        &mut self,
+        session: &mut Session,
+        name: &str,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        if session.name_known && session.info.name == name {
+            return;
+        }
+        session.name_known = true;
+        let info = SessionInfo {
+            name: name.to_owned(),
+            ..(*session.info).clone()
+        };
+        session.info = Arc::new(info);
+        let sender = (session.info.addr.ip(), name.to_owned());
+        let previous = self.senders.insert(sender, session.info.id);
+        if let Some(old_id) = previous.filter(|&id| id != session.info.id) {
+            if let Some(mut old) = self.sessions.remove(&SessionKey::Ncu(old_id)) {
+                match old.fate {
+                    Fate::Running if old.end.is_none() => {
+                        self.go_silent(&mut old, SilentReason::Restarted, now, wall_us)
+                    }
+                    // Already reported silent: it stays so, now known to be restarted.
+                    Fate::Silent => old.fate = Fate::Restarted,
+                    _ => {}
+                }
+                self.sessions.insert(SessionKey::Ncu(old_id), old);
+            }
+        }
+    }
+
+    pub(super) fn learn_known_last(&mut self, session: &mut Session, last: u64, now: Instant) {
+        if last > session.known_last {
+            session.known_last = last;
+            session.known_since = Some(now);
+        }
+    }
+
+    pub(super) fn start(&mut self, session: &mut Session, first_seq: u64, joined: bool) {
+        // ncu numbers lines from 1; the kernel numbers its records from 0.
+        let first_seq = if session.info.kind == SourceKind::Ncu {
+            first_seq.max(1)
+        } else {
+            first_seq
+        };
+        session.first_seq = Some(first_seq);
+        session.joining_until = None;
+        session.joined = joined;
+        session.next = first_seq;
+        if joined && first_seq > 1 {
+            session.lost_ranges.insert(1, first_seq - 1);
+        }
+        self.events.push_back(Event::Start {
+            session: session.info.clone(),
+            first_seq,
+            joined,
+        });
+        // Lines held while joining that are below the start are late; the rest flow.
+        let below: Vec<u64> = session
+            .pending
+            .range(..first_seq)
+            .map(|(&k, _)| k)
+            .collect();
+        for seq in below {
+            if let Some(line) = session.pending.remove(&seq) {
+                self.release(session, line.held_cost());
+                self.deliver(session, seq, line, true);
+            }
+        }
+        self.drain(session);
+    }
+
+    pub(super) fn resolve_join(&mut self, session: &mut Session) {
+        if session.first_seq.is_some() {
+            return;
+        }
+        let lowest = [
+            session.pending.first_key_value().map(|(&k, _)| k),
+            session.fragments.first_key_value().map(|(&k, _)| k),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let first = lowest.unwrap_or(session.known_last.saturating_add(1));
+        self.start(session, first, first > 1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn accept_fragment(
+        &mut self,
+        session: &mut Session,
+        seq: u64,
+        offset: u32,
+        total: u32,
+        flags: u8,
+        bytes: &[u8],
+        now: Instant,
+        from: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let already_done = session.first_seq.is_some()
+            && (seq < session.next && !session.lost_ranges.contains(seq)
+                || session.pending.contains_key(&seq));
+        if already_done {
+            session.duplicates += 1;
+            return None;
+        }
+        if total as usize > self.config.max_line_bytes {
+            self.corrupt(now, from, CorruptReason::LineTooLong);
+            return None;
+        }
+        if !session.fragments.contains_key(&seq) {
+            if session.fragments.len() >= self.config.max_lines_in_fragments {
+                // Too many long lines in flight: drop the oldest (it will be a gap).
+                if let Some((&old, _)) = session.fragments.first_key_value() {
+                    self.drop_fragments(session, old);
+                }
+            }
+            session.fragments.insert(
+                seq,
+                FragmentedLine {
+                    bytes: ByteAssembler::new(),
+                    total,
+                    flags,
+                    arrived: now,
+                },
+            );
+        }
+        let frag = session.fragments.get(&seq)?;
+        if frag.total != total || frag.flags != flags {
+            self.corrupt(
+                now,
+                from,
+                CorruptReason::Decode(DecodeError::FragmentOutOfRange),
+            );
+            return None;
+        }
+        // Room for what this piece can cost; making it may give up this very line.
+        self.make_room(session, bytes.len() + PIECE_OVERHEAD, now);
+        let frag = session.fragments.get_mut(&seq)?;
+        let before = frag.bytes.held_cost();
+        // The decoder checked offset + len <= total.
+        if frag.bytes.insert(offset, bytes) == 0 {
+            session.duplicates += 1;
+            return None;
+        }
+        let cost = frag.bytes.held_cost() - before;
+        let complete = frag.bytes.received() >= frag.total;
+        self.hold(session, cost, now);
+        if !complete {
+            return None;
+        }
+        let frag = session.fragments.remove(&seq)?;
+        self.release(session, frag.bytes.held_cost());
+        Some(frag.bytes.into_bytes())
+    }
+
+    pub(super) fn drop_fragments(&mut self, session: &mut Session, seq: u64) {
+        if let Some(frag) = session.fragments.remove(&seq) {
+            self.release(session, frag.bytes.held_cost());
+        }
+    }
+}

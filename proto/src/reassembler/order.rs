@@ -1,0 +1,250 @@
+//! The ordering logic every kind of session shares: lines held until the ones
+//! before them came, gaps given up, END and silence reported.
+
+use super::*;
+
+impl Reassembler {
+    // ---- the ordering logic shared by every kind of session ----
+
+    pub(super) fn accept_line(
+        &mut self,
+        session: &mut Session,
+        line: IncomingLine,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        let seq = line.seq;
+        let pending = PendingLine {
+            text: line.text,
+            flags: line.flags,
+            sent_at_us: line.sent_at_us,
+            received_at_us: wall_us,
+            arrived: now,
+            kernel: line.kernel,
+        };
+        let started = session.first_seq.is_some();
+        let is_late = started && seq < session.next;
+        if is_late && !session.lost_ranges.contains(seq) || session.pending.contains_key(&seq) {
+            session.duplicates += 1;
+            return;
+        }
+        if seq < session.highest {
+            session.reordered += 1;
+            if !is_late && seq <= session.nack_horizon {
+                session.recovered += 1;
+            }
+        }
+        if seq >= session.highest {
+            session.highest = seq;
+            // The quoted last line, unless a later line of the same datagram follows.
+            if !line.followed {
+                let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
+                match &mut session.last_line {
+                    Some((s, t, sent)) => {
+                        *s = seq;
+                        t.clear();
+                        t.extend_from_slice(text);
+                        *sent = pending.sent_at_us;
+                    }
+                    None => session.last_line = Some((seq, text.to_vec(), pending.sent_at_us)),
+                }
+            }
+        }
+        if is_late {
+            session.lost_ranges.remove(seq);
+            self.deliver(session, seq, pending, true);
+            return;
+        }
+        if session.first_seq.is_some() && seq == session.next {
+            self.deliver(session, seq, pending, false);
+            session.next += 1;
+            self.drain(session);
+            return;
+        }
+        let len = pending.held_cost();
+        self.make_room(session, len, now);
+        if session.first_seq.is_some() && seq <= session.next {
+            // Room was made by giving up the lines before this one (or this one).
+            if seq == session.next {
+                self.deliver(session, seq, pending, false);
+                session.next += 1;
+                self.drain(session);
+            } else {
+                session.lost_ranges.remove(seq);
+                self.deliver(session, seq, pending, true);
+            }
+            return;
+        }
+        self.hold(session, len, now);
+        session.pending.insert(seq, pending);
+        if session.first_seq.is_none()
+            && session.pending.len() as u64 > self.config.max_pending_lines
+        {
+            self.resolve_join(session);
+        }
+        if session.first_seq.is_some() {
+            // A jump far ahead gives up the lines in between at once.
+            while seq.saturating_sub(session.next) > self.config.max_pending_lines
+                || session.pending.len() as u64 > self.config.max_pending_lines
+            {
+                self.give_up_first_hole(session);
+            }
+        }
+    }
+
+    pub(super) fn deliver(
+        &mut self,
+        session: &mut Session,
+        seq: u64,
+        line: PendingLine,
+        late: bool,
+    ) {
+        session.lines += 1;
+        if late {
+            session.late += 1;
+            if seq >= session.first_seq.unwrap_or(0) {
+                session.lost = session.lost.saturating_sub(1);
+            }
+        }
+        self.events.push_back(Event::Line {
+            session: session.info.clone(),
+            seq,
+            partial: line.flags & LINE_PARTIAL != 0,
+            continuation: line.flags & LINE_CONTINUATION != 0,
+            text: line.text,
+            late,
+            sent_at_us: line.sent_at_us,
+            received_at_us: line.received_at_us,
+            kernel: line.kernel,
+        });
+    }
+
+    /// Delivers every held line that is next in order.
+    pub(super) fn drain(&mut self, session: &mut Session) {
+        while let Some(entry) = session.pending.first_entry() {
+            if *entry.key() != session.next {
+                break;
+            }
+            let line = entry.remove();
+            self.release(session, line.held_cost());
+            let seq = session.next;
+            self.deliver(session, seq, line, false);
+            session.next += 1;
+        }
+    }
+
+    /// Reports the hole at `next` as lost and moves on. Returns false when there is
+    /// no hole to give up.
+    pub(super) fn give_up_first_hole(&mut self, session: &mut Session) -> bool {
+        self.give_up_first_hole_upto(session, u64::MAX)
+    }
+
+    /// [`Reassembler::give_up_first_hole`], but no further than line `limit`.
+    pub(super) fn give_up_first_hole_upto(&mut self, session: &mut Session, limit: u64) -> bool {
+        if session.first_seq.is_none() || session.next > limit {
+            return false;
+        }
+        let next = session.next;
+        let last = if session.fragments.contains_key(&next) {
+            // Kept a while longer (see `session_timeout`): late fragments may still
+            // complete it, and it is then delivered late.
+            next
+        } else {
+            let after = [
+                session.pending.first_key_value().map(|(&k, _)| k),
+                session.fragments.range(next..).next().map(|(&k, _)| k),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match after {
+                Some(k) => k - 1,
+                None if session.known_last >= next => session.known_last,
+                None => return false,
+            }
+        };
+        let last = last.min(limit);
+        let count = last - next + 1;
+        if session.gap_kind == GapKind::Lost {
+            session.lost += count;
+            session.lost_ranges.insert(next, last);
+            if session.lost_ranges.len() > MAX_LOST_RANGES {
+                session.lost_ranges.pop_first();
+            }
+        } else {
+            session.kernel_seq_skipped += count;
+        }
+        self.events.push_back(Event::Gap {
+            session: session.info.clone(),
+            first: next,
+            last,
+            kind: session.gap_kind,
+        });
+        session.next = last + 1;
+        self.drain(session);
+        true
+    }
+
+    pub(super) fn give_up_all(&mut self, session: &mut Session) {
+        while self.give_up_first_hole(session) {}
+        let stale: Vec<u64> = session.fragments.keys().copied().collect();
+        for seq in stale {
+            self.drop_fragments(session, seq);
+        }
+    }
+
+    /// After a datagram: report END when everything up to it is accounted for.
+    pub(super) fn after_input(&mut self, session: &mut Session, now: Instant) {
+        self.maybe_end(session);
+        self.recharge(session);
+        self.enforce_budget(session, 0, now);
+        let key = session_key(session);
+        self.schedule(key, session, now);
+    }
+
+    pub(super) fn maybe_end(&mut self, session: &mut Session) {
+        let Some((last_seq, reason)) = session.end else {
+            return;
+        };
+        if session.end_reported || session.first_seq.is_none() || session.next <= last_seq {
+            return;
+        }
+        session.end_reported = true;
+        session.fate = Fate::Ended;
+        self.events.push_back(Event::End {
+            session: session.info.clone(),
+            last_seq,
+            lines: last_seq,
+            lost: session.lost,
+            reason,
+        });
+    }
+
+    pub(super) fn go_silent(
+        &mut self,
+        session: &mut Session,
+        reason: SilentReason,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        self.flush_source(session, now, wall_us);
+        self.resolve_join(session);
+        self.give_up_all(session);
+        session.fate = match reason {
+            SilentReason::DeadAfter => Fate::Silent,
+            SilentReason::Restarted => Fate::Restarted,
+        };
+        let (last_seq, last_text, last_sent_at_us) = match &session.last_line {
+            Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
+            None => (0, None, None),
+        };
+        self.events.push_back(Event::Silent {
+            session: session.info.clone(),
+            last_seq,
+            last_text,
+            last_sent_at_us,
+            last_received_at_us: session.last_rx_wall,
+            reason,
+        });
+    }
+}

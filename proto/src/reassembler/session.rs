@@ -1,0 +1,363 @@
+//! One session's state: what it costs, its summary, and its timers (each
+//! deadline computed in one place, [`Session::timer`]).
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum SessionKey {
+    Ncu(u64),
+    Source(SocketAddr, SourceKind),
+}
+
+/// What turns a session's datagrams into numbered lines.
+#[derive(Debug)]
+pub(super) enum Source {
+    /// ncu datagrams carry their own numbers.
+    Ncu,
+    /// Extended netconsole records, rebuilt from fragments.
+    Kernel(Box<ExtendedAssembler>),
+    /// Plain text joined across datagrams; the receiver numbers the lines.
+    Text(Box<PlainJoiner>),
+}
+
+/// A line waiting for the lines before it.
+#[derive(Debug)]
+pub(super) struct PendingLine {
+    pub(super) text: Vec<u8>,
+    pub(super) flags: u8,
+    pub(super) sent_at_us: Option<u64>,
+    pub(super) received_at_us: u64,
+    pub(super) arrived: Instant,
+    pub(super) kernel: Option<Box<KernelMeta>>,
+}
+
+impl PendingLine {
+    /// What holding it costs, counted against the byte bounds: its text plus the
+    /// bookkeeping (allocation, map node), so that a flood of empty lines is bounded
+    /// too.
+    pub(super) fn held_cost(&self) -> usize {
+        self.text.len() + PENDING_LINE_OVERHEAD
+    }
+}
+
+/// Bytes counted for each held line besides its text.
+pub(super) const PENDING_LINE_OVERHEAD: usize = 64;
+
+/// A long line being rebuilt from its fragments.
+#[derive(Debug)]
+pub(super) struct FragmentedLine {
+    /// The bytes received so far (never a buffer of the declared length).
+    pub(super) bytes: ByteAssembler,
+    pub(super) total: u32,
+    pub(super) flags: u8,
+    pub(super) arrived: Instant,
+}
+
+/// A line as the session's ordering logic takes it.
+pub(super) struct IncomingLine {
+    pub(super) seq: u64,
+    pub(super) text: Vec<u8>,
+    pub(super) flags: u8,
+    pub(super) sent_at_us: Option<u64>,
+    pub(super) kernel: Option<Box<KernelMeta>>,
+    /// A later line of the same datagram follows at once: it, not this one, may
+    /// become the session's quoted last line (saves copying every line twice).
+    pub(super) followed: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) info: Arc<SessionInfo>,
+    /// `None` while joining: the first sequence number is not known yet.
+    pub(super) first_seq: Option<u64>,
+    pub(super) joining_until: Option<Instant>,
+    pub(super) joined: bool,
+    /// Every line below `next` was delivered or reported lost.
+    pub(super) next: u64,
+    /// Highest sequence number of a complete line received.
+    pub(super) highest: u64,
+    pub(super) pending: BTreeMap<u64, PendingLine>,
+    pub(super) fragments: BTreeMap<u64, FragmentedLine>,
+    /// Bytes held in `pending` and `fragments` (see [`Reassembler::hold`]).
+    pub(super) held_bytes: usize,
+    /// Since when `held_bytes` is above 0 (its place among the budget's holders).
+    pub(super) held_since: Option<Instant>,
+    /// What the budget is charged for this session's own state
+    /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
+    pub(super) state_bytes: usize,
+    /// The sender said lines up to this exist (heartbeat, END); since when.
+    pub(super) known_last: u64,
+    pub(super) known_since: Option<Instant>,
+    /// Ranges reported lost (start -> end), for telling late lines from duplicates.
+    pub(super) lost_ranges: RangeSet,
+    /// Lines before `first_seq` of a joined session (start -> end): late if they come.
+    pub(super) last_rx: Instant,
+    pub(super) first_rx_wall: u64,
+    pub(super) last_rx_wall: u64,
+    pub(super) last_line: Option<(u64, Vec<u8>, Option<u64>)>,
+    pub(super) fate: Fate,
+    pub(super) end: Option<(u64, EndReason)>,
+    pub(super) end_reported: bool,
+    pub(super) gap_kind: GapKind,
+    pub(super) lines: u64,
+    pub(super) lost: u64,
+    pub(super) kernel_seq_skipped: u64,
+    pub(super) duplicates: u64,
+    pub(super) reordered: u64,
+    pub(super) late: u64,
+    pub(super) name_known: bool,
+    /// The sender offers recovery (FLAG_RECOVERY seen).
+    pub(super) recovery: bool,
+    /// When the last NACK went out.
+    pub(super) last_nack: Option<Instant>,
+    /// Highest line any NACK asked for.
+    pub(super) nack_horizon: u64,
+    /// The sender said lines up to this are gone from its ring.
+    pub(super) gone_upto: u64,
+    /// Lines that filled a hole after a NACK asked for them.
+    pub(super) recovered: u64,
+    /// Where the newest datagram came from (NACKs go there).
+    pub(super) last_addr: SocketAddr,
+    /// The deadline this session has in the timers, if any.
+    pub(super) scheduled: Option<Instant>,
+    pub(super) source: Source,
+    /// Text sessions: the number the next joined line gets.
+    pub(super) next_text_seq: u64,
+    /// Kernel sessions: the boot clock of the newest record (for reboot detection).
+    pub(super) last_kernel_ts: u64,
+}
+
+impl Session {
+    pub(super) fn new(info: Arc<SessionInfo>, now: Instant, wall_us: u64) -> Session {
+        let info_addr = info.addr;
+        Session {
+            info,
+            first_seq: None,
+            joining_until: None,
+            joined: false,
+            next: 0,
+            highest: 0,
+            pending: BTreeMap::new(),
+            fragments: BTreeMap::new(),
+            held_bytes: 0,
+            held_since: None,
+            state_bytes: 0,
+            known_last: 0,
+            known_since: None,
+            lost_ranges: RangeSet::new(),
+            last_rx: now,
+            first_rx_wall: wall_us,
+            last_rx_wall: wall_us,
+            last_line: None,
+            fate: Fate::Running,
+            end: None,
+            end_reported: false,
+            gap_kind: GapKind::Lost,
+            lines: 0,
+            lost: 0,
+            kernel_seq_skipped: 0,
+            duplicates: 0,
+            reordered: 0,
+            late: 0,
+            name_known: false,
+            recovery: false,
+            last_nack: None,
+            nack_horizon: 0,
+            gone_upto: 0,
+            recovered: 0,
+            last_addr: info_addr,
+            scheduled: None,
+            source: Source::Ncu,
+            next_text_seq: 1,
+            last_kernel_ts: 0,
+        }
+    }
+
+    /// What this session's own state costs the budget besides the work it holds:
+    /// its fixed size, its name, its quoted last line, what its netconsole or text
+    /// assembler holds, and the lost ranges it remembers.
+    pub(super) fn state_cost(&self) -> usize {
+        let source = match &self.source {
+            Source::Kernel(assembler) => assembler.held_bytes(),
+            Source::Text(joiner) => joiner.held_bytes(),
+            Source::Ncu => 0,
+        };
+        SESSION_STATE_BYTES
+            + self.info.name.len()
+            + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
+            + source
+            + self.lost_ranges.len() * RANGE_ENTRY_BYTES
+    }
+
+    pub(super) fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            session: self.info.clone(),
+            first_seq: self.first_seq.unwrap_or(0),
+            joined: self.joined,
+            lines: self.lines,
+            lost: self.lost,
+            kernel_seq_skipped: self.kernel_seq_skipped,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            late: self.late,
+            recovered: self.recovered,
+            recovery: self.recovery,
+            fate: self.fate,
+            end_reason: self.end.map(|(_, reason)| reason),
+            first_received_at_us: self.first_rx_wall,
+            last_received_at_us: self.last_rx_wall,
+            last_line: self.last_line.clone(),
+        }
+    }
+
+    /// How long a hole is waited for before it is reported: longer when the sender
+    /// resends on request.
+    pub(super) fn wait(&self, config: &Config) -> Duration {
+        if self.recovery && config.nack {
+            config.reorder_window.max(config.nack_window)
+        } else {
+            config.reorder_window
+        }
+    }
+
+    /// When the next NACK is due, if this session has holes and offers recovery.
+    pub(super) fn nack_due(&self, config: &Config) -> Option<Instant> {
+        if !self.recovery || !config.nack || self.fate != Fate::Running {
+            return None;
+        }
+        let since = self.hole_since()?;
+        let first = since + config.nack_delay;
+        Some(match self.last_nack {
+            Some(last) => first.max(last + config.nack_interval),
+            None => first,
+        })
+    }
+
+    /// The missing lines from `next` up to the highest known, as `(first, count)`
+    /// ranges, oldest first (at most [`NACK_RANGES_PER_ROUND`]).
+    pub(super) fn missing_ranges(&self) -> Vec<(u64, u32)> {
+        let horizon = [
+            self.pending.last_key_value().map(|(&k, _)| k),
+            self.fragments.last_key_value().map(|(&k, _)| k),
+            Some(self.known_last),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        let mut ranges = Vec::new();
+        let mut start = self.next;
+        let mut push = |first: u64, end_exclusive: u64| {
+            let mut first = first;
+            while first < end_exclusive && ranges.len() < NACK_RANGES_PER_ROUND {
+                let count = (end_exclusive - first).min(u64::from(u32::MAX));
+                ranges.push((first, count as u32));
+                first += count;
+            }
+        };
+        for &seq in self.pending.keys() {
+            if seq > start {
+                push(start, seq);
+            }
+            start = seq + 1;
+        }
+        if horizon >= start {
+            push(start, horizon + 1);
+        }
+        ranges
+    }
+
+    /// When the oldest evidence of a hole at `next` arrived, if there is a hole.
+    pub(super) fn hole_since(&self) -> Option<Instant> {
+        self.first_seq?;
+        let mut since: Option<Instant> = None;
+        let mut take = |t: Instant| since = Some(since.map_or(t, |s| s.min(t)));
+        if let Some((_, line)) = self.pending.first_key_value() {
+            take(line.arrived);
+        }
+        for (_, frag) in self.fragments.range(self.next..) {
+            take(frag.arrived);
+        }
+        if self.known_last >= self.next {
+            if let Some(t) = self.known_since {
+                take(t);
+            }
+        }
+        since
+    }
+
+    /// When `timer` is due, if it is set: the one place a deadline is computed.
+    pub(super) fn timer(&self, timer: Timer, config: &Config) -> Option<Instant> {
+        match timer {
+            Timer::Source => match &self.source {
+                Source::Kernel(assembler) => assembler.poll_timeout(),
+                Source::Text(joiner) => joiner.poll_timeout(),
+                Source::Ncu => None,
+            },
+            Timer::Join => self.joining_until,
+            Timer::Hole => self.hole_since().map(|since| since + self.wait(config)),
+            Timer::Nack => self.nack_due(config),
+            // Fragments of a line already reported lost wait one more window.
+            Timer::StaleFragments => self
+                .fragments
+                .range(..self.next)
+                .map(|(_, f)| f.arrived)
+                .min()
+                .map(|arrived| arrived + 2 * config.reorder_window),
+            Timer::EndWait => {
+                let waiting = self.end.is_some() && !self.end_reported;
+                waiting
+                    .then_some(self.known_since)
+                    .flatten()
+                    .map(|t| t + self.wait(config))
+            }
+            Timer::Dead => (self.fate == Fate::Running && self.end.is_none())
+                .then(|| self.last_rx + config.dead_after),
+            Timer::Forget => self.end_reported.then(|| self.last_rx + config.dead_after),
+        }
+    }
+
+    /// The earliest of the session's timers.
+    pub(super) fn deadline(&self, config: &Config) -> Option<Instant> {
+        Timer::VALUES
+            .iter()
+            .filter_map(|&t| self.timer(t, config))
+            .min()
+    }
+}
+
+/// A session's timers: [`Session::timer`] computes each one's deadline,
+/// [`Reassembler::session_timeout`] acts on each that is due, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// A netconsole or text assembler gives up what it holds (a record missing
+    /// fragments, a line without newline).
+    Source,
+    /// A session joined mid-way starts at the lowest line seen.
+    Join,
+    /// The oldest hole was waited for long enough: a gap.
+    Hole,
+    /// A NACK is due.
+    Nack,
+    /// Fragments of a line already given up are dropped.
+    StaleFragments,
+    /// END came, but lines before it never did: given up.
+    EndWait,
+    /// Nothing arrived for `dead_after`: silent.
+    Dead,
+    /// Ended and quiet: forgotten ([`Reassembler::handle_timeout`]).
+    Forget,
+}
+
+impl Timer {
+    pub(super) const VALUES: [Timer; 8] = [
+        Timer::Source,
+        Timer::Join,
+        Timer::Hole,
+        Timer::Nack,
+        Timer::StaleFragments,
+        Timer::EndWait,
+        Timer::Dead,
+        Timer::Forget,
+    ];
+}
