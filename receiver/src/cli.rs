@@ -61,11 +61,17 @@ Recovery (NACK):
 
 Signals:
   SIGINT/SIGTERM: give up every hole (reported as gaps), print the summary, write
-  the --report, exit 0. SIGUSR1: rewrite the --report now and go on.
+  the --report, exit 0. SIGUSR1: rewrite the --report now and go on. SIGHUP:
+  reopen every --output-dir file by name (log rotation), rewrite the --report, go
+  on; it never ends ncu-recv.
   A closed standard output (ncu-recv 6666 | head) ends it quietly with status 0.
   A failing one (a full disk) does not stop it: up to 4 MiB of output waits, whole
   events only, and is written when it can be (tried every second); past that
   events are dropped, counted, and marked where they were; exit status 1 then.
+
+Service: started by systemd with a socket (ncu-recv.socket, LISTEN_FDS) it takes
+  that socket and ignores [ADDR:]PORT; with NOTIFY_SOCKET it says READY=1 once
+  listening, a STATUS= line, WATCHDOG=1 (when WatchdogSec= is set), STOPPING=1.
 
 Exit status: 0 on a clean stop; 1 on a runtime failure (e.g. the port is taken);
 2 on a usage error.";
@@ -116,7 +122,7 @@ pub(crate) struct Args {
     dead_after: String,
 
     /// Write a Markdown gap report to PATH ('-': stderr) on exit, and whenever
-    /// SIGUSR1 arrives.
+    /// SIGUSR1 or SIGHUP arrives.
     #[arg(long, value_name = "PATH")]
     report: Option<PathBuf>,
 
