@@ -15,5 +15,6 @@ pub mod ranges;
 pub mod reassembler;
 pub mod recovery;
 pub mod seal;
+pub mod sender;
 pub mod units;
 pub mod wire;

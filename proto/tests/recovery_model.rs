@@ -1,8 +1,10 @@
-//! Recovery (NACK and resend) simulated end to end without IO: a sender with a
-//! resend ring, a receiver that NACKs, and a network between them that loses,
-//! delays (reorders) and duplicates. While the sender lives, no line may be lost;
-//! when it dies mid-stream, every line up to its last is delivered or reported lost
-//! exactly, and `silent` names the last line received.
+//! Recovery (NACK and resend) simulated end to end without IO: the real
+//! [`Sender`] and the real [`Reassembler`], driven together through a network that
+//! loses, delays (reorders) and duplicates in both directions. The test owns the
+//! clock and jumps it to the next thing due (a line, an arrival, either end's
+//! deadline), as quinn's test `Pair` does. While the sender lives, no line may be
+//! lost; when it dies mid-stream, every line up to its last is delivered or reported
+//! lost exactly, and `silent` names the last line received.
 //!
 //! Replay with `NCU_RECOVERY_SEED=<seed>`.
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use ncu_proto::event::Event;
 use ncu_proto::framer::{Framer, Outbox};
 use ncu_proto::reassembler::{Config, Reassembler};
-use ncu_proto::recovery::Recovery;
+use ncu_proto::sender::{self, Sender, To};
 use ncu_proto::wire::{self, EndReason, Payload, Repr};
 
 mod common;
@@ -39,9 +41,13 @@ struct Outcome {
     nacks: u64,
     resent: u64,
     highest_gap: u64,
+    /// When the sender was done lingering after END (µs), if it ended.
+    closed_at: Option<u64>,
+    end_at: Option<u64>,
 }
 
-/// The network: datagrams in flight by (arrival time, order).
+/// The network: datagrams in flight by (arrival time, order); `true`: to the
+/// receiver.
 struct Wire {
     flight: BTreeMap<(u64, u64), (bool, Vec<u8>)>,
     order: u64,
@@ -71,106 +77,82 @@ impl Wire {
         }
     }
 
-    /// Sends what the framer queued, keeping DATA in the resend ring.
-    fn ship(&mut self, outbox: &mut Outbox, recovery: &mut Recovery, now: u64) {
-        for d in outbox.datagrams() {
-            if let Ok(repr) = Repr::parse(d) {
-                match repr.payload {
-                    Payload::Lines { count, .. } => {
-                        recovery.record(repr.header.seq, repr.header.seq + u64::from(count) - 1, d)
-                    }
-                    Payload::Fragment { .. } => {
-                        recovery.record(repr.header.seq, repr.header.seq, d)
-                    }
-                    _ => {}
-                }
+    /// Sends every batch the sender has (one destination: the receiver).
+    fn transmit(&mut self, tx: &mut Sender, now: u64) {
+        while let Some(t) = tx.poll_transmit() {
+            assert!(matches!(t.to, To::All | To::One(0)), "one destination");
+            for d in t.datagrams() {
+                self.send(now, true, d);
             }
-            self.send(now, true, d);
         }
-        outbox.clear();
     }
 }
 
 /// Runs one session of `lines` lines (one every `interval_us`), the sender dying
-/// after `die_after` lines if given. Returns what the receiver reported.
+/// (SIGKILL: nothing more, no END, no resends) after `die_after` lines if given.
+/// Returns what the receiver reported.
 fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<u64>) -> Outcome {
-    let rng = Rng(seed | 1);
     let base = Instant::now();
     let at = |us: u64| base + Duration::from_micros(us);
     let sender_addr: SocketAddr = "10.0.2.15:40000".parse().expect("literal");
-    let receiver_addr: SocketAddr = "10.0.2.2:6666".parse().expect("literal");
-    let mut framer = Framer::new(wire::session_id(1_700_000_000, seed as u32), "guest", 1400);
-    framer.set_recovery(true);
-    let mut recovery = Recovery::new(4 << 20, 8 << 20);
+    let config = sender::Config {
+        pid: 1,
+        ..sender::Config::new("guest")
+    };
+    let session = wire::session_id(1_700_000_000, seed as u32);
+    let mut tx = Sender::new(config, session, at(0), 0);
     let mut rx = Reassembler::new(Config::default(), base);
     let mut wire_ = Wire {
         flight: BTreeMap::new(),
         order: 0,
-        rng,
+        rng: Rng(seed | 1),
         net,
     };
-    let mut outbox = Outbox::default();
-    framer.hello(1, 0, "stdin", 0, &mut outbox);
-    wire_.ship(&mut outbox, &mut recovery, 0);
+    wire_.transmit(&mut tx, 0);
 
     let last_line = die_after.unwrap_or(lines).min(lines);
-    let end_us = lines * interval_us + 20_000_000;
+    let end_us = lines * interval_us + 30_000_000;
     let mut next_line = 1u64;
     let mut now = 0u64;
     let mut alive = true;
-    let mut ended = false;
-    let mut end_bytes: Option<Vec<u8>> = None;
-    let mut last_heartbeat = 0u64;
+    let (mut end_at, mut closed_at) = (None, None);
     let mut events = Vec::new();
     while now < end_us {
-        // The next thing to happen: a line, an arrival, a receiver timer, a heartbeat.
+        // The next thing due: a line, an arrival, either end's deadline.
         let mut next = end_us;
-        if alive && next_line <= last_line {
+        let sending = alive && !tx.is_closed();
+        if sending && next_line <= last_line {
             next = next.min(next_line * interval_us);
         }
         if let Some((&(t, _), _)) = wire_.flight.first_key_value() {
             next = next.min(t);
         }
+        let us = |t: Instant| t.duration_since(base).as_micros() as u64;
         if let Some(t) = rx.poll_timeout() {
-            next = next.min(t.duration_since(base).as_micros() as u64);
+            next = next.min(us(t));
         }
-        if alive && !ended && next_line > last_line {
-            next = next.min(last_heartbeat + 1_000_000);
-        }
-        if end_bytes.is_some() && now < lines * interval_us + 2_000_000 {
-            next = next.min(last_heartbeat + 200_000);
+        if let Some(t) = tx.poll_timeout().filter(|_| sending) {
+            next = next.min(us(t).max(now));
         }
         now = next.max(now);
-        if alive && next_line <= last_line && now >= next_line * interval_us {
-            let text = format!("line {next_line:06}");
-            framer.push_line(0, text.as_bytes(), now, &mut outbox);
-            framer.flush(&mut outbox);
+        if sending && next_line <= last_line && now >= next_line * interval_us {
+            tx.handle_input(0, format!("line {next_line:06}\n").as_bytes(), now);
+            wire_.transmit(&mut tx, now);
             next_line += 1;
-            last_heartbeat = now;
-            wire_.ship(&mut outbox, &mut recovery, now);
             if die_after.is_some() && next_line > last_line {
-                alive = false; // SIGKILL: nothing more, no END, no resends
+                alive = false;
             } else if next_line > lines {
-                framer.end(EndReason::Eof, now, &mut outbox);
-                end_bytes = outbox.datagrams().last().map(<[u8]>::to_vec);
-                wire_.ship(&mut outbox, &mut recovery, now);
-                ended = true;
-                last_heartbeat = now;
+                tx.close(EndReason::Eof, at(now), now);
+                wire_.transmit(&mut tx, now);
+                end_at = Some(now);
             }
         }
-        // With recovery, a sender lingers after END and repeats it, so that a lost
-        // END (or lost last lines) is still learnt and NACKed.
-        let lingering = now < lines * interval_us + 2_000_000;
-        if let Some(end) = end_bytes.as_ref() {
-            if lingering && now >= last_heartbeat + 200_000 {
-                wire_.send(now, true, end);
-                last_heartbeat = now;
+        if alive && !tx.is_closed() {
+            tx.handle_timeout(at(now), now);
+            wire_.transmit(&mut tx, now);
+            if tx.is_closed() {
+                closed_at = Some(now);
             }
-        }
-        if alive && !ended && next_line > last_line && now >= last_heartbeat + 1_000_000 {
-            framer.heartbeat(now, &mut outbox);
-            wire_.ship(&mut outbox, &mut recovery, now);
-            last_heartbeat = now;
         }
         while let Some(entry) = wire_.flight.first_entry() {
             if entry.key().0 > now {
@@ -179,27 +161,11 @@ fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<
             let (to_rx, bytes) = entry.remove();
             if to_rx {
                 rx.handle_datagram(at(now), now, sender_addr, &bytes);
-            } else if alive {
-                let Ok(repr) = Repr::parse(&bytes) else {
-                    panic!("NACK decodes")
-                };
-                let Payload::Nack { ranges } = repr.payload else {
-                    panic!("a NACK")
-                };
-                assert_eq!(repr.header.session, framer.session());
-                let mut gone = Vec::new();
-                let mut resend = Outbox::default();
-                recovery.handle_nack(ranges, at(now), &mut resend, &mut gone);
-                for d in resend.datagrams() {
-                    wire_.send(now, true, d);
-                }
-                for (first, last) in gone {
-                    framer.gone(first, last, now, &mut outbox);
-                }
-                for d in outbox.datagrams() {
-                    wire_.send(now, true, d);
-                }
-                outbox.clear();
+            } else if alive && !tx.is_closed() {
+                let before = tx.stats().bad;
+                tx.handle_datagram(0, &bytes, at(now), now);
+                assert_eq!(tx.stats().bad, before, "every NACK is this session's");
+                wire_.transmit(&mut tx, now);
             }
         }
         if rx.poll_timeout().is_some_and(|t| t <= at(now)) {
@@ -216,11 +182,10 @@ fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<
         let done = events
             .iter()
             .any(|e| matches!(e, Event::End { .. } | Event::Silent { .. }));
-        if done && wire_.flight.is_empty() {
+        if done && wire_.flight.is_empty() && (!alive || tx.is_closed()) {
             break;
         }
     }
-    let _ = receiver_addr;
     let mut outcome = Outcome {
         delivered: Vec::new(),
         lost: 0,
@@ -228,8 +193,10 @@ fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<
         ended: false,
         silent_last: None,
         nacks: rx.stats().nacks_sent,
-        resent: recovery.stats().resent,
+        resent: tx.stats().recovery.resent,
         highest_gap: 0,
+        closed_at,
+        end_at,
     };
     for e in &events {
         match e {
@@ -241,7 +208,6 @@ fn run(seed: u64, lines: u64, interval_us: u64, net: Network, die_after: Option<
                 outcome.late += u64::from(*late);
             }
             Event::Gap { first, last, .. } => {
-                eprintln!("DEBUG gap {first}-{last} {e:?}");
                 outcome.lost += last - first + 1;
                 outcome.highest_gap = outcome.highest_gap.max(*last);
             }
@@ -291,6 +257,12 @@ fn recovery_loses_nothing_at_10_and_50_percent_loss() {
         assert_eq!(o.late, 0, "{what}");
         assert!(o.delivered.windows(2).all(|w| w[0] < w[1]), "{what}: order");
         assert!(o.ended, "{what}: end");
+        let (end, closed) = (o.end_at.expect("END sent"), o.closed_at.expect("closed"));
+        assert!(
+            closed - end <= sender::LINGER_MAX.as_micros() as u64,
+            "{what}: lingered {} us",
+            closed - end
+        );
         assert!(
             o.nacks > 0 && o.resent > 0,
             "{what}: recovery was exercised"

@@ -9,16 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use ncu_proto::seal::{Keys, SEAL_OVERHEAD};
+use ncu_proto::sender::ROLLOVER_AT;
 use ncu_proto::units::{parse_duration, parse_size};
 use ncu_proto::wire::{MAX_DATAGRAM, MIN_DATAGRAM};
 
 /// The smallest `--max-datagram` with `--key-file`: a plain datagram of
 /// [`MIN_DATAGRAM`] bytes plus the seal's tag.
 pub(crate) const MIN_SEALED_DATAGRAM: usize = MIN_DATAGRAM + SEAL_OVERHEAD;
-
-/// A sealing sender starts a new session before its datagram counter reaches this
-/// (2^31): nonces and the receiver's replay window rely on the counter never wrapping.
-pub(crate) const ROLLOVER_AT: u64 = 1 << 31;
 
 const AFTER_HELP: &str = "\
 Examples:

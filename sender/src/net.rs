@@ -109,7 +109,7 @@ impl Stats {
     }
 }
 
-/// What [`Sender::recv`] found.
+/// What [`Sockets::recv`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Received {
     /// A datagram of this many bytes from the destination.
@@ -151,7 +151,7 @@ struct Message {
 struct GsoCmsg([u8; 32]);
 
 /// All destinations.
-pub(crate) struct Sender {
+pub(crate) struct Sockets {
     targets: Vec<Target>,
     copies: u32,
     /// The size of a full datagram (as sent): only runs of these become GSO messages.
@@ -163,12 +163,12 @@ pub(crate) struct Sender {
     cmsgs: Vec<GsoCmsg>,
 }
 
-impl Sender {
+impl Sockets {
     /// Opens one socket per destination. Fails only when a socket cannot be created at
     /// all; a destination without a route is used unconnected (errors are counted).
     /// `full`: the size of a full datagram as sent; with `gso`, runs of them leave
     /// with UDP segmentation offload where the kernel offers it.
-    pub(crate) fn open(dests: &[Dest], copies: u32, full: usize, gso: bool) -> io::Result<Sender> {
+    pub(crate) fn open(dests: &[Dest], copies: u32, full: usize, gso: bool) -> io::Result<Sockets> {
         let mut targets = Vec::with_capacity(dests.len());
         for dest in dests {
             let socket = Socket::new(
@@ -190,7 +190,7 @@ impl Sender {
                 gso,
             });
         }
-        Ok(Sender {
+        Ok(Sockets {
             targets,
             copies,
             full,
@@ -248,7 +248,7 @@ impl Sender {
     }
 
     /// Sends every datagram once to destination `index` only (resends and GONEs
-    /// answering a NACK that arrived on its socket). Never fails, as [`Sender::send`].
+    /// answering a NACK that arrived on its socket). Never fails, as [`Sockets::send`].
     pub(crate) fn send_one<'a>(
         &mut self,
         index: usize,
