@@ -113,6 +113,24 @@ pub fn random_u64() -> io::Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// As [`random_u64`], but fails at once (`WouldBlock`) instead of waiting while
+/// the kernel's generator is not initialised yet (early boot, an initramfs): for
+/// bits that need not be secret, where waiting would delay the first records.
+pub fn random_u64_now() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
+    let rc = unsafe {
+        libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK)
+    };
+    if rc == bytes.len() as isize {
+        Ok(u64::from_le_bytes(bytes))
+    } else if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Err(io::Error::other("short read from getrandom"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

@@ -75,14 +75,19 @@ pub enum GapKind {
     /// Holes in the kernel's own record numbers: records below the console log level
     /// are numbered but never sent, so these are not necessarily losses.
     KernelSeq,
+    /// Kernel records (by the kernel's own numbers) that the kernel's ring
+    /// overwrote before `ncu-send --kmsg` read them: lost on the machine, not on
+    /// the network.
+    Overwritten,
 }
 
 impl GapKind {
-    /// Stable name for JSON: `"lost"` or `"kernel_seq"`.
+    /// Stable name for JSON: `"lost"`, `"kernel_seq"` or `"overwritten"`.
     pub fn as_str(self) -> &'static str {
         match self {
             GapKind::Lost => "lost",
             GapKind::KernelSeq => "kernel_seq",
+            GapKind::Overwritten => "overwritten",
         }
     }
 }
@@ -254,6 +259,9 @@ pub enum Event {
     },
 }
 
+/// Most overwritten ranges a session summary names.
+pub const MAX_OVERWRITTEN_RANGES: usize = 64;
+
 /// The longest `last_text` a `Silent` event quotes (the line's first bytes). Every
 /// session keeps its last line this long, so this bounds that memory: at most
 /// 8 KiB times the sessions in memory and the summaries kept.
@@ -299,6 +307,14 @@ pub struct SessionSummary {
     pub lost: u64,
     /// Kernel sequence numbers skipped (not necessarily lost).
     pub kernel_seq_skipped: u64,
+    /// `--kmsg` sessions: kernel records overwritten in the kernel's ring before
+    /// ncu-send read them (lost on the machine).
+    pub kernel_overwritten: u64,
+    /// Their ranges (kernel sequence numbers), oldest first, at most
+    /// [`MAX_OVERWRITTEN_RANGES`] (later ones widen the last).
+    pub kernel_overwritten_ranges: Vec<(u64, u64)>,
+    /// `--kmsg` sessions: kernel records left out on purpose by `--kmsg-level`.
+    pub kernel_filtered: u64,
     /// Duplicate datagrams or lines absorbed.
     pub duplicates: u64,
     /// Lines that arrived after a later line.

@@ -13,6 +13,7 @@ pub mod assembler;
 pub mod budget;
 pub mod event;
 pub mod framer;
+pub mod kmsg;
 pub mod lines;
 pub mod netconsole;
 pub mod ranges;

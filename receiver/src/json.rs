@@ -335,6 +335,12 @@ struct SessionJson<'a> {
     joined: bool,
     #[serde(skip_serializing_if = "is_zero")]
     kernel_seq_skipped: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    kernel_overwritten: u64,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    kernel_overwritten_ranges: &'a [(u64, u64)],
+    #[serde(skip_serializing_if = "is_zero")]
+    kernel_filtered: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     end_reason: Option<&'static str>,
     first_received_at: Time,
@@ -386,6 +392,9 @@ pub(crate) fn summary(
             first_seq: s.first_seq,
             joined: s.joined,
             kernel_seq_skipped: s.kernel_seq_skipped,
+            kernel_overwritten: s.kernel_overwritten,
+            kernel_overwritten_ranges: &s.kernel_overwritten_ranges,
+            kernel_filtered: s.kernel_filtered,
             end_reason: s.end_reason.map(end_reason_name),
             first_received_at: Time(s.first_received_at_us),
             last_received_at: Time(s.last_received_at_us),

@@ -3,7 +3,9 @@
 use std::io::{self, Write};
 
 use chrono::{DateTime, SecondsFormat};
-use ncu_proto::event::{Event, GapKind, SessionInfo, SessionSummary, SilentReason};
+use ncu_proto::event::{
+    Event, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason, SourceKind,
+};
 use ncu_proto::reassembler::Stats;
 use ncu_proto::wire::EndReason;
 
@@ -134,6 +136,11 @@ pub(crate) fn text_marker(event: &Event) -> Option<String> {
                      below the console loglevel, not losses)",
                     who(session)
                 ),
+                GapKind::Overwritten => format!(
+                    "gap {} kernel records {first}-{last} ({count} overwritten in the \
+                     kernel's ring before ncu-send read them)",
+                    who(session)
+                ),
             }
         }
         Event::Silent {
@@ -208,6 +215,7 @@ pub(crate) enum LineBytes {
 pub(crate) fn text_line(
     session: &SessionInfo,
     text: &[u8],
+    kernel: Option<&KernelMeta>,
     prefix: bool,
     bytes: LineBytes,
     out: &mut Vec<u8>,
@@ -216,11 +224,34 @@ pub(crate) fn text_line(
         out.extend_from_slice(escape::field(session.name.as_bytes()).as_bytes());
         out.extend_from_slice(b": ");
     }
+    // A kernel record from `ncu-send --kmsg`: as dmesg prints it.
+    if let (Some(k), SourceKind::Ncu) = (kernel, session.kind) {
+        let (secs, us) = (k.ts_usec / 1_000_000, k.ts_usec % 1_000_000);
+        out.extend_from_slice(format!("[{secs:5}.{us:06}] ").as_bytes());
+    }
     match bytes {
         LineBytes::Raw => out.extend_from_slice(text),
         LineBytes::Terminal => escape::terminal_line(text, out),
     }
     out.push(b'\n');
+}
+
+/// `--kmsg` sessions: what the kernel's own numbering says beyond lines lost.
+fn kernel_text(s: &SessionSummary) -> String {
+    let mut t = String::new();
+    if s.kernel_overwritten > 0 {
+        t.push_str(&format!(
+            "; {} kernel records overwritten in the ring before ncu-send read them",
+            s.kernel_overwritten
+        ));
+    }
+    if s.kernel_filtered > 0 {
+        t.push_str(&format!(
+            "; {} kernel records left out by --kmsg-level (not lost)",
+            s.kernel_filtered
+        ));
+    }
+    t
 }
 
 fn fate_text(s: &SessionSummary) -> String {
@@ -328,7 +359,7 @@ pub(crate) fn summary(
     for s in sessions {
         writeln!(
             out,
-            "### ncu: summary {} addr={}: {} lines, {} lost, {} duplicates, {} reordered, {} late, {} recovered{}; {}",
+            "### ncu: summary {} addr={}: {} lines, {} lost, {} duplicates, {} reordered, {} late, {} recovered{}{}; {}",
             who(&s.session),
             s.session.addr,
             s.lines,
@@ -342,6 +373,7 @@ pub(crate) fn summary(
             } else {
                 " (sender without recovery)"
             },
+            kernel_text(s),
             fate_text(s)
         )?;
     }
@@ -418,6 +450,9 @@ mod tests {
             lines: 1,
             lost: 0,
             kernel_seq_skipped: 0,
+            kernel_overwritten: 0,
+            kernel_overwritten_ranges: Vec::new(),
+            kernel_filtered: 0,
             duplicates: 0,
             reordered: 0,
             late: 0,
@@ -464,6 +499,7 @@ mod tests {
             text_line(
                 &summary_of.session,
                 b"x",
+                None,
                 true,
                 LineBytes::Raw,
                 &mut prefixed,
@@ -480,10 +516,10 @@ mod tests {
         let (_, s) = events(b"n", b"");
         let line = b"\x1b[31mred\x1b[0m\r\tdone \\ \xff";
         let mut raw = Vec::new();
-        text_line(&s.session, line, false, LineBytes::Raw, &mut raw);
+        text_line(&s.session, line, None, false, LineBytes::Raw, &mut raw);
         assert_eq!(raw, [&line[..], b"\n"].concat());
         let mut shown = Vec::new();
-        text_line(&s.session, line, false, LineBytes::Terminal, &mut shown);
+        text_line(&s.session, line, None, false, LineBytes::Terminal, &mut shown);
         assert_eq!(shown, b"\\x1b[31mred\\x1b[0m\\x0d\tdone \\ \\xff\n");
     }
 }

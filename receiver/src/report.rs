@@ -70,6 +70,8 @@ impl Ledger {
                 r.kernel_ranges += 1;
                 r.kernel_skipped += last - first + 1;
             }
+            // In the session's summary (kernel numbers, not lines).
+            GapKind::Overwritten => {}
             GapKind::Lost => {
                 if r.listed.len() < MAX_RANGES_PER_SESSION && self.total < MAX_RANGES_TOTAL {
                     r.listed.push((*first, *last));
@@ -282,6 +284,27 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
             x.recovered
         );
     }
+    if x.kernel_overwritten > 0 {
+        let ranges: Vec<String> = x
+            .kernel_overwritten_ranges
+            .iter()
+            .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- kernel records overwritten in the kernel's ring before ncu-send read them \
+             (lost on the machine, not the network): {} ({})",
+            x.kernel_overwritten,
+            ranges.join(", ")
+        );
+    }
+    if x.kernel_filtered > 0 {
+        let _ = writeln!(
+            s,
+            "- kernel records left out by --kmsg-level: {} (on purpose, not losses)",
+            x.kernel_filtered
+        );
+    }
     if x.kernel_seq_skipped > 0 {
         let _ = writeln!(
             s,
@@ -388,6 +411,9 @@ mod tests {
             lines: 3,
             lost: 1,
             kernel_seq_skipped: 0,
+            kernel_overwritten: 0,
+            kernel_overwritten_ranges: Vec::new(),
+            kernel_filtered: 0,
             duplicates: 0,
             reordered: 0,
             late: 0,

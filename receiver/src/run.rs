@@ -188,8 +188,16 @@ impl Sink {
                     self.buf.extend_from_slice(marker.as_bytes());
                     self.buf.push(b'\n');
                 }
-                if let Event::Line { session, text, .. } = event {
-                    output::text_line(session, text, self.prefix, self.line_bytes, &mut self.buf);
+                if let Event::Line {
+                    session,
+                    text,
+                    kernel,
+                    ..
+                } = event
+                {
+                    let kernel = kernel.as_deref();
+                    let (prefix, bytes) = (self.prefix, self.line_bytes);
+                    output::text_line(session, text, kernel, prefix, bytes, &mut self.buf);
                 }
             }
         }
@@ -273,8 +281,8 @@ fn output_dir_event(
         buf.extend_from_slice(marker.as_bytes());
         buf.push(b'\n');
     }
-    if let Event::Line { text, .. } = event {
-        output::text_line(session, text, false, LineBytes::Raw, buf);
+    if let Event::Line { text, kernel, .. } = event {
+        output::text_line(session, text, kernel.as_deref(), false, LineBytes::Raw, buf);
     }
     dir.write(session, buf, now, wall);
     if matches!(

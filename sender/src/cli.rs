@@ -116,6 +116,36 @@ pub(crate) struct Args {
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 
+    /// Ship the kernel's log from /dev/kmsg instead of standard input: one record
+    /// per read, with its level, facility, sequence number, timestamp and KEY=VALUE
+    /// lines; records the kernel's ring overwrote before they were read are named
+    /// to the receiver (read goes on after an overrun). Needs root (or
+    /// kernel.dmesg_restrict=0).
+    #[arg(long, conflicts_with_all = ["command", "tee"])]
+    kmsg: bool,
+
+    /// With --kmsg: where to start. all: the oldest record still in the ring (a
+    /// boot's first records, when started early); now: records written from now on;
+    /// SEQ: from that kernel sequence number.
+    #[arg(long, value_name = "all|now|SEQ", default_value = "all", requires = "kmsg")]
+    kmsg_from: String,
+
+    /// With --kmsg: send records of this level and more urgent only (0 emerg ... 7
+    /// debug); the others are counted at the receiver as left out, not as lost.
+    #[arg(long, value_name = "N", requires = "kmsg", value_parser = clap::value_parser!(u8).range(0..=7))]
+    kmsg_level: Option<u8>,
+
+    /// With --kmsg: keep the boot id and the last record handed to the network in
+    /// FILE, and resume after it when started again in the same boot (a service
+    /// restart or an upgrade): nothing sent twice, no hole. Overrides --kmsg-from
+    /// when it applies.
+    #[arg(long, value_name = "FILE", requires = "kmsg")]
+    kmsg_state: Option<PathBuf>,
+
+    /// Testing aid: read this instead of /dev/kmsg.
+    #[arg(long, value_name = "PATH", hide = true, default_value = "/dev/kmsg")]
+    kmsg_device: PathBuf,
+
     /// Send bytes without a newline as a partial line after they sat idle this long
     /// (e.g. 100ms, 1s, 0).
     #[arg(long, value_name = "DUR", default_value = "100ms")]
@@ -214,6 +244,17 @@ pub(crate) struct Config {
     pub(crate) rollover_after: u64,
     /// Use UDP GSO where the kernel offers it (not `--no-gso`).
     pub(crate) gso: bool,
+    /// `--kmsg`: read the kernel's log.
+    pub(crate) kmsg: Option<Kmsg>,
+}
+
+/// `--kmsg` and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Kmsg {
+    pub(crate) from: ncu_proto::kmsg::From,
+    pub(crate) level: Option<u8>,
+    pub(crate) state: Option<PathBuf>,
+    pub(crate) device: PathBuf,
 }
 
 /// A usage error: one line for standard error, exit status 2.
@@ -296,6 +337,23 @@ impl Args {
                 )))
             }
         };
+        let kmsg = match self.kmsg {
+            false => None,
+            true => Some(Kmsg {
+                from: match self.kmsg_from.as_str() {
+                    "all" => ncu_proto::kmsg::From::All,
+                    "now" => ncu_proto::kmsg::From::Now,
+                    seq => ncu_proto::kmsg::From::Seq(seq.parse().map_err(|_| {
+                        UsageError(format!(
+                            "--kmsg-from {seq:?}: expected all, now or a kernel sequence number"
+                        ))
+                    })?),
+                },
+                level: self.kmsg_level,
+                state: self.kmsg_state,
+                device: self.kmsg_device,
+            }),
+        };
         let dests = self
             .dests
             .iter()
@@ -306,7 +364,7 @@ impl Args {
                 return Err(UsageError("--name: must not be empty".into()))
             }
             Some(name) => name,
-            None => host_name(),
+            None => default_name(),
         };
         Ok(Config {
             dests,
@@ -327,6 +385,7 @@ impl Args {
             keys,
             rollover_after,
             gso: !self.no_gso,
+            kmsg,
         })
     }
 }
@@ -353,6 +412,34 @@ fn resolve(text: &str) -> Result<Dest, UsageError> {
         text: text.to_owned(),
         addr,
     })
+}
+
+/// The default `--name`: the host name, unless it is not set yet (`(none)`, as in
+/// an initramfs, or `localhost`): then `/etc/hostname`, the kernel command line's
+/// `ncu.name=`, the machine id, in that order.
+fn default_name() -> String {
+    let set = |name: &str| !matches!(name, "" | "(none)" | "localhost" | "unknown");
+    let name = host_name();
+    if set(&name) {
+        return name;
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let etc = read("/etc/hostname");
+    let etc = etc.trim();
+    if set(etc) {
+        return etc.to_owned();
+    }
+    let cmdline = read("/proc/cmdline");
+    if let Some(n) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ncu.name=")) {
+        if !n.is_empty() {
+            return n.to_owned();
+        }
+    }
+    let id = read("/etc/machine-id");
+    match id.trim() {
+        "" => name,
+        id => id.to_owned(),
+    }
 }
 
 /// The host name (`gethostname`), or `"unknown"`.

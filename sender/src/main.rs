@@ -3,6 +3,7 @@
 
 mod cli;
 mod harden;
+mod kmsg;
 mod net;
 mod run;
 mod signals;

@@ -15,6 +15,7 @@ use ncu_proto::wire::{self, EndReason};
 
 use crate::cli::Config;
 use crate::harden;
+use crate::kmsg::Kmsg;
 use crate::net::{Received, Sockets};
 use crate::signals::Signals;
 
@@ -45,9 +46,15 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     if config.mlock {
         harden::lock_memory();
     }
-    let source = match &config.command {
-        Some(argv) => command_line(argv),
-        None => "stdin".to_owned(),
+    let source = match (&config.command, &config.kmsg) {
+        (Some(argv), _) => command_line(argv),
+        (None, Some(_)) => "/dev/kmsg".to_owned(),
+        (None, None) => "stdin".to_owned(),
+    };
+    // Before any socket: a kernel log that cannot be read is one line and exit 1.
+    let mut kmsg = match &config.kmsg {
+        Some(k) => Some(Kmsg::open(&k.device, k)?),
+        None => None,
     };
     let mut sender = Sender::new(
         sender::Config {
@@ -93,6 +100,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     io.transmit(&mut sender);
 
     let (mut inputs, mut child) = match &config.command {
+        None if kmsg.is_some() => (Vec::new(), None),
         None => (vec![Input::new(0, None, &config, 1)], None),
         Some(argv) => match spawn(argv) {
             Ok((child, out, err)) => {
@@ -110,7 +118,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                     126
                 };
                 sender.close(EndReason::Exit(status), Instant::now(), wall_us());
-                return io.finish(&mut sender, &mut signals, status as u8, &config);
+                return io.finish(&mut sender, &mut signals, status as u8, &config, None);
             }
         },
     };
@@ -125,7 +133,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     // microseconds in a VM whose caches went cold while it slept.
     let mut now = started;
     loop {
-        let inputs_open = inputs.iter().any(|i| i.fd.is_some());
+        let inputs_open = inputs.iter().any(|i| i.fd.is_some()) || kmsg.is_some();
         let child_done = child.as_ref().is_none_or(|c| c.status.is_some());
         if stop.is_some() || (!inputs_open && child_done) {
             break;
@@ -144,6 +152,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
         let pidfd = wait_child.and_then(|c| c.pidfd.as_ref().map(|fd| fd.as_raw_fd()));
         pollfds.push(ncu_host::pollfd(pidfd.unwrap_or(-1), libc::POLLIN));
+        let kmsg_at = pollfds.len();
+        let kmsg_fd = kmsg.as_ref().map_or(-1, Kmsg::fd);
+        pollfds.push(ncu_host::pollfd(kmsg_fd, libc::POLLIN));
         let sockets_at = pollfds.len();
         io.push_sockets(&sender, &mut pollfds);
         poll(
@@ -175,6 +186,16 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
                 io.transmit(&mut sender);
             }
         }
+        // The kernel's log: every record waiting, sent, then noted as sent.
+        if let Some(k) = kmsg.as_mut().filter(|_| pollfds[kmsg_at].revents != 0) {
+            let ok = k.read(&mut sender, now_us);
+            io.transmit(&mut sender);
+            k.sent();
+            if !ok {
+                k.close();
+                kmsg = None;
+            }
+        }
         now = Instant::now();
         sender.handle_timeout(now, now_us);
         io.transmit(&mut sender);
@@ -198,12 +219,8 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     };
     // What was read goes out, a partial line included, then END.
     sender.close(reason, Instant::now(), wall_us());
-    io.finish(
-        &mut sender,
-        &mut signals,
-        status.clamp(0, 255) as u8,
-        &config,
-    )
+    let status = status.clamp(0, 255) as u8;
+    io.finish(&mut sender, &mut signals, status, &config, kmsg.as_mut())
 }
 
 /// The sockets and what the loop keeps beside them.
@@ -285,8 +302,21 @@ impl Io {
         signals: &mut Signals,
         status: u8,
         config: &Config,
+        kmsg: Option<&mut Kmsg>,
     ) -> Result<u8, RunError> {
         self.transmit(sender);
+        if let Some(k) = kmsg {
+            k.close();
+            if self.verbose {
+                let s = k.stats();
+                eprintln!(
+                    "ncu-send: kernel log: {} records read, {} sent, {} left out by \
+                     --kmsg-level, {} overwritten in the ring before they were read \
+                     ({} overruns)",
+                    s.read, s.sent, s.filtered, s.overwritten, s.overruns
+                );
+            }
+        }
         let mut pollfds = Vec::new();
         while !sender.is_closed() {
             let now = Instant::now();
@@ -459,7 +489,14 @@ fn command_line(argv: &[OsString]) -> String {
 /// sessions (SECURITY.md), so they must come from the OS generator; without it,
 /// an error rather than a weaker fallback.
 fn session_id(started_us: u64, sealing: bool) -> Result<u64, RunError> {
-    let random = match ncu_host::random_u64() {
+    // Unsealed, the bits only tell runs apart: never wait for the generator (early
+    // in boot it may take seconds to be ready).
+    let random = if sealing {
+        ncu_host::random_u64()
+    } else {
+        ncu_host::random_u64_now()
+    };
+    let random = match random {
         Ok(r) => r as u32,
         Err(e) if sealing => {
             return Err(RunError(format!(

@@ -98,6 +98,7 @@ impl Reassembler {
                         flags: if line.partial { LINE_PARTIAL } else { 0 },
                         sent_at_us: None,
                         kernel: None,
+                        skipped: None,
                         followed: false,
                     },
                     None => break,
@@ -245,6 +246,7 @@ pub(super) fn kernel_line(record: KernelRecord) -> IncomingLine {
             fields,
         })),
         text: record.text,
+        skipped: None,
         followed: false,
     }
 }

@@ -59,15 +59,18 @@ use crate::assembler::{ByteAssembler, PIECE_OVERHEAD};
 use crate::budget::{self, Budget};
 use crate::event::{
     CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
-    SourceKind, LAST_TEXT_MAX,
+    SourceKind, LAST_TEXT_MAX, MAX_OVERWRITTEN_RANGES,
 };
+use crate::kmsg::{self, Skipped};
 use crate::netconsole::{
     self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
 };
 use crate::ranges::RangeSet;
 use crate::recovery::TokenBucket;
 use crate::seal::{self, Keys, ReplayConfig, ReplayGuard};
-use crate::wire::{self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_PARTIAL};
+use crate::wire::{
+    self, DecodeError, EndReason, Payload, Repr, LINE_CONTINUATION, LINE_KMSG, LINE_PARTIAL,
+};
 
 /// Limits and timings of a [`Reassembler`].
 #[derive(Debug, Clone)]

@@ -89,13 +89,18 @@ impl Reassembler {
             Payload::Lines { lines, count } => {
                 let mut seq = repr.header.seq;
                 for (i, line) in lines.enumerate() {
-                    let incoming = IncomingLine {
-                        seq,
-                        text: self.text_buffer(line.text),
-                        flags: line.flags,
-                        sent_at_us: Some(sent_at),
-                        kernel: None,
-                        followed: i + 1 < usize::from(count),
+                    let followed = i + 1 < usize::from(count);
+                    let incoming = match line.flags & LINE_KMSG {
+                        0 => IncomingLine {
+                            seq,
+                            text: self.text_buffer(line.text),
+                            flags: line.flags,
+                            sent_at_us: Some(sent_at),
+                            kernel: None,
+                            skipped: None,
+                            followed,
+                        },
+                        _ => kmsg_line(seq, line.text, line.flags, sent_at, followed),
                     };
                     self.accept_line(&mut session, incoming, now, wall_us);
                     seq = seq.saturating_add(1);
@@ -118,13 +123,17 @@ impl Reassembler {
                     now,
                     from,
                 ) {
-                    let incoming = IncomingLine {
-                        seq,
-                        text,
-                        flags: line_flags,
-                        sent_at_us: Some(sent_at),
-                        kernel: None,
-                        followed: false,
+                    let incoming = match line_flags & LINE_KMSG {
+                        0 => IncomingLine {
+                            seq,
+                            text,
+                            flags: line_flags,
+                            sent_at_us: Some(sent_at),
+                            kernel: None,
+                            skipped: None,
+                            followed: false,
+                        },
+                        _ => kmsg_line(seq, &text, line_flags, sent_at, false),
                     };
                     self.accept_line(&mut session, incoming, now, wall_us);
                 }
@@ -395,5 +404,50 @@ impl Reassembler {
         if let Some(frag) = session.fragments.remove(&seq) {
             self.release(session, frag.bytes.held_cost());
         }
+    }
+}
+
+/// A line flagged [`LINE_KMSG`]: the kernel record it carries becomes the line's
+/// text and kernel metadata, as for extended netconsole, with what was skipped
+/// before it. A line that does not parse as a record stays a plain line.
+fn kmsg_line(seq: u64, line: &[u8], flags: u8, sent_at_us: u64, followed: bool) -> IncomingLine {
+    let plain = |text: &[u8]| IncomingLine {
+        seq,
+        text: text.to_vec(),
+        flags: flags & !LINE_KMSG,
+        sent_at_us: Some(sent_at_us),
+        kernel: None,
+        skipped: None,
+        followed,
+    };
+    let Ok(record) = kmsg::parse_line(line) else {
+        return plain(line);
+    };
+    let fields = record
+        .dict_pairs()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let skipped = Skipped::parse(line);
+    IncomingLine {
+        seq,
+        text: record.text.to_vec(),
+        flags,
+        sent_at_us: Some(sent_at_us),
+        kernel: Some(Box::new(KernelMeta {
+            level: record.level,
+            facility: record.facility,
+            seq: record.seq,
+            ts_usec: record.ts_usec,
+            cont: record.cont,
+            msgid: None,
+            fields,
+        })),
+        skipped: (!skipped.is_empty()).then(|| Box::new(skipped)),
+        followed,
     }
 }

@@ -21,6 +21,7 @@ impl Reassembler {
             received_at_us: wall_us,
             arrived: now,
             kernel: line.kernel,
+            skipped: line.skipped,
         };
         let started = session.first_seq.is_some();
         let is_late = started && seq < session.next;
@@ -99,6 +100,9 @@ impl Reassembler {
         line: PendingLine,
         late: bool,
     ) {
+        if let Some(skipped) = &line.skipped {
+            self.kernel_skipped(session, skipped);
+        }
         session.lines += 1;
         if late {
             session.late += 1;
@@ -117,6 +121,28 @@ impl Reassembler {
             received_at_us: line.received_at_us,
             kernel: line.kernel,
         });
+    }
+
+    /// A `--kmsg` record says what the kernel skipped before it: overwritten ranges
+    /// are reported as gaps of their own kind (in kernel numbers), filtered records
+    /// only counted.
+    fn kernel_skipped(&mut self, session: &mut Session, skipped: &Skipped) {
+        session.kernel_filtered += skipped.filtered;
+        for &(first, last) in skipped.overwritten() {
+            session.kernel_overwritten += last - first + 1;
+            let ranges = &mut session.kernel_overwritten_ranges;
+            let full = ranges.len() >= MAX_OVERWRITTEN_RANGES;
+            match ranges.last_mut() {
+                Some(r) if full => r.1 = last,
+                _ => ranges.push((first, last)),
+            }
+            self.events.push_back(Event::Gap {
+                session: session.info.clone(),
+                first,
+                last,
+                kind: GapKind::Overwritten,
+            });
+        }
     }
 
     /// Delivers every held line that is next in order.

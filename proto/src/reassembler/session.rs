@@ -29,6 +29,8 @@ pub(super) struct PendingLine {
     pub(super) received_at_us: u64,
     pub(super) arrived: Instant,
     pub(super) kernel: Option<Box<KernelMeta>>,
+    /// A `--kmsg` record: what was skipped right before it.
+    pub(super) skipped: Option<Box<Skipped>>,
 }
 
 impl PendingLine {
@@ -60,6 +62,8 @@ pub(super) struct IncomingLine {
     pub(super) flags: u8,
     pub(super) sent_at_us: Option<u64>,
     pub(super) kernel: Option<Box<KernelMeta>>,
+    /// A `--kmsg` record: what was skipped right before it.
+    pub(super) skipped: Option<Box<Skipped>>,
     /// A later line of the same datagram follows at once: it, not this one, may
     /// become the session's quoted last line (saves copying every line twice).
     pub(super) followed: bool,
@@ -102,6 +106,9 @@ pub(super) struct Session {
     pub(super) lines: u64,
     pub(super) lost: u64,
     pub(super) kernel_seq_skipped: u64,
+    pub(super) kernel_overwritten: u64,
+    pub(super) kernel_overwritten_ranges: Vec<(u64, u64)>,
+    pub(super) kernel_filtered: u64,
     pub(super) duplicates: u64,
     pub(super) reordered: u64,
     pub(super) late: u64,
@@ -156,6 +163,9 @@ impl Session {
             lines: 0,
             lost: 0,
             kernel_seq_skipped: 0,
+            kernel_overwritten: 0,
+            kernel_overwritten_ranges: Vec::new(),
+            kernel_filtered: 0,
             duplicates: 0,
             reordered: 0,
             late: 0,
@@ -197,6 +207,9 @@ impl Session {
             lines: self.lines,
             lost: self.lost,
             kernel_seq_skipped: self.kernel_seq_skipped,
+            kernel_overwritten: self.kernel_overwritten,
+            kernel_overwritten_ranges: self.kernel_overwritten_ranges.clone(),
+            kernel_filtered: self.kernel_filtered,
             duplicates: self.duplicates,
             reordered: self.reordered,
             late: self.late,

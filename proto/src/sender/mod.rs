@@ -365,6 +365,26 @@ impl Sender {
         self.ship(wall_us);
     }
 
+    /// Lines that are complete as they are (kernel records from `/dev/kmsg`,
+    /// flagged `flags`, e.g. [`LINE_KMSG`](crate::wire::LINE_KMSG)), read at wall
+    /// time `wall_us`: framed at once, packed together when packing, and out with
+    /// the next [`Sender::poll_transmit`].
+    pub fn handle_records<'a>(
+        &mut self,
+        flags: u8,
+        records: impl IntoIterator<Item = &'a [u8]>,
+        wall_us: u64,
+    ) {
+        self.queue.commit(&mut self.recovery, self.framer.session());
+        if !matches!(self.state, State::Open) {
+            return;
+        }
+        for record in records {
+            self.push(flags, record, wall_us);
+        }
+        self.ship(wall_us);
+    }
+
     /// End of input stream `stream`: a trailing partial line goes out.
     pub fn handle_input_end(&mut self, stream: usize, wall_us: u64) {
         self.queue.commit(&mut self.recovery, self.framer.session());

@@ -72,7 +72,10 @@ const NACK_RANGE_LEN: usize = 12;
 pub const LINE_PARTIAL: u8 = 0x01;
 /// Line flag: the line continues the previous one, cut at `--max-line`.
 pub const LINE_CONTINUATION: u8 = 0x02;
-const KNOWN_LINE_FLAGS: u8 = LINE_PARTIAL | LINE_CONTINUATION;
+/// Line flag: the line is one record of the kernel's log as `/dev/kmsg` hands it
+/// out (`ncu-send --kmsg`), see [`crate::kmsg`].
+pub const LINE_KMSG: u8 = 0x04;
+const KNOWN_LINE_FLAGS: u8 = LINE_PARTIAL | LINE_CONTINUATION | LINE_KMSG;
 /// Record flags of a padding record: not a line (no sequence number); its bytes are
 /// zero and ignored. Only as the last record of a DATA datagram. Senders pad full
 /// datagrams to exactly `--max-datagram` so that runs of them can be sent with UDP
