@@ -119,9 +119,8 @@ pub fn random_u64() -> io::Result<u64> {
 pub fn random_u64_now() -> io::Result<u64> {
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
-    let rc = unsafe {
-        libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK)
-    };
+    let rc =
+        unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
     if rc == bytes.len() as isize {
         Ok(u64::from_le_bytes(bytes))
     } else if rc < 0 {

@@ -302,8 +302,11 @@ mod tests {
                 if reader.record(record.as_bytes(), &mut line) {
                     assert!(max_level.is_none_or(|m| level <= m));
                     let skipped = Skipped::parse(&line);
-                    let named: Vec<u64> =
-                        skipped.overwritten().iter().flat_map(|&(a, b)| a..=b).collect();
+                    let named: Vec<u64> = skipped
+                        .overwritten()
+                        .iter()
+                        .flat_map(|&(a, b)| a..=b)
+                        .collect();
                     if skipped.overwritten().len() < MAX_RANGES {
                         assert_eq!(named, dropped, "round {round}: overwritten at {seq}");
                         assert_eq!(skipped.filtered, left_out, "round {round}: filtered");
@@ -359,7 +362,10 @@ mod tests {
         assert!(parsed.cont);
         assert_eq!(parsed.text, b"usb 1-1: new device");
         let dict: Vec<_> = parsed.dict_pairs().collect();
-        assert_eq!(dict, [(&b"SUBSYSTEM"[..], &b"usb"[..]), (b"DEVICE", b"c189:1")]);
+        assert_eq!(
+            dict,
+            [(&b"SUBSYSTEM"[..], &b"usb"[..]), (b"DEVICE", b"c189:1")]
+        );
         assert_eq!(Skipped::parse(&line).filtered, 2);
         assert!(line.starts_with(b"6,2,3,c,caller=T1,ncu_filtered=2;"));
     }
@@ -376,6 +382,9 @@ mod tests {
             assert!(s.is_empty(), "{line:?}: {s:?}");
         }
         let many = "6,1,1,-".to_owned() + &",ncu_overwritten=1-1".repeat(100) + ";x";
-        assert_eq!(Skipped::parse(many.as_bytes()).overwritten().len(), MAX_RANGES);
+        assert_eq!(
+            Skipped::parse(many.as_bytes()).overwritten().len(),
+            MAX_RANGES
+        );
     }
 }

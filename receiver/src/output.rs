@@ -519,7 +519,14 @@ mod tests {
         text_line(&s.session, line, None, false, LineBytes::Raw, &mut raw);
         assert_eq!(raw, [&line[..], b"\n"].concat());
         let mut shown = Vec::new();
-        text_line(&s.session, line, None, false, LineBytes::Terminal, &mut shown);
+        text_line(
+            &s.session,
+            line,
+            None,
+            false,
+            LineBytes::Terminal,
+            &mut shown,
+        );
         assert_eq!(shown, b"\\x1b[31mred\\x1b[0m\\x0d\tdone \\ \\xff\n");
     }
 }

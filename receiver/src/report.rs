@@ -288,7 +288,13 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
         let ranges: Vec<String> = x
             .kernel_overwritten_ranges
             .iter()
-            .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
             .collect();
         let _ = writeln!(
             s,

@@ -127,7 +127,12 @@ pub(crate) struct Args {
     /// With --kmsg: where to start. all: the oldest record still in the ring (a
     /// boot's first records, when started early); now: records written from now on;
     /// SEQ: from that kernel sequence number.
-    #[arg(long, value_name = "all|now|SEQ", default_value = "all", requires = "kmsg")]
+    #[arg(
+        long,
+        value_name = "all|now|SEQ",
+        default_value = "all",
+        requires = "kmsg"
+    )]
     kmsg_from: String,
 
     /// With --kmsg: send records of this level and more urgent only (0 emerg ... 7
@@ -430,7 +435,10 @@ fn default_name() -> String {
         return etc.to_owned();
     }
     let cmdline = read("/proc/cmdline");
-    if let Some(n) = cmdline.split_whitespace().find_map(|w| w.strip_prefix("ncu.name=")) {
+    if let Some(n) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ncu.name="))
+    {
         if !n.is_empty() {
             return n.to_owned();
         }

@@ -284,6 +284,12 @@ enum Await {
     EndOrSilent,
     /// The session goes silent: a sender that is killed.
     Silent,
+    /// A session goes silent because nothing came (not because its sender
+    /// started a new session): the last of several runs of a sender.
+    SilentDead,
+    /// A session goes silent quoting a last line that starts with this (a sender
+    /// that is stopped for a while goes silent before it dies).
+    SilentQuoting(&'static str),
 }
 
 /// One boot of an ncu-send scenario (`(initramfs name, scenario script)`, with the
@@ -302,15 +308,26 @@ fn ncu_send_boot(
     let initrd = initramfs(name, scenario, &[static_ncu_send().to_owned()]);
     let (dead_after, timeout) = match wait {
         Await::EndOrSilent => ("5s", Duration::from_secs(30)),
-        Await::Silent => ("2s", Duration::from_secs(15)),
+        Await::Silent | Await::SilentDead | Await::SilentQuoting(_) => {
+            ("2s", Duration::from_secs(15))
+        }
     };
     let mut recv = Recv::start(&["--dead-after", dead_after, "--reorder-window", "1s"]);
+    // "@PORT" in `cmdline` is the receiver's port too.
+    let cmdline = cmdline.replace("@PORT", &recv.port.to_string());
     let cmdline = format!("panic=1 ncu.port={} {cmdline}", recv.port);
     let booted = boot(&initrd, &cmdline, tag);
     let awaited = recv
         .wait_for(timeout, |e| match wait {
             Await::EndOrSilent => is(e, "end") || is(e, "silent"),
             Await::Silent => is(e, "silent"),
+            Await::SilentDead => is(e, "silent") && e["reason"] == "dead_after",
+            Await::SilentQuoting(start) => {
+                is(e, "silent")
+                    && e["last_text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(start))
+            }
         })
         .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
     let events = recv.stop();
@@ -548,6 +565,9 @@ fn kernel_lab_netconsole_extended() {
 fn kernel_lab_netconsole_extended_ignore_loglevel() {
     netconsole_crash(Mode::ExtendedIgnoreLoglevel);
 }
+
+#[path = "kmsg_lab.rs"]
+mod kmsg;
 
 /// A static ncu-send for the guest, built once per test run into
 /// `<target dir>/static` (or `$NCU_STATIC_SEND`, when set, is used as is).

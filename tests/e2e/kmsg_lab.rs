@@ -1,0 +1,339 @@
+//! `ncu-send --kmsg` in the crash lab (issue 14): a real kernel's /dev/kmsg, read
+//! by ncu-send inside the guest. Every kernel record between the first and the last
+//! one received must be accounted for: delivered once, in order, or named as
+//! overwritten (the ring dropped it before ncu-send read it), or counted as left
+//! out by `--kmsg-level`. Nothing else may be missing.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{initramfs, is, lab, ncu_send_boot, of_session, static_ncu_send, summary_of, Await};
+
+/// What one session's events say in the kernel's numbers.
+#[derive(Debug, Default)]
+struct Kernel {
+    /// Kernel sequence number -> text, in delivery order (asserted no repeats).
+    records: BTreeMap<u64, String>,
+    delivered_order: Vec<u64>,
+    overwritten: Vec<(u64, u64)>,
+    /// Gaps of ncu lines lost on the network (not recovered).
+    lost: Vec<(u64, u64)>,
+}
+
+fn kernel_of(events: &[&Value], tag: &str) -> Kernel {
+    let mut k = Kernel::default();
+    for e in events {
+        if is(e, "line") {
+            let seq = e["kernel"]["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{tag}: a line without its kernel record: {e}"));
+            let text = e["text"].as_str().unwrap_or("").to_owned();
+            assert!(
+                k.records.insert(seq, text).is_none(),
+                "{tag}: kernel record {seq} delivered twice"
+            );
+            k.delivered_order.push(seq);
+        } else if is(e, "gap") {
+            let range = (
+                e["first"].as_u64().expect("first"),
+                e["last"].as_u64().expect("last"),
+            );
+            match e["kind"].as_str() {
+                Some("overwritten") => k.overwritten.push(range),
+                Some("lost") => k.lost.push(range),
+                other => panic!("{tag}: unexpected gap kind {other:?}: {e}"),
+            }
+        }
+    }
+    k
+}
+
+/// Markers `prefix NNNN` delivered, by number, in delivery order.
+fn markers(k: &Kernel, prefix: &str) -> Vec<u32> {
+    k.delivered_order
+        .iter()
+        .filter_map(|seq| {
+            let text = &k.records[seq];
+            let rest = text.strip_prefix(prefix)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Every kernel number from `from` to the highest delivered is delivered or named
+/// overwritten, none both, and `filtered` more are left out: nothing unaccounted.
+fn assert_accounted(k: &Kernel, from: u64, filtered: u64, tag: &str) {
+    assert!(
+        k.lost.is_empty(),
+        "{tag}: lines lost on the network: {:?}",
+        k.lost
+    );
+    assert!(
+        k.delivered_order.windows(2).all(|w| w[0] < w[1]),
+        "{tag}: kernel records out of order"
+    );
+    let last = *k.records.keys().last().expect("records delivered");
+    let mut overwritten = 0;
+    for &(a, b) in &k.overwritten {
+        for s in a..=b {
+            assert!(
+                !k.records.contains_key(&s),
+                "{tag}: {s} delivered and overwritten"
+            );
+        }
+        overwritten += b - a + 1;
+    }
+    let delivered = k.records.range(from..).count() as u64;
+    assert_eq!(
+        delivered + overwritten + filtered,
+        last - from + 1,
+        "{tag}: kernel records {from}-{last}: {delivered} delivered + {overwritten} \
+         overwritten + {filtered} filtered"
+    );
+}
+
+fn session_events<'a>(events: &'a [Value], fate: &Value) -> Vec<&'a Value> {
+    of_session(events, &fate["session"])
+}
+
+/// Overrun and crash: ncu-send --kmsg is stopped while 4,000 records (about three
+/// times the ring) are written, then continued; markers every 20 ms after, and the
+/// crash right after the last one.
+#[test]
+fn kernel_lab_kmsg_overrun_then_crash() {
+    let tag = "kmsg-overrun";
+    const MARKERS: u32 = 20;
+    let (silent, events, booted) = ncu_send_boot(
+        tag,
+        ("kmsg", "kmsg.sh"),
+        &format!("printk.devkmsg=on ncu.mode=overrun ncu.reader=kmsg ncu.markers={MARKERS}"),
+        // Stopped for about two seconds, it goes silent once before it dies.
+        Await::SilentQuoting("ncu-marker"),
+    );
+    let mine = session_events(&events, &silent);
+    let k = kernel_of(&mine, tag);
+    // The boot's first records: from 0, as --kmsg-from all asks.
+    assert_eq!(k.records.keys().next(), Some(&0), "{tag}: record 0 missing");
+    assert_accounted(&k, 0, 0, tag);
+    let flood: Vec<(u64, u64)> = k
+        .records
+        .iter()
+        .filter_map(|(s, t)| {
+            Some((
+                *s,
+                t.strip_prefix("ncu-flood ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()?,
+            ))
+        })
+        .collect();
+    let overwritten: u64 = k.overwritten.iter().map(|(a, b)| b - a + 1).sum();
+    assert!(overwritten > 0, "{tag}: the ring did not overrun");
+    // The flood is one run of kernel numbers: flood record N is at `base + N`.
+    let &(seq, n) = flood.first().expect("flood records after the overrun");
+    let base = seq - n;
+    assert!(
+        flood.iter().all(|&(s, n)| s == base + n),
+        "{tag}: flood numbering"
+    );
+    for n in 1..=4000u64 {
+        let seq = base + n;
+        let named = k.overwritten.iter().any(|&(a, b)| a <= seq && seq <= b);
+        assert!(
+            named != k.records.contains_key(&seq),
+            "{tag}: flood record {n} (kernel {seq}) delivered or named overwritten, once"
+        );
+    }
+    assert_eq!(
+        markers(&k, "ncu-marker "),
+        (1..=MARKERS).collect::<Vec<_>>(),
+        "{tag}: every marker after the overrun, once, in order"
+    );
+    // silent names the last kernel record received (the last marker: the crash
+    // came right after it; 20 ms apart, so at least the one before it).
+    let last_seq = *k.delivered_order.last().expect("records");
+    let last_text = &k.records[&last_seq];
+    assert!(
+        silent["last_text"].as_str() == Some(last_text.as_str()),
+        "{tag}: silent does not quote the last record {last_seq} {last_text:?}: {silent}"
+    );
+    let n = markers(&k, "ncu-marker ").len() as u32;
+    assert!(
+        n + 1 >= MARKERS,
+        "{tag}: markers before the crash missing ({n})"
+    );
+    let (entry, _) = summary_of(&events, &silent["session"], tag);
+    assert_eq!(entry["kernel_overwritten"], overwritten, "{tag}: {entry}");
+    eprintln!(
+        "{tag}: boot {:.1}s; {} records delivered (0-{last_seq}), {} overwritten in {:?}, \
+         {} of 4000 flood records delivered, markers {n}/{MARKERS}; silent quotes {last_text:?}",
+        booted.as_secs_f64(),
+        k.records.len(),
+        overwritten,
+        k.overwritten,
+        flood.len()
+    );
+    let _ = booted;
+}
+
+/// Restart with --kmsg-state: ncu-send killed after markers 1-10, markers 11-20
+/// written while none runs, started again: across both sessions no record twice,
+/// none missing.
+#[test]
+fn kernel_lab_kmsg_restart_resumes_from_its_state() {
+    let tag = "kmsg-restart";
+    let (silent, events, _) = ncu_send_boot(
+        tag,
+        ("kmsg", "kmsg.sh"),
+        "printk.devkmsg=on ncu.mode=restart",
+        Await::SilentDead,
+    );
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| is(e, "start") && e["sender"] == "guest")
+        .collect();
+    assert_eq!(starts.len(), 2, "{tag}: two runs of ncu-send: {starts:?}");
+    let mut all = Kernel::default();
+    for start in &starts {
+        let k = kernel_of(&of_session(&events, &start["session"]), tag);
+        assert!(
+            k.lost.is_empty() && k.overwritten.is_empty(),
+            "{tag}: {k:?}"
+        );
+        for (seq, text) in k.records {
+            assert!(
+                all.records.insert(seq, text).is_none(),
+                "{tag}: kernel record {seq} sent by both runs"
+            );
+            all.delivered_order.push(seq);
+        }
+    }
+    all.delivered_order.sort_unstable();
+    assert_accounted(&all, 0, 0, tag);
+    let mut got = markers(&all, "ncu-restart ");
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=30).collect::<Vec<_>>(),
+        "{tag}: markers 1-30, each once"
+    );
+    assert_eq!(silent["sender"], "guest");
+}
+
+/// --kmsg-level 4: level-6 markers are left out and counted, never reported lost.
+#[test]
+fn kernel_lab_kmsg_level_filter_counts_and_loses_nothing() {
+    let tag = "kmsg-level";
+    let (silent, events, _) = ncu_send_boot(
+        tag,
+        ("kmsg", "kmsg.sh"),
+        "printk.devkmsg=on ncu.mode=level",
+        Await::Silent,
+    );
+    let mine = session_events(&events, &silent);
+    let k = kernel_of(&mine, tag);
+    let (entry, _) = summary_of(&events, &silent["session"], tag);
+    let filtered = entry["kernel_filtered"].as_u64().unwrap_or(0);
+    assert!(
+        filtered >= 19,
+        "{tag}: 19 level-6 markers at least left out: {entry}"
+    );
+    assert!(k.overwritten.is_empty(), "{tag}: {:?}", k.overwritten);
+    assert_accounted(&k, 0, filtered, tag);
+    let texts: Vec<&String> = k
+        .records
+        .values()
+        .filter(|t| t.starts_with("ncu-level"))
+        .collect();
+    assert!(
+        texts.iter().all(|t| t.starts_with("ncu-level 4 ")),
+        "{tag}: {texts:?}"
+    );
+    assert_eq!(texts.len(), 21, "{tag}: the 21 level-4 markers");
+    assert_eq!(entry["lost"], 0, "{tag}: {entry}");
+    assert!(
+        mine.iter()
+            .filter(|e| is(e, "line"))
+            .all(|e| e["kernel"]["level"].as_u64() <= Some(4)),
+        "{tag}: a record above level 4 was sent"
+    );
+}
+
+/// Early boot: ncu-send --kmsg started by the initramfs init before any module is
+/// loaded or the network is up, with an IP literal: the boot's first records
+/// (sequence 0 on) arrive, recovered from its resend ring once the network is up.
+#[test]
+fn kernel_lab_kmsg_from_early_boot() {
+    let tag = "kmsg-early";
+    // The receiver's port is only known once it runs: ncu_send_boot puts it in
+    // ncu.port, and init reads ncu.early for the early sender's port.
+    let (silent, events, _) = ncu_send_boot_early(tag);
+    let mine = session_events(&events, &silent);
+    let k = kernel_of(&mine, tag);
+    assert_eq!(k.records.keys().next(), Some(&0), "{tag}: record 0 missing");
+    assert!(
+        k.records.values().any(|t| t.starts_with("Linux version")),
+        "{tag}: the boot banner"
+    );
+    assert_accounted(&k, 0, 0, tag);
+    assert_eq!(
+        markers(&k, "ncu-marker ").len(),
+        20,
+        "{tag}: the scenario's markers"
+    );
+}
+
+fn ncu_send_boot_early(tag: &str) -> (Value, Vec<Value>, std::time::Duration) {
+    // ncu.early takes the same port as ncu.port: "@PORT" is replaced by it.
+    ncu_send_boot(
+        tag,
+        ("kmsg", "kmsg.sh"),
+        "printk.devkmsg=on ncu.mode=early ncu.early=@PORT",
+        Await::Silent,
+    )
+}
+
+/// For the record (opt-in: `cargo test -- --ignored kmsg_readers`): the overrun
+/// scenario with `cat /dev/kmsg | ncu-send` and `dmesg -w | ncu-send` beside
+/// `--kmsg`; prints what each delivered and reported.
+#[test]
+#[ignore]
+fn kernel_lab_kmsg_readers_compared() {
+    let dmesg = lab().work.join("dmesg-util");
+    std::fs::copy("/usr/bin/dmesg", &dmesg).expect("util-linux dmesg on the host");
+    let _ = initramfs(
+        "kmsg-readers",
+        "kmsg.sh",
+        &[static_ncu_send().to_owned(), dmesg],
+    );
+    for reader in ["kmsg", "cat", "dmesg"] {
+        let tag = format!("kmsg-readers-{reader}");
+        let (silent, events, _) = ncu_send_boot(
+            &tag,
+            ("kmsg-readers", "kmsg.sh"),
+            &format!("printk.devkmsg=on ncu.mode=overrun ncu.reader={reader}"),
+            Await::Silent,
+        );
+        let mine = session_events(&events, &silent);
+        let lines: Vec<&str> = mine
+            .iter()
+            .filter(|e| is(e, "line"))
+            .filter_map(|e| e["text"].as_str())
+            .collect();
+        let flood = lines.iter().filter(|t| t.contains("ncu-flood ")).count();
+        let marks = lines.iter().filter(|t| t.contains("ncu-marker ")).count();
+        let gaps: Vec<String> = mine
+            .iter()
+            .filter(|e| is(e, "gap"))
+            .map(|e| format!("{}:{}-{}", e["kind"], e["first"], e["last"]))
+            .collect();
+        println!(
+            "{reader}: {} lines; {flood} of 4000 flood records, {marks} of 20 markers after \
+             the overrun; gaps reported: {gaps:?}",
+            lines.len()
+        );
+    }
+}
