@@ -22,12 +22,20 @@ def name(s):
     return bytes([len(s)]) + s.encode()
 
 
+# One /dev/kmsg record as ncu-send --kmsg sends it: records 1100-1199 were
+# overwritten in the ring before it read them, 3 were left out by --kmsg-level.
+KMSG_RECORD = (
+    b"6,1204,5140900,-,ncu_overwritten=1100-1199,ncu_filtered=3;"
+    b"usb 1-1: new device\n SUBSYSTEM=usb\n"
+)
+
 VECTORS = {
     "DATA_TWO_LINES": datagram(2, 0, 1, 1, b"\x00\x00\x02hi" + b"\x01\x00\x03ok!"),
     "HELLO": datagram(1, 0, 1, 0, struct.pack(">IQ", 1337, T) + name("web") + struct.pack(">H", 5) + b"stdin"),
     "FRAGMENT": datagram(2, 2, 7, 9, struct.pack(">IIB", 4, 10, 0) + b"abc"),
     "HEARTBEAT": datagram(3, 0, 42, 11, name("web")),
     "END": datagram(4, 0, 42, 12, name("web") + bytes([2]) + struct.pack(">i", 3)),
+    "KMSG": datagram(2, 0, 5, 3, b"\x04" + struct.pack(">H", len(KMSG_RECORD)) + KMSG_RECORD),
 }
 
 if __name__ == "__main__":

@@ -315,7 +315,11 @@ fn kernel_lab_kmsg_readers_compared() {
             &tag,
             ("kmsg-readers", "kmsg.sh"),
             &format!("printk.devkmsg=on ncu.mode=overrun ncu.reader={reader}"),
-            Await::Silent,
+            // Only --kmsg stops ncu-send itself (silent once while stopped).
+            match reader {
+                "kmsg" => Await::SilentQuoting("ncu-marker"),
+                _ => Await::EndOrSilent,
+            },
         );
         let mine = session_events(&events, &silent);
         let lines: Vec<&str> = mine
@@ -332,8 +336,9 @@ fn kernel_lab_kmsg_readers_compared() {
             .collect();
         println!(
             "{reader}: {} lines; {flood} of 4000 flood records, {marks} of 20 markers after \
-             the overrun; gaps reported: {gaps:?}",
-            lines.len()
+             the overrun; gaps reported: {gaps:?}; the session: {}",
+            lines.len(),
+            silent["event"]
         );
     }
 }

@@ -264,9 +264,63 @@ fn padding_is_last_zero_and_not_a_line() {
     );
 }
 
+const KMSG: &str = concat!(
+    "4e435501",
+    "0200",
+    "0060",
+    "0123456789abcdef",
+    "0000000000000005",
+    "00060a24181e4000",
+    "00000003",
+    "a6d6a2ae",
+    "04005d",
+    "362c313230342c353134303930302c2d2c6e63755f6f7665727772697474656e3d313130302d31313939",
+    "2c6e63755f66696c74657265643d333b75736220312d313a206e6577206465766963650a2053554253",
+    "595354454d3d7573620a"
+);
+
+/// PROTOCOL.md §16's vector: one kernel record as `ncu-send --kmsg` sends it.
+#[test]
+fn kmsg_vector() {
+    let record: &[u8] = b"6,1204,5140900,-,ncu_overwritten=1100-1199,ncu_filtered=3;\
+                          usb 1-1: new device\n SUBSYSTEM=usb\n";
+    let mut payload = Vec::new();
+    push_line_record(&mut payload, LINE_KMSG, record);
+    let repr = Repr {
+        header: Header {
+            seq: 5,
+            counter: 3,
+            ..header()
+        },
+        payload: Payload::Lines {
+            count: 1,
+            lines: Lines { rest: &payload },
+        },
+    };
+    let mut out = Vec::new();
+    repr.emit(&mut out);
+    assert_eq!(hex(&out), KMSG);
+    let Payload::Lines { mut lines, .. } = Repr::parse(&out).unwrap().payload else {
+        panic!("not lines")
+    };
+    let line = lines.next().unwrap();
+    assert_eq!((line.flags, line.text), (LINE_KMSG, record));
+    let parsed = crate::kmsg::parse_line(line.text).unwrap();
+    assert_eq!(
+        (parsed.level, parsed.seq, parsed.ts_usec),
+        (6, 1204, 5_140_900)
+    );
+    assert_eq!(parsed.text, b"usb 1-1: new device");
+    let skipped = crate::kmsg::Skipped::parse(line.text);
+    assert_eq!(
+        (skipped.overwritten(), skipped.filtered),
+        (&[(1100, 1199)][..], 3)
+    );
+}
+
 #[test]
 fn every_single_bit_flip_is_caught() {
-    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END] {
+    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG] {
         let good = vector_bytes(vector);
         for bit in 0..good.len() * 8 {
             let mut v = good.clone();
@@ -278,7 +332,7 @@ fn every_single_bit_flip_is_caught() {
 
 #[test]
 fn every_truncation_is_caught() {
-    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END] {
+    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG] {
         let good = vector_bytes(vector);
         for len in 0..good.len() {
             assert!(Repr::parse(&good[..len]).is_err());
