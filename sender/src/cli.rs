@@ -19,12 +19,28 @@ pub(crate) const MIN_SEALED_DATAGRAM: usize = MIN_DATAGRAM + SEAL_OVERHEAD;
 
 const AFTER_HELP: &str = "\
 Examples:
-  dmesg -w | ncu-send 10.0.0.2:6666            ship the kernel log as it is written
+  ncu-send --kmsg 10.0.0.2:6666                ship the kernel log from /dev/kmsg, every
+                                               record numbered by the kernel (as root)
   strace -o '|ncu-send host:6666' prog         ship a trace line by line
   ncu-send host:6666 -- make                   run make, ship its stdout and stderr,
                                                exit with its status
   ncu-send --copies 2 a:6666 [fd00::2]:6666    two receivers, every datagram twice
   ncu-recv 6666                                on the receiving machine
+
+The kernel log (--kmsg):
+  Records are read from /dev/kmsg one per read and sent as they come, with their
+  level, facility, sequence number, timestamp and KEY=VALUE lines; the receiver
+  shows them as dmesg does. When the kernel's ring (about 128 KiB) overwrote records
+  before ncu-send read them, reading goes on from the oldest record left and the
+  receiver is told exactly which were overwritten (lost on this machine, not the
+  network). `dmesg -w |` skips such overruns silently and `cat /dev/kmsg |` stops at
+  the first one. --kmsg-level N leaves out records above level N (counted, not
+  lost). --kmsg-state FILE lets a restarted ncu-send resume after the last record it
+  sent in this boot: nothing twice, no hole.
+  Early in boot: give DEST as an IP literal (no resolver yet); a name that does not
+  resolve yet is retried every second while records wait in the resend ring, and
+  the random generator is never waited for (only --key-file needs it).
+  ncu-send --kmsg --kmsg-state /run/ncu-send/kmsg.state 10.0.0.2:6666
 
 Sealing (encryption and authentication with a shared key, see SECURITY.md):
   ncu-send --gen-key /etc/ncu.key              write a new key file (mode 0600)
@@ -69,8 +85,10 @@ Signals:
 
 Exit status: 0 at end of input; COMMAND's status with -- (128+N when signal N
 killed it; 127 when it cannot be run); 128+N when stopped by signal N; 1 on a
-runtime failure; 2 on a usage error (a DEST that does not parse or resolve, a key
-file that cannot be read or is readable by others).";
+runtime failure (with --kmsg: /dev/kmsg missing or not readable); 2 on a usage
+error (a DEST that does not parse or resolve (with --kmsg a name may resolve
+later), a key file that cannot be read or is readable by others, --kmsg with --
+COMMAND).";
 
 /// What the user typed, checked only for form.
 #[derive(Debug, Parser)]
@@ -83,7 +101,8 @@ file that cannot be read or is readable by others).";
 )]
 pub(crate) struct Args {
     /// Where to send: HOST:PORT, IPV4:PORT or [IPV6]:PORT (host names are resolved
-    /// once at start-up). Every DEST gets every datagram.
+    /// once at start-up; with --kmsg one that does not resolve yet is retried every
+    /// second). Every DEST gets every datagram.
     #[arg(value_name = "DEST", required_unless_present_any = ["gen_key", "generate"])]
     dests: Vec<String>,
 
@@ -216,8 +235,9 @@ pub(crate) struct Args {
 pub(crate) struct Dest {
     /// As typed, for messages.
     pub(crate) text: String,
-    /// The first address it resolved to.
-    pub(crate) addr: SocketAddr,
+    /// The first address it resolved to; `None` (with `--kmsg` only) while its
+    /// name does not resolve yet: retried in the background.
+    pub(crate) addr: Option<SocketAddr>,
 }
 
 /// The checked configuration.
@@ -359,10 +379,18 @@ impl Args {
                 device: self.kmsg_device,
             }),
         };
+        // The kernel log may start before a resolver can answer: a name that does
+        // not resolve yet is retried in the background (a bad form still is not).
         let dests = self
             .dests
             .iter()
-            .map(|text| resolve(text))
+            .map(|text| match resolve(text) {
+                Err(Unresolved(_)) if kmsg.is_some() => Ok(Dest {
+                    text: text.clone(),
+                    addr: None,
+                }),
+                other => other.map_err(UsageError::from),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let name = match self.name {
             Some(name) if name.is_empty() => {
@@ -395,9 +423,27 @@ impl Args {
     }
 }
 
+/// Why a DEST is not usable: its form (a usage error), or a name that does not
+/// resolve (now).
+#[derive(Debug)]
+pub(crate) enum ResolveError {
+    Form(UsageError),
+    Unresolved(UsageError),
+}
+use ResolveError::{Form, Unresolved};
+
+impl From<ResolveError> for UsageError {
+    fn from(e: ResolveError) -> UsageError {
+        match e {
+            Form(u) | Unresolved(u) => u,
+        }
+    }
+}
+
 /// Resolves `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT` to its first address.
-fn resolve(text: &str) -> Result<Dest, UsageError> {
-    let bad = |why: &str| UsageError(format!("DEST {text:?}: {why}"));
+pub(crate) fn resolve(text: &str) -> Result<Dest, ResolveError> {
+    let bad = |why: &str| Form(UsageError(format!("DEST {text:?}: {why}")));
+    let unresolved = |why: &str| Unresolved(UsageError(format!("DEST {text:?}: {why}")));
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| bad("expected HOST:PORT, IPV4:PORT or [IPV6]:PORT"))?;
@@ -410,12 +456,12 @@ fn resolve(text: &str) -> Result<Dest, UsageError> {
     }
     let addr = text
         .to_socket_addrs()
-        .map_err(|e| bad(&format!("does not resolve: {e}")))?
+        .map_err(|e| unresolved(&format!("does not resolve: {e}")))?
         .next()
-        .ok_or_else(|| bad("resolves to no address"))?;
+        .ok_or_else(|| unresolved("resolves to no address"))?;
     Ok(Dest {
         text: text.to_owned(),
-        addr,
+        addr: Some(addr),
     })
 }
 
@@ -471,11 +517,11 @@ mod tests {
     fn dests() {
         assert_eq!(
             resolve("127.0.0.1:6666").unwrap().addr,
-            "127.0.0.1:6666".parse().unwrap()
+            Some("127.0.0.1:6666".parse().unwrap())
         );
         assert_eq!(
             resolve("[::1]:6666").unwrap().addr,
-            "[::1]:6666".parse().unwrap()
+            Some("[::1]:6666".parse().unwrap())
         );
         for bad in [
             "127.0.0.1",
@@ -485,7 +531,7 @@ mod tests {
             "::1:6666",
             "host.invalid:6666",
         ] {
-            let err = resolve(bad).unwrap_err();
+            let err = UsageError::from(resolve(bad).unwrap_err());
             assert!(err.0.contains(bad), "{err} names {bad}");
         }
     }

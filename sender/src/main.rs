@@ -5,6 +5,7 @@ mod cli;
 mod harden;
 mod kmsg;
 mod net;
+mod resolve;
 mod run;
 mod signals;
 

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -152,7 +153,12 @@ struct GsoCmsg([u8; 32]);
 
 /// All destinations.
 pub(crate) struct Sockets {
+    /// The destinations with an address, in the order they got one.
     targets: Vec<Target>,
+    /// Destination index (as given) -> its target, `None` while its name does not
+    /// resolve yet.
+    slots: Vec<Option<usize>>,
+    gso_wanted: bool,
     copies: u32,
     /// The size of a full datagram (as sent): only runs of these become GSO messages.
     full: usize,
@@ -169,29 +175,10 @@ impl Sockets {
     /// `full`: the size of a full datagram as sent; with `gso`, runs of them leave
     /// with UDP segmentation offload where the kernel offers it.
     pub(crate) fn open(dests: &[Dest], copies: u32, full: usize, gso: bool) -> io::Result<Sockets> {
-        let mut targets = Vec::with_capacity(dests.len());
-        for dest in dests {
-            let socket = Socket::new(
-                Domain::for_address(dest.addr),
-                Type::DGRAM.cloexec(),
-                Some(Protocol::UDP),
-            )?;
-            socket.set_nonblocking(true)?;
-            // Best effort: the default is enough, bigger absorbs bursts.
-            let _ = socket.set_send_buffer_size(SEND_BUFFER);
-            let addr = SockAddr::from(dest.addr);
-            let connected = socket.connect(&addr).is_ok();
-            let gso = gso && gso_supported(socket.as_raw_fd());
-            targets.push(Target {
-                socket,
-                addr,
-                connected,
-                stalled: false,
-                gso,
-            });
-        }
-        Ok(Sockets {
-            targets,
+        let mut sockets = Sockets {
+            targets: Vec::with_capacity(dests.len()),
+            slots: vec![None; dests.len()],
+            gso_wanted: gso,
             copies,
             full,
             stats: Stats::default(),
@@ -199,7 +186,41 @@ impl Sockets {
             iovs: Vec::new(),
             plan: Vec::new(),
             cmsgs: Vec::new(),
-        })
+        };
+        for (index, dest) in dests.iter().enumerate() {
+            if let Some(addr) = dest.addr {
+                sockets.resolved(index, addr)?;
+            }
+        }
+        Ok(sockets)
+    }
+
+    /// Destination `index` has its address now (at start, or once its name
+    /// resolved): its socket opens, connected when the route allows.
+    pub(crate) fn resolved(&mut self, index: usize, addr: SocketAddr) -> io::Result<()> {
+        if self.slots.get(index).is_none_or(|s| s.is_some()) {
+            return Ok(());
+        }
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::DGRAM.cloexec(),
+            Some(Protocol::UDP),
+        )?;
+        socket.set_nonblocking(true)?;
+        // Best effort: the default is enough, bigger absorbs bursts.
+        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        let addr = SockAddr::from(addr);
+        let connected = socket.connect(&addr).is_ok();
+        let gso = self.gso_wanted && gso_supported(socket.as_raw_fd());
+        self.slots[index] = Some(self.targets.len());
+        self.targets.push(Target {
+            socket,
+            addr,
+            connected,
+            stalled: false,
+            gso,
+        });
+        Ok(())
     }
 
     /// Whether some destination takes GSO messages (so padding full datagrams to
@@ -213,15 +234,18 @@ impl Sockets {
         &self.stats
     }
 
-    /// The sockets' descriptors, for polling for errors (`POLLERR`).
+    /// Each destination's socket descriptor (-1 while its name does not resolve),
+    /// for polling for errors (`POLLERR`) and NACKs.
     pub(crate) fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.targets.iter().map(|t| t.socket.as_raw_fd())
+        self.slots
+            .iter()
+            .map(|s| s.map_or(-1, |t| self.targets[t].socket.as_raw_fd()))
     }
 
     /// Collects a pending socket error (from ICMP) of socket `index`, so that it
     /// does not fail the next send; counts it.
     pub(crate) fn take_error(&mut self, index: usize) {
-        if let Some(target) = self.targets.get(index) {
+        if let Some(target) = self.target(index) {
             if let Ok(Some(err)) = target.socket.take_error() {
                 self.stats.count(ErrorKind::of(&err));
             }
@@ -254,7 +278,10 @@ impl Sockets {
         index: usize,
         datagrams: impl ExactSizeIterator<Item = &'a [u8]>,
     ) {
-        if datagrams.len() == 0 || index >= self.targets.len() {
+        let Some(index) = self.slots.get(index).copied().flatten() else {
+            return;
+        };
+        if datagrams.len() == 0 {
             return;
         }
         self.iovs.clear();
@@ -274,7 +301,7 @@ impl Sockets {
     /// Receives one datagram waiting on the socket of destination `index` into `buf`
     /// (without waiting).
     pub(crate) fn recv(&mut self, index: usize, buf: &mut [u8]) -> Received {
-        let Some(target) = self.targets.get(index) else {
+        let Some(target) = self.target(index) else {
             return Received::Nothing;
         };
         // SAFETY: `recv_from` only writes initialised bytes into the buffer; viewing
@@ -300,6 +327,15 @@ impl Sockets {
                 }
             }
         }
+    }
+
+    /// Destination `index`'s target, once it has an address.
+    fn target(&self, index: usize) -> Option<&Target> {
+        self.slots
+            .get(index)
+            .copied()
+            .flatten()
+            .map(|t| &self.targets[t])
     }
 
     /// Sends the planned messages to target `t`.

@@ -17,6 +17,7 @@ use crate::cli::Config;
 use crate::harden;
 use crate::kmsg::Kmsg;
 use crate::net::{Received, Sockets};
+use crate::resolve::{self, Pending};
 use crate::signals::Signals;
 
 /// Bytes asked for per `read(2)`: more than a full pipe (64 KiB unless its writer
@@ -95,6 +96,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         foreign: 0,
         buf: vec![0; 1 << 16],
     };
+    let mut pending = Pending::start(&config.dests);
     io.padding = io.sockets.gso();
     sender.set_pad_full(io.padding);
     io.transmit(&mut sender);
@@ -139,6 +141,10 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             break;
         }
         let mut deadline = sender.poll_timeout();
+        if pending.is_some() {
+            // A name resolved in the background: its socket opens within a second.
+            deadline = earliest(deadline, Some(now + resolve::RETRY));
+        }
         // Every input closed: only COMMAND's exit is awaited.
         let wait_child = child.as_ref().filter(|_| !inputs_open);
         if wait_child.is_some_and(|c| c.pidfd.is_none()) {
@@ -206,6 +212,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
         // After the input: new lines always go first.
         io.answer(&mut sender, &pollfds[sockets_at..], now, now_us);
+        if pending.as_mut().is_some_and(|p| p.poll(&mut io.sockets)) {
+            pending = None;
+        }
     }
 
     let (reason, status) = match (stop, child.and_then(|c| c.status)) {

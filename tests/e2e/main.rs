@@ -3,6 +3,7 @@ mod faults;
 mod hostile;
 mod integrations;
 mod kernel_lab;
+mod kmsg;
 mod package;
 mod receiver;
 mod recovery;
