@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Reassembler {
+impl Inner {
     // ---- rejections ----
 
     pub(super) fn corrupt(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
@@ -22,44 +22,18 @@ impl Reassembler {
 
     // ---- netconsole and plain text ----
 
-    pub(super) fn handle_foreign(
+    /// One netconsole or text datagram for `session` (of kind `kind`).
+    pub(super) fn foreign_datagram(
         &mut self,
+        session: &mut Session,
+        kind: SourceKind,
         now: Instant,
         wall_us: u64,
         from: SocketAddr,
         bytes: &[u8],
     ) {
-        let kind = match netconsole::classify(bytes) {
-            netconsole::Kind::Extended => SourceKind::KernelExtended,
-            netconsole::Kind::Text => SourceKind::Text,
-            // Plain netconsole sends the console's bytes as they are: once a source
-            // has sent text, its datagrams with a few stray control or non-UTF-8 bytes
-            // are still its console output (random bytes, or any NUL, are not).
-            netconsole::Kind::Garbage(GarbageReason::Binary | GarbageReason::NotUtf8)
-                if mostly_text(bytes)
-                    && self
-                        .sessions
-                        .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
-            {
-                SourceKind::Text
-            }
-            netconsole::Kind::Garbage(reason) => {
-                let reason = match reason {
-                    GarbageReason::Empty => CorruptReason::Empty,
-                    GarbageReason::Binary => CorruptReason::Binary,
-                    GarbageReason::NotUtf8 => CorruptReason::NotUtf8,
-                };
-                self.corrupt(now, from, reason);
-                return;
-            }
-        };
-        let key = SessionKey::Source(from, kind);
-        let mut session = match self.sessions.remove(&key) {
-            Some(s) => s,
-            None => self.new_local_session(from, kind, now, wall_us),
-        };
         let next = session.next;
-        self.touch(&mut session, now, wall_us, next);
+        self.touch(session, now, wall_us, next);
         match kind {
             SourceKind::KernelExtended => {
                 let pushed = match (netconsole::parse_extended(bytes), &mut session.source) {
@@ -76,10 +50,8 @@ impl Reassembler {
                 }
             }
         }
-        self.take_source_output(&mut session, now, wall_us);
-        self.after_input(&mut session, now);
-        self.sessions.insert(key, session);
-        self.enforce_session_limit(now, key);
+        self.take_source_output(session, now, wall_us);
+        self.after_input(session, now);
     }
 
     /// Moves complete records or lines out of a netconsole or text session's

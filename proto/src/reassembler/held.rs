@@ -1,10 +1,11 @@
 //! The budget's side in the reassembler: every byte held on behalf of a sender
-//! is charged and refunded here, room is made here, and sessions are registered,
-//! retired and forgotten here (see [`crate::budget`]).
+//! is charged and refunded here, a session makes room within its own bound here,
+//! and sessions are registered and forgotten here (see [`crate::budget`]; the
+//! budget across sessions and retirement are the table's).
 
 use super::*;
 
-impl Reassembler {
+impl Inner {
     // ---- the budget: every byte held on behalf of a sender is charged here ----
 
     /// Charges `n` more held bytes (a waiting line, a fragment) to `session`.
@@ -53,50 +54,11 @@ impl Reassembler {
         session.state_bytes = cost;
     }
 
-    /// Makes room for `len` more held bytes in `session`: within its own bound by
-    /// giving up its own holes, then within the budget (see [`crate::budget`]).
-    pub(super) fn make_room(&mut self, session: &mut Session, len: usize, now: Instant) {
+    /// Makes room for `len` more held bytes in `session` within its own bound, by
+    /// giving up its own holes. The budget across sessions is the table's, after the
+    /// datagram ([`Reassembler::enforce_budget`]).
+    pub(super) fn make_room(&mut self, session: &mut Session, len: usize) {
         while session.held_bytes + len > self.config.max_pending_bytes && self.shed(session) {}
-        self.enforce_budget(session, len, now);
-    }
-
-    /// Gives up held work, oldest first, from the source the budget names, until
-    /// `extra` more bytes for `current` (the session being handled, out of the map)
-    /// fit; a source holding only session state loses its oldest session.
-    pub(super) fn enforce_budget(&mut self, current: &mut Session, extra: usize, now: Instant) {
-        let ip = current.info.addr.ip();
-        let current_key = session_key(current);
-        let mut counted = false;
-        while let Some(victim) = self.budget.victim(ip, extra) {
-            if !counted {
-                self.stats.held_limit_reached += 1;
-                counted = true;
-            }
-            if let Some(key) = self.budget.oldest_holder(victim) {
-                let freed = if key == current_key {
-                    self.shed(current)
-                } else if let Some(mut other) = self.sessions.remove(&key) {
-                    let freed = self.shed(&mut other);
-                    self.schedule(key, &mut other, now);
-                    self.sessions.insert(key, other);
-                    freed
-                } else {
-                    false
-                };
-                if freed {
-                    continue;
-                }
-                break;
-            }
-            let sessions = &self.sessions;
-            let oldest = self.budget.oldest_session(victim, current_key, |k| {
-                *k == current_key || sessions.contains_key(k)
-            });
-            match oldest {
-                Some(key) => self.retire(key),
-                None => break,
-            }
-        }
     }
 
     /// Gives up `session`'s oldest held work: its first hole (a gap, or a fragmented
@@ -123,50 +85,6 @@ impl Reassembler {
             }
         }
         session.held_bytes < before
-    }
-
-    // ---- sessions: limits ----
-
-    pub(super) fn enforce_session_limit(&mut self, now: Instant, keep: SessionKey) {
-        if self.sessions.len() <= self.config.max_sessions {
-            return;
-        }
-        // The oldest session of the source that costs the most: a flood of sessions
-        // from one source retires its own, never a quiet host's.
-        let Some(ip) = self.budget.heaviest() else {
-            return;
-        };
-        let sessions = &self.sessions;
-        let victim = self
-            .budget
-            .oldest_session(ip, keep, |k| sessions.contains_key(k))
-            .or_else(|| {
-                // That source has only the session being handled: the one idle
-                // longest among a few others.
-                self.sessions
-                    .iter()
-                    .filter(|(k, _)| **k != keep)
-                    .take(32)
-                    .min_by_key(|(_, s)| (s.fate == Fate::Running, s.last_rx))
-                    .map(|(k, _)| *k)
-            });
-        if let Some(key) = victim {
-            self.retire(key);
-        }
-        let _ = now;
-    }
-
-    /// Drops session `key` from memory to make room, reporting what it held.
-    pub(super) fn retire(&mut self, key: SessionKey) {
-        if let Some(mut session) = self.sessions.remove(&key) {
-            self.resolve_join(&mut session);
-            self.give_up_all(&mut session);
-            self.stats.retired += 1;
-            self.events.push_back(Event::Retired {
-                session: session.info.clone(),
-            });
-            self.finish(session);
-        }
     }
 
     /// A session in the budget from now on.

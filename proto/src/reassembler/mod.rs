@@ -50,6 +50,7 @@
 //! timer does, and NACKs).
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -212,14 +213,33 @@ pub const BUDGET_SLACK: usize = SESSION_STATE_BYTES
 /// Sealed session ids remembered as already reported (then forgotten all at once).
 const MAX_SEALED_REPORTED: usize = 4096;
 
+/// How finely the table orders sessions by when they were last heard (a session
+/// is queued again at most this often).
+const RECENCY_STEP: Duration = Duration::from_secs(1);
+
 /// Most reported-lost ranges a session remembers for recognising late lines.
 const MAX_LOST_RANGES: usize = 1024;
 
 /// Rebuilds every sender's lines in order; see the module docs.
+///
+/// Split the way smoltcp splits its interface: the session table (routing, limits,
+/// retirement) apart from [`Inner`], everything the sessions share, so that one
+/// session can be worked on in place (`&mut Session` from the table, `&mut Inner`
+/// beside it) instead of being taken out of the table and put back per datagram.
 #[derive(Debug)]
 pub struct Reassembler {
-    config: Config,
     sessions: HashMap<SessionKey, Session>,
+    /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity:
+    /// an entry is current when it equals its session's `queued_at`, else stale.
+    recency: VecDeque<(Instant, SessionKey)>,
+    inner: Inner,
+}
+
+/// What every session shares: the configuration, the events and NACKs going out,
+/// the counters, the memory budget and the timers.
+#[derive(Debug)]
+struct Inner {
+    config: Config,
     /// (source IP, name) -> the newest ncu session of that sender.
     senders: HashMap<(IpAddr, String), u64>,
     events: VecDeque<Event>,
@@ -285,6 +305,16 @@ impl Reassembler {
     /// session already running for longer than the receiver was joined mid-way).
     pub fn new(config: Config, now: Instant) -> Reassembler {
         Reassembler {
+            sessions: HashMap::new(),
+            recency: VecDeque::new(),
+            inner: Inner::new(config, now),
+        }
+    }
+}
+
+impl Inner {
+    fn new(config: Config, now: Instant) -> Inner {
+        Inner {
             started: now,
             sealed_reported: HashSet::new(),
             sealing: None,
@@ -301,7 +331,6 @@ impl Reassembler {
             ),
             budget: Budget::new(config.max_held_bytes),
             config,
-            sessions: HashMap::new(),
             senders: HashMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -312,13 +341,15 @@ impl Reassembler {
             corrupt_suppressed: 0,
         }
     }
+}
 
+impl Reassembler {
     /// From now on, accept only datagrams sealed with one of `keys` that
     /// authenticate and are not replays (see [`crate::seal`]); everything else
     /// (unsealed ncu datagrams, netconsole, text, forgeries, replays) is rejected as
     /// `auth`. Byte-identical copies (`--copies`) count as duplicates.
     pub fn set_keys(&mut self, keys: Keys, replay: ReplayConfig) {
-        self.sealing = Some(Box::new(Sealing {
+        self.inner.sealing = Some(Box::new(Sealing {
             keys,
             guard: ReplayGuard::new(replay),
             opened: Vec::new(),
@@ -327,17 +358,17 @@ impl Reassembler {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.inner.config
     }
 
     /// The receiver's counters.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.inner.stats
     }
 
     /// Bytes held by all sessions while waiting for holes to fill.
     pub fn held_bytes(&self) -> usize {
-        self.total_held_bytes
+        self.inner.total_held_bytes
     }
 
     /// Bytes charged to the memory budget: held work plus per-session state (see
@@ -345,7 +376,7 @@ impl Reassembler {
     /// at most [`BUDGET_SLACK`]: the state of the one session being handled, which
     /// nothing else can pay for.
     pub fn budget_used(&self) -> usize {
-        self.budget.total()
+        self.inner.budget.total()
     }
 
     /// Sessions in memory.
@@ -355,7 +386,7 @@ impl Reassembler {
 
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.inner.events.pop_front()
     }
 
     /// Hands an event back once it has been written out, so that its line buffer
@@ -365,13 +396,16 @@ impl Reassembler {
     /// [`SPARE_TEXT_CAPACITY`] bytes each are kept.
     pub fn recycle(&mut self, event: Event) {
         if let Event::Line { mut text, .. } = event {
-            if self.spare_texts.len() < SPARE_TEXTS && text.capacity() <= SPARE_TEXT_CAPACITY {
+            let spare = &mut self.inner.spare_texts;
+            if spare.len() < SPARE_TEXTS && text.capacity() <= SPARE_TEXT_CAPACITY {
                 text.clear();
-                self.spare_texts.push(text);
+                spare.push(text);
             }
         }
     }
+}
 
+impl Inner {
     /// A line buffer holding `bytes`: a recycled one when there is one.
     fn text_buffer(&mut self, bytes: &[u8]) -> Vec<u8> {
         match self.spare_texts.pop() {
@@ -382,94 +416,29 @@ impl Reassembler {
             None => bytes.to_vec(),
         }
     }
+}
 
+impl Reassembler {
     /// When [`Reassembler::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.inner.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.inner.transmits.pop_front()
     }
 
     /// Counts a datagram the caller rejected before it could be handed over (e.g.
     /// truncated by the socket), reporting it like any other rejection.
     pub fn reject(&mut self, now: Instant, from: SocketAddr, reason: CorruptReason) {
-        self.stats.datagrams += 1;
-        self.corrupt(now, from, reason);
-    }
-
-    /// Takes one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
-        self.stats.datagrams += 1;
-        self.stats.bytes += bytes.len() as u64;
-        if self.sealing.is_some() {
-            self.handle_with_key(now, wall_us, from, bytes);
-            return;
-        }
-        if wire::has_magic(bytes) {
-            match Repr::parse(bytes) {
-                Ok(repr) => {
-                    let flags = wire::Datagram::new_unchecked(bytes).flags();
-                    self.handle_ncu(now, wall_us, from, flags, repr)
-                }
-                Err(DecodeError::Sealed) => self.handle_sealed(now, from, bytes),
-                Err(e) => self.corrupt(now, from, CorruptReason::Decode(e)),
-            }
-            return;
-        }
-        self.handle_foreign(now, wall_us, from, bytes);
-    }
-
-    /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
-    /// sessions gone silent.
-    pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
-        // Only sessions with a deadline due are visited: the cost follows the work,
-        // not the number of sessions.
-        while let Some(&Reverse((due, key))) = self.timers.peek() {
-            if due > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(mut session) = self.sessions.remove(&key) else {
-                continue;
-            };
-            if session.scheduled != Some(due) {
-                self.sessions.insert(key, session); // a stale entry
-                continue;
-            }
-            session.scheduled = None;
-            self.session_timeout(&mut session, now, wall_us);
-            self.recharge(&mut session);
-            let forget = session
-                .timer(Timer::Forget, &self.config)
-                .is_some_and(|due| due <= now);
-            if forget && session.pending.is_empty() && session.fragments.is_empty() {
-                self.finish(session);
-                continue;
-            }
-            self.schedule(key, &mut session, now);
-            self.sessions.insert(key, session);
-        }
-    }
-
-    /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
-    /// turns out early is harmless: the session is visited and rescheduled).
-    fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
-        if let Some(deadline) = session.deadline(&self.config) {
-            // A deadline already past is handled at the next turn.
-            let deadline = deadline.max(now);
-            if session.scheduled.is_none_or(|s| deadline < s) {
-                session.scheduled = Some(deadline);
-                self.timers.push(Reverse((deadline, key)));
-            }
-        }
+        self.inner.stats.datagrams += 1;
+        self.inner.corrupt(now, from, reason);
     }
 
     /// Summaries of every session in memory and of those finished and kept.
     pub fn summaries(&self) -> Vec<SessionSummary> {
-        let mut all: Vec<SessionSummary> = self.finished.iter().cloned().collect();
+        let mut all: Vec<SessionSummary> = self.inner.finished.iter().cloned().collect();
         all.extend(self.sessions.values().map(Session::summary));
         all.sort_by_key(|s| (s.first_received_at_us, s.session.id));
         all
@@ -497,34 +466,12 @@ impl Reassembler {
         match self.sessions.get(&key) {
             Some(s) if s.info.id == info.id => Some(s.summary()),
             _ => self
+                .inner
                 .finished
                 .iter()
                 .rev()
                 .find(|s| s.session.id == info.id && s.session.addr == info.addr)
                 .cloned(),
-        }
-    }
-
-    /// Gives up every hole in every session now (at exit), so that the events say
-    /// exactly which lines were lost. Sessions stay as they are otherwise.
-    ///
-    /// Sessions are visited in the order they began (first datagram, then key), so
-    /// the events are the same for the same inputs and times.
-    pub fn flush(&mut self, now: Instant, wall_us: u64) {
-        let mut keys: Vec<(u64, SessionKey)> = self
-            .sessions
-            .iter()
-            .map(|(k, s)| (s.first_rx_wall, *k))
-            .collect();
-        keys.sort_unstable();
-        for (_, key) in keys {
-            let Some(mut session) = self.sessions.remove(&key) else {
-                continue;
-            };
-            self.flush_source(&mut session, now, wall_us);
-            self.resolve_join(&mut session);
-            self.give_up_all(&mut session);
-            self.sessions.insert(key, session);
         }
     }
 }
@@ -534,6 +481,7 @@ mod held;
 mod ncu;
 mod order;
 mod session;
+mod table;
 #[cfg(test)]
 mod tests;
 mod timers;

@@ -3,67 +3,66 @@
 
 use super::*;
 
-impl Reassembler {
+impl Inner {
     // ---- ncu sessions ----
 
-    pub(super) fn handle_ncu(
+    /// A new ncu session for the first datagram seen of it. A name the datagram
+    /// carries is learnt before `start` is reported; a session it supersedes (the
+    /// same sender's previous run) is returned, to be marked restarted before this
+    /// one's events.
+    pub(super) fn new_ncu_session(
         &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        repr: &Repr<'_>,
+    ) -> (Session, Option<u64>) {
+        let info = SessionInfo {
+            id: repr.header.session,
+            name: from.ip().to_string(),
+            addr: from,
+            kind: SourceKind::Ncu,
+        };
+        self.stats.sessions += 1;
+        let mut s = Session::new(Arc::new(info), now, wall_us);
+        self.register(&mut s);
+        // HELLO, HEARTBEAT and END carry the name: learn it before `start` is
+        // reported (HELLO starts the session when it is handled).
+        let superseded = match repr.payload {
+            Payload::Hello { name, .. }
+            | Payload::Heartbeat { name }
+            | Payload::End { name, .. } => self.learn_name(&mut s, name),
+            _ => None,
+        };
+        let is_hello = matches!(repr.payload, Payload::Hello { .. });
+        if !is_hello {
+            let started_us = u64::from(wire::session_started_secs(repr.header.session)) * 1_000_000;
+            let age = Duration::from_micros(repr.header.sent_at_us.saturating_sub(started_us));
+            let uptime = now.saturating_duration_since(self.started);
+            if repr.header.seq > 1 && age > uptime + JOIN_MARGIN {
+                // Running since before this receiver: wait a reorder window for
+                // the lowest line, then start there.
+                s.joining_until = Some(now + self.config.reorder_window);
+            } else {
+                self.start(&mut s, 1, false);
+            }
+        }
+        (s, superseded)
+    }
+
+    /// One ncu datagram for `session`. Returns the session this one supersedes, when
+    /// it learnt its name now (see [`Inner::learn_name`]).
+    pub(super) fn ncu_datagram(
+        &mut self,
+        session: &mut Session,
         now: Instant,
         wall_us: u64,
         from: SocketAddr,
         flags: u8,
         repr: Repr<'_>,
-    ) {
-        let key = SessionKey::Ncu(repr.header.session);
-        match repr.payload {
-            // NACKs go to senders; one here is misdirected (or a reflection attempt).
-            Payload::Nack { .. } => {
-                self.corrupt(now, from, CorruptReason::UnexpectedKind);
-                return;
-            }
-            // Only meaningful for a session this receiver knows.
-            Payload::Gone { .. } if !self.sessions.contains_key(&key) => return,
-            _ => {}
-        }
-        let mut session = match self.sessions.remove(&key) {
-            Some(s) => s,
-            None => {
-                let info = SessionInfo {
-                    id: repr.header.session,
-                    name: from.ip().to_string(),
-                    addr: from,
-                    kind: SourceKind::Ncu,
-                };
-                self.stats.sessions += 1;
-                let mut s = Session::new(Arc::new(info), now, wall_us);
-                self.register(&mut s);
-                // HEARTBEAT and END carry the name: learn it before `start` is
-                // reported (HELLO does so below, before it starts the session).
-                match repr.payload {
-                    Payload::Heartbeat { name } | Payload::End { name, .. } => {
-                        self.learn_name(&mut s, name, now, wall_us)
-                    }
-                    _ => {}
-                }
-                let is_hello = matches!(repr.payload, Payload::Hello { .. });
-                if !is_hello {
-                    let started_us =
-                        u64::from(wire::session_started_secs(repr.header.session)) * 1_000_000;
-                    let age =
-                        Duration::from_micros(repr.header.sent_at_us.saturating_sub(started_us));
-                    let uptime = now.saturating_duration_since(self.started);
-                    if repr.header.seq > 1 && age > uptime + JOIN_MARGIN {
-                        // Running since before this receiver: wait a reorder window for
-                        // the lowest line, then start there.
-                        s.joining_until = Some(now + self.config.reorder_window);
-                    } else {
-                        self.start(&mut s, 1, false);
-                    }
-                }
-                s
-            }
-        };
-        self.touch(&mut session, now, wall_us, repr.header.seq);
+    ) -> Option<u64> {
+        let mut superseded = None;
+        self.touch(session, now, wall_us, repr.header.seq);
         session.last_addr = from;
         session.recovery |= flags & wire::FLAG_RECOVERY != 0;
         let sent_at = repr.header.sent_at_us;
@@ -75,15 +74,15 @@ impl Reassembler {
                     // The sender no longer has these: report them now.
                     while session.first_seq.is_some()
                         && session.next <= session.gone_upto
-                        && self.give_up_first_hole_upto(&mut session, last)
+                        && self.give_up_first_hole_upto(session, last)
                     {}
                 }
             }
             Payload::Hello { name, .. } => {
-                self.learn_name(&mut session, name, now, wall_us);
+                superseded = self.learn_name(session, name);
                 // A repeated HELLO is no line: `duplicates` counts lines only.
                 if session.first_seq.is_none() {
-                    self.start(&mut session, repr.header.seq, false);
+                    self.start(session, repr.header.seq, false);
                 }
             }
             Payload::Lines { lines, count } => {
@@ -102,7 +101,7 @@ impl Reassembler {
                         },
                         _ => kmsg_line(seq, line.text, line.flags, sent_at, followed),
                     };
-                    self.accept_line(&mut session, incoming, now, wall_us);
+                    self.accept_line(session, incoming, now, wall_us);
                     seq = seq.saturating_add(1);
                 }
             }
@@ -113,16 +112,9 @@ impl Reassembler {
                 bytes,
             } => {
                 let seq = repr.header.seq;
-                if let Some(text) = self.accept_fragment(
-                    &mut session,
-                    seq,
-                    offset,
-                    total,
-                    line_flags,
-                    bytes,
-                    now,
-                    from,
-                ) {
+                if let Some(text) =
+                    self.accept_fragment(session, seq, offset, total, line_flags, bytes, now, from)
+                {
                     let incoming = match line_flags & LINE_KMSG {
                         0 => IncomingLine {
                             seq,
@@ -135,15 +127,15 @@ impl Reassembler {
                         },
                         _ => kmsg_line(seq, &text, line_flags, sent_at, false),
                     };
-                    self.accept_line(&mut session, incoming, now, wall_us);
+                    self.accept_line(session, incoming, now, wall_us);
                 }
             }
             Payload::Heartbeat { name } => {
-                self.learn_name(&mut session, name, now, wall_us);
-                self.learn_known_last(&mut session, repr.header.seq, now);
+                superseded = self.learn_name(session, name);
+                self.learn_known_last(session, repr.header.seq, now);
             }
             Payload::End { name, reason } => {
-                self.learn_name(&mut session, name, now, wall_us);
+                superseded = self.learn_name(session, name);
                 // END is repeated while the sender lingers: no line, not a duplicate.
                 if session.end.is_none() {
                     session.end = Some((repr.header.seq, reason));
@@ -153,62 +145,10 @@ impl Reassembler {
             }
         }
         if session.first_seq.is_none() && session.pending.contains_key(&1) {
-            self.start(&mut session, 1, false);
+            self.start(session, 1, false);
         }
-        self.after_input(&mut session, now);
-        self.sessions.insert(key, session);
-        self.enforce_session_limit(now, key);
-    }
-
-    pub(super) fn handle_with_key(
-        &mut self,
-        now: Instant,
-        wall_us: u64,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) {
-        let Some(mut sealing) = self.sealing.take() else {
-            return;
-        };
-        sealing.opened.clear();
-        let verdict = match seal::open(&sealing.keys, bytes, &mut sealing.opened) {
-            Err(seal::OpenError::Malformed(e)) if wire::has_magic(bytes) => {
-                Err(CorruptReason::Decode(e))
-            }
-            Err(_) => Err(CorruptReason::Auth),
-            Ok(()) => match Repr::parse(&sealing.opened) {
-                Err(e) => Err(CorruptReason::Decode(e)),
-                Ok(repr) => match sealing.guard.check(&repr.header, wall_us) {
-                    Ok(()) => {
-                        let flags = wire::Datagram::new_unchecked(&sealing.opened).flags();
-                        self.handle_ncu(now, wall_us, from, flags, repr);
-                        Ok(())
-                    }
-                    Err(replay) if replay.is_duplicate() => {
-                        // A byte-identical copy (--copies) or a replay within the window:
-                        // dropped before it can make a dead sender look alive.
-                        // Counted as the lines it carried again (none for HELLO,
-                        // heartbeats and END).
-                        let lines = match repr.payload {
-                            Payload::Lines { count, .. } => u64::from(count),
-                            Payload::Fragment { .. } => 1,
-                            _ => 0,
-                        };
-                        if let Some(s) =
-                            self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
-                        {
-                            s.duplicates += lines;
-                        }
-                        Ok(())
-                    }
-                    Err(_) => Err(CorruptReason::Auth),
-                },
-            },
-        };
-        self.sealing = Some(sealing);
-        if let Err(reason) = verdict {
-            self.corrupt(now, from, reason);
-        }
+        self.after_input(session, now);
+        superseded
     }
 
     pub(super) fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
@@ -242,15 +182,12 @@ impl Reassembler {
         }
     }
 
-    pub(super) fn learn_name(
-        &mut self,
-        session: &mut Session,
-        name: &str,
-        now: Instant,
-        wall_us: u64,
-    ) {
+    /// The sender's name, from HELLO, HEARTBEAT or END. When it names a sender
+    /// whose newer session this is, returns the id of that sender's previous session
+    /// (for the table to mark it restarted).
+    pub(super) fn learn_name(&mut self, session: &mut Session, name: &str) -> Option<u64> {
         if session.name_known && session.info.name == name {
-            return;
+            return None;
         }
         session.name_known = true;
         let info = SessionInfo {
@@ -260,19 +197,7 @@ impl Reassembler {
         session.info = Arc::new(info);
         let sender = (session.info.addr.ip(), name.to_owned());
         let previous = self.senders.insert(sender, session.info.id);
-        if let Some(old_id) = previous.filter(|&id| id != session.info.id) {
-            if let Some(mut old) = self.sessions.remove(&SessionKey::Ncu(old_id)) {
-                match old.fate {
-                    Fate::Running if old.end.is_none() => {
-                        self.go_silent(&mut old, SilentReason::Restarted, now, wall_us)
-                    }
-                    // Already reported silent: it stays so, now known to be restarted.
-                    Fate::Silent => old.fate = Fate::Restarted,
-                    _ => {}
-                }
-                self.sessions.insert(SessionKey::Ncu(old_id), old);
-            }
-        }
+        previous.filter(|&id| id != session.info.id)
     }
 
     pub(super) fn learn_known_last(&mut self, session: &mut Session, last: u64, now: Instant) {
@@ -381,7 +306,7 @@ impl Reassembler {
             return None;
         }
         // Room for what this piece can cost; making it may give up this very line.
-        self.make_room(session, bytes.len() + PIECE_OVERHEAD, now);
+        self.make_room(session, bytes.len() + PIECE_OVERHEAD);
         let frag = session.fragments.get_mut(&seq)?;
         let before = frag.bytes.held_cost();
         // The decoder checked offset + len <= total.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Reassembler {
+impl Inner {
     // ---- the ordering logic shared by every kind of session ----
 
     pub(super) fn accept_line(
@@ -63,7 +63,7 @@ impl Reassembler {
             return;
         }
         let len = pending.held_cost();
-        self.make_room(session, len, now);
+        self.make_room(session, len);
         if session.first_seq.is_some() && seq <= session.next {
             // Room was made by giving up the lines before this one (or this one).
             if seq == session.next {
@@ -223,7 +223,6 @@ impl Reassembler {
     pub(super) fn after_input(&mut self, session: &mut Session, now: Instant) {
         self.maybe_end(session);
         self.recharge(session);
-        self.enforce_budget(session, 0, now);
         let key = session_key(session);
         self.schedule(key, session, now);
     }

@@ -127,6 +127,8 @@ pub(super) struct Session {
     pub(super) last_addr: SocketAddr,
     /// The deadline this session has in the timers, if any.
     pub(super) scheduled: Option<Instant>,
+    /// When its entry in the table's recency queue was made.
+    pub(super) queued_at: Option<Instant>,
     pub(super) source: Source,
     /// Text sessions: the number the next joined line gets.
     pub(super) next_text_seq: u64,
@@ -177,6 +179,7 @@ impl Session {
             recovered: 0,
             last_addr: info_addr,
             scheduled: None,
+            queued_at: None,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,

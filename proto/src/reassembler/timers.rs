@@ -1,9 +1,9 @@
-//! What a session's timers do when due ([`Reassembler::session_timeout`]), and
+//! What a session's timers do when due ([`Inner::session_timeout`]), and
 //! the NACKs they send.
 
 use super::*;
 
-impl Reassembler {
+impl Inner {
     /// Queues NACKs for the lines `session` is missing, oldest first: as many
     /// datagrams of [`wire::MAX_NACK_RANGES`] ranges as it takes, up to
     /// [`NACK_RANGES_PER_ROUND`] ranges, each datagram within the overall rate limit.

@@ -1,0 +1,349 @@
+//! The session table: which session a datagram is for, the limits across sessions
+//! (the memory budget, the number of sessions), retirement in a defined order
+//! (least recently heard), and the walk over due timers. Each session's own work is
+//! [`Inner`]'s, on the session borrowed in place.
+
+use super::foreign::mostly_text;
+use super::*;
+
+impl Reassembler {
+    /// Takes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        self.inner.stats.datagrams += 1;
+        self.inner.stats.bytes += bytes.len() as u64;
+        if self.inner.sealing.is_some() {
+            self.handle_with_key(now, wall_us, from, bytes);
+            return;
+        }
+        if wire::has_magic(bytes) {
+            match Repr::parse(bytes) {
+                Ok(repr) => {
+                    let flags = wire::Datagram::new_unchecked(bytes).flags();
+                    self.handle_ncu(now, wall_us, from, flags, repr)
+                }
+                Err(DecodeError::Sealed) => self.inner.handle_sealed(now, from, bytes),
+                Err(e) => self.inner.corrupt(now, from, CorruptReason::Decode(e)),
+            }
+            return;
+        }
+        self.handle_foreign(now, wall_us, from, bytes);
+    }
+
+    fn handle_ncu(
+        &mut self,
+        now: Instant,
+        wall_us: u64,
+        from: SocketAddr,
+        flags: u8,
+        repr: Repr<'_>,
+    ) {
+        let key = SessionKey::Ncu(repr.header.session);
+        match repr.payload {
+            // NACKs go to senders; one here is misdirected (or a reflection attempt).
+            Payload::Nack { .. } => {
+                self.inner.corrupt(now, from, CorruptReason::UnexpectedKind);
+                return;
+            }
+            // Only meaningful for a session this receiver knows.
+            Payload::Gone { .. } if !self.sessions.contains_key(&key) => return,
+            _ => {}
+        }
+        if !self.sessions.contains_key(&key) {
+            let (session, superseded) = self.inner.new_ncu_session(now, wall_us, from, &repr);
+            if let Some(old) = superseded {
+                self.supersede(old, now, wall_us);
+            }
+            self.sessions.insert(key, session);
+        }
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let superseded = self
+            .inner
+            .ncu_datagram(session, now, wall_us, from, flags, repr);
+        heard(&mut self.recency, session, key, now);
+        if let Some(old) = superseded {
+            self.supersede(old, now, wall_us);
+        }
+        self.after_datagram(from, key, now);
+    }
+
+    fn handle_with_key(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        let Some(mut sealing) = self.inner.sealing.take() else {
+            return;
+        };
+        sealing.opened.clear();
+        let verdict = match seal::open(&sealing.keys, bytes, &mut sealing.opened) {
+            Err(seal::OpenError::Malformed(e)) if wire::has_magic(bytes) => {
+                Err(CorruptReason::Decode(e))
+            }
+            Err(_) => Err(CorruptReason::Auth),
+            Ok(()) => match Repr::parse(&sealing.opened) {
+                Err(e) => Err(CorruptReason::Decode(e)),
+                Ok(repr) => match sealing.guard.check(&repr.header, wall_us) {
+                    Ok(()) => {
+                        let flags = wire::Datagram::new_unchecked(&sealing.opened).flags();
+                        self.handle_ncu(now, wall_us, from, flags, repr);
+                        Ok(())
+                    }
+                    Err(replay) if replay.is_duplicate() => {
+                        // A byte-identical copy (--copies) or a replay within the window:
+                        // dropped before it can make a dead sender look alive.
+                        // Counted as the lines it carried again (none for HELLO,
+                        // heartbeats and END).
+                        let lines = match repr.payload {
+                            Payload::Lines { count, .. } => u64::from(count),
+                            Payload::Fragment { .. } => 1,
+                            _ => 0,
+                        };
+                        if let Some(s) =
+                            self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
+                        {
+                            s.duplicates += lines;
+                        }
+                        Ok(())
+                    }
+                    Err(_) => Err(CorruptReason::Auth),
+                },
+            },
+        };
+        self.inner.sealing = Some(sealing);
+        if let Err(reason) = verdict {
+            self.inner.corrupt(now, from, reason);
+        }
+    }
+
+    fn handle_foreign(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
+        let kind = match netconsole::classify(bytes) {
+            netconsole::Kind::Extended => SourceKind::KernelExtended,
+            netconsole::Kind::Text => SourceKind::Text,
+            // Plain netconsole sends the console's bytes as they are: once a source
+            // has sent text, its datagrams with a few stray control or non-UTF-8 bytes
+            // are still its console output (random bytes, or any NUL, are not).
+            netconsole::Kind::Garbage(GarbageReason::Binary | GarbageReason::NotUtf8)
+                if mostly_text(bytes)
+                    && self
+                        .sessions
+                        .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
+            {
+                SourceKind::Text
+            }
+            netconsole::Kind::Garbage(reason) => {
+                let reason = match reason {
+                    GarbageReason::Empty => CorruptReason::Empty,
+                    GarbageReason::Binary => CorruptReason::Binary,
+                    GarbageReason::NotUtf8 => CorruptReason::NotUtf8,
+                };
+                self.inner.corrupt(now, from, reason);
+                return;
+            }
+        };
+        let key = SessionKey::Source(from, kind);
+        let session = match self.sessions.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.inner.new_local_session(from, kind, now, wall_us)),
+        };
+        self.inner
+            .foreign_datagram(session, kind, now, wall_us, from, bytes);
+        heard(&mut self.recency, session, key, now);
+        self.after_datagram(from, key, now);
+    }
+
+    /// After a datagram for session `key`: the budget and the session limit.
+    fn after_datagram(&mut self, from: SocketAddr, key: SessionKey, now: Instant) {
+        self.enforce_budget(from.ip(), key, now);
+        self.enforce_session_limit(key);
+    }
+
+    /// Marks session `old_id` (a sender's previous run, superseded by a new session
+    /// of the same sender) silent as restarted.
+    fn supersede(&mut self, old_id: u64, now: Instant, wall_us: u64) {
+        let Some(old) = self.sessions.get_mut(&SessionKey::Ncu(old_id)) else {
+            return;
+        };
+        match old.fate {
+            Fate::Running if old.end.is_none() => {
+                self.inner
+                    .go_silent(old, SilentReason::Restarted, now, wall_us)
+            }
+            // Already reported silent: it stays so, now known to be restarted.
+            Fate::Silent => old.fate = Fate::Restarted,
+            _ => {}
+        }
+    }
+
+    /// Gives up held work, oldest first, from the source the budget names, until
+    /// what was charged for `ip` fits; a source holding only session state loses
+    /// its oldest session (not `keep`, the one just handled).
+    pub(super) fn enforce_budget(&mut self, ip: IpAddr, keep: SessionKey, now: Instant) {
+        let mut counted = false;
+        while let Some(victim) = self.inner.budget.victim(ip, 0) {
+            if !counted {
+                self.inner.stats.held_limit_reached += 1;
+                counted = true;
+            }
+            if let Some(key) = self.inner.budget.oldest_holder(victim) {
+                let freed = match self.sessions.get_mut(&key) {
+                    Some(session) => {
+                        let freed = self.inner.shed(session);
+                        self.inner.recharge(session);
+                        self.inner.schedule(key, session, now);
+                        freed
+                    }
+                    None => false,
+                };
+                if freed {
+                    continue;
+                }
+                break;
+            }
+            let sessions = &self.sessions;
+            let oldest = self
+                .inner
+                .budget
+                .oldest_session(victim, keep, |k| sessions.contains_key(k));
+            match oldest {
+                Some(key) => self.retire(key),
+                None => break,
+            }
+        }
+    }
+
+    /// Past [`Config::max_sessions`]: retires the oldest session of the source that
+    /// costs the most (a flood of sessions from one source retires its own, never a
+    /// quiet host's), or when that source has only `keep` (the session just
+    /// handled), the session heard least recently.
+    fn enforce_session_limit(&mut self, keep: SessionKey) {
+        if self.sessions.len() <= self.inner.config.max_sessions {
+            return;
+        }
+        let sessions = &self.sessions;
+        let of_heaviest = self.inner.budget.heaviest().and_then(|ip| {
+            self.inner
+                .budget
+                .oldest_session(ip, keep, |k| sessions.contains_key(k))
+        });
+        if let Some(key) = of_heaviest.or_else(|| self.least_recently_heard(keep)) {
+            self.retire(key);
+        }
+    }
+
+    /// The session heard least recently, other than `keep` (stale entries of the
+    /// recency queue are dropped on the way).
+    fn least_recently_heard(&mut self, keep: SessionKey) -> Option<SessionKey> {
+        let current = |sessions: &HashMap<SessionKey, Session>,
+                       (at, key): &(Instant, SessionKey)| {
+            sessions.get(key).is_some_and(|s| s.queued_at == Some(*at))
+        };
+        while let Some(front) = self.recency.front() {
+            if current(&self.sessions, front) {
+                break;
+            }
+            self.recency.pop_front();
+        }
+        if self.recency.len() > 2 * self.sessions.len() + 64 {
+            let sessions = &self.sessions;
+            self.recency.retain(|e| current(sessions, e));
+        }
+        self.recency
+            .iter()
+            .find(|e| e.1 != keep && current(&self.sessions, e))
+            .map(|e| e.1)
+    }
+
+    /// Drops session `key` from memory to make room, reporting what it held.
+    fn retire(&mut self, key: SessionKey) {
+        if let Some(mut session) = self.sessions.remove(&key) {
+            self.inner.resolve_join(&mut session);
+            self.inner.give_up_all(&mut session);
+            self.inner.stats.retired += 1;
+            self.inner.events.push_back(Event::Retired {
+                session: session.info.clone(),
+            });
+            self.inner.finish(session);
+        }
+    }
+
+    /// Fires every deadline that is due at `now`: gaps given up on, joins resolved,
+    /// sessions gone silent.
+    pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
+        // Only sessions with a deadline due are visited: the cost follows the work,
+        // not the number of sessions.
+        while let Some(&Reverse((due, key))) = self.inner.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.inner.timers.pop();
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            if session.scheduled != Some(due) {
+                continue; // a stale entry
+            }
+            session.scheduled = None;
+            self.inner.session_timeout(session, now, wall_us);
+            self.inner.recharge(session);
+            let forget = session
+                .timer(Timer::Forget, &self.inner.config)
+                .is_some_and(|due| due <= now);
+            if forget && session.pending.is_empty() && session.fragments.is_empty() {
+                if let Some(session) = self.sessions.remove(&key) {
+                    self.inner.finish(session);
+                }
+                continue;
+            }
+            self.inner.schedule(key, session, now);
+        }
+    }
+
+    /// Gives up every hole in every session now (at exit), so that the events say
+    /// exactly which lines were lost. Sessions stay as they are otherwise.
+    ///
+    /// Sessions are visited in the order they began (first datagram, then key), so
+    /// the events are the same for the same inputs and times.
+    pub fn flush(&mut self, now: Instant, wall_us: u64) {
+        let mut keys: Vec<(u64, SessionKey)> = self
+            .sessions
+            .iter()
+            .map(|(k, s)| (s.first_rx_wall, *k))
+            .collect();
+        keys.sort_unstable();
+        for (_, key) in keys {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            self.inner.flush_source(session, now, wall_us);
+            self.inner.resolve_join(session);
+            self.inner.give_up_all(session);
+        }
+    }
+}
+
+/// Notes that session `key` was heard at `now` in the recency queue (at most once
+/// per [`RECENCY_STEP`]).
+fn heard(
+    recency: &mut VecDeque<(Instant, SessionKey)>,
+    session: &mut Session,
+    key: SessionKey,
+    now: Instant,
+) {
+    if session.queued_at.is_none_or(|at| now >= at + RECENCY_STEP) {
+        session.queued_at = Some(now);
+        recency.push_back((now, key));
+    }
+}
+
+impl Inner {
+    /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
+    /// turns out early is harmless: the session is visited and rescheduled).
+    pub(super) fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
+        if let Some(deadline) = session.deadline(&self.config) {
+            // A deadline already past is handled at the next turn.
+            let deadline = deadline.max(now);
+            if session.scheduled.is_none_or(|s| deadline < s) {
+                session.scheduled = Some(deadline);
+                self.timers.push(Reverse((deadline, key)));
+            }
+        }
+    }
+}
