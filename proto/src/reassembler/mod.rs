@@ -43,11 +43,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The code is split the way the work is: `session` (one session's state and its
-//! timers), `ncu` (ncu datagrams, sealed or not, and fragments), `foreign`
+//! The code is split the way the work is: `table` (the session table: which
+//! session a datagram is for, the budget across sessions, the session limit,
+//! retirement of the least recently heard, the walk over due timers), and, on one
+//! session borrowed in place, `session` (its state and its timers), `ncu` (ncu
+//! datagrams, sealed or not, and fragments; `--kmsg` records), `foreign`
 //! (netconsole, text, rejections), `order` (the ordering logic all kinds share),
-//! `held` (the memory budget's side, limits, retirement), `timers` (what a due
-//! timer does, and NACKs).
+//! `held` (the memory budget's side within a session), `timers` (what a due timer
+//! does, and NACKs).
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -223,7 +226,7 @@ const MAX_LOST_RANGES: usize = 1024;
 /// Rebuilds every sender's lines in order; see the module docs.
 ///
 /// Split the way smoltcp splits its interface: the session table (routing, limits,
-/// retirement) apart from [`Inner`], everything the sessions share, so that one
+/// retirement) apart from `Inner`, everything the sessions share, so that one
 /// session can be worked on in place (`&mut Session` from the table, `&mut Inner`
 /// beside it) instead of being taken out of the table and put back per datagram.
 #[derive(Debug)]
