@@ -189,8 +189,44 @@ impl Inner {
 
 /// The ordering logic's view of a kernel record.
 pub(super) fn kernel_line(record: KernelRecord) -> IncomingLine {
-    let fields = record
-        .dict_pairs()
+    let flags = if record.is_complete() {
+        0
+    } else {
+        LINE_PARTIAL
+    };
+    let meta = KernelMeta {
+        msgid: record.msgid,
+        ..kernel_meta(
+            record.level,
+            record.facility,
+            record.seq,
+            record.ts_usec,
+            record.cont,
+            record.dict_pairs(),
+        )
+    };
+    IncomingLine {
+        seq: record.msgid.unwrap_or(record.seq),
+        flags,
+        sent_at_us: None,
+        kernel: Some(Box::new(meta)),
+        text: record.text,
+        skipped: None,
+        followed: false,
+    }
+}
+
+/// The `kernel` object of a record (netconsole's or `/dev/kmsg`'s): its numbers,
+/// and its dictionary as text.
+pub(super) fn kernel_meta(
+    level: u8,
+    facility: u8,
+    seq: u64,
+    ts_usec: u64,
+    cont: bool,
+    dict: DictPairs<'_>,
+) -> KernelMeta {
+    let fields = dict
         .map(|(k, v)| {
             (
                 String::from_utf8_lossy(k).into_owned(),
@@ -198,28 +234,14 @@ pub(super) fn kernel_line(record: KernelRecord) -> IncomingLine {
             )
         })
         .collect();
-    let seq = record.msgid.unwrap_or(record.seq);
-    let flags = if record.is_complete() {
-        0
-    } else {
-        LINE_PARTIAL
-    };
-    IncomingLine {
+    KernelMeta {
+        level,
+        facility,
         seq,
-        flags,
-        sent_at_us: None,
-        kernel: Some(Box::new(KernelMeta {
-            level: record.level,
-            facility: record.facility,
-            seq: record.seq,
-            ts_usec: record.ts_usec,
-            cont: record.cont,
-            msgid: record.msgid,
-            fields,
-        })),
-        text: record.text,
-        skipped: None,
-        followed: false,
+        ts_usec,
+        cont,
+        msgid: None,
+        fields,
     }
 }
 

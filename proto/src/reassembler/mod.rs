@@ -67,7 +67,8 @@ use crate::event::{
 };
 use crate::kmsg::{self, Skipped};
 use crate::netconsole::{
-    self, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig, PlainJoiner,
+    self, DictPairs, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig,
+    PlainJoiner,
 };
 use crate::ranges::RangeSet;
 use crate::recovery::TokenBucket;

@@ -1,6 +1,7 @@
 //! ncu sessions: datagrams with their own numbers, sealed or not, and long
 //! lines rebuilt from fragments.
 
+use super::foreign::kernel_meta;
 use super::*;
 
 impl Inner {
@@ -348,30 +349,20 @@ fn kmsg_line(seq: u64, line: &[u8], flags: u8, sent_at_us: u64, followed: bool) 
     let Ok(record) = kmsg::parse_line(line) else {
         return plain(line);
     };
-    let fields = record
-        .dict_pairs()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect();
     let skipped = Skipped::parse(line);
     IncomingLine {
         seq,
         text: record.text.to_vec(),
         flags,
         sent_at_us: Some(sent_at_us),
-        kernel: Some(Box::new(KernelMeta {
-            level: record.level,
-            facility: record.facility,
-            seq: record.seq,
-            ts_usec: record.ts_usec,
-            cont: record.cont,
-            msgid: None,
-            fields,
-        })),
+        kernel: Some(Box::new(kernel_meta(
+            record.level,
+            record.facility,
+            record.seq,
+            record.ts_usec,
+            record.cont,
+            record.dict_pairs(),
+        ))),
         skipped: (!skipped.is_empty()).then(|| Box::new(skipped)),
         followed,
     }
