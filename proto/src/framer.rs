@@ -206,7 +206,8 @@ impl Framer {
         let start = outbox.bytes.len();
         Repr { header, payload }.emit(&mut outbox.bytes);
         if self.flags != 0 {
-            outbox.bytes[start + 5] |= self.flags;
+            let mut view = wire::Datagram::new_unchecked(&mut outbox.bytes[start..]);
+            view.set_flags(view.flags() | self.flags);
             wire::seal_checksum(&mut outbox.bytes[start..]);
         }
         outbox.ends.push(outbox.bytes.len());
