@@ -41,6 +41,9 @@ The kernel log (--kmsg):
   resolve yet is retried every second while records wait in the resend ring, and
   the random generator is never waited for (only --key-file needs it).
   ncu-send --kmsg --kmsg-state /run/ncu-send/kmsg.state 10.0.0.2:6666
+  --netconsole also sets up the kernel's own netconsole (configfs) to the first DEST,
+  so that the oops and the panic, printed after user space stopped, still leave:
+  ncu-send --kmsg --netconsole 10.0.0.2:6666
 
 Sealing (encryption and authentication with a shared key, see SECURITY.md):
   ncu-send --gen-key /etc/ncu.key              write a new key file (mode 0600)
@@ -166,6 +169,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE", requires = "kmsg")]
     kmsg_state: Option<PathBuf>,
 
+    /// With --kmsg: also set up the kernel's own netconsole (extended format) towards
+    /// the first DEST, through configfs, so that what the kernel prints after user
+    /// space stopped (the oops, the panic) still leaves the machine. Interface,
+    /// source address and next-hop MAC come from the routing and neighbour tables;
+    /// removed when ncu-send ends cleanly, kept when it is killed. IPv4; root.
+    #[arg(long, requires = "kmsg")]
+    netconsole: bool,
+
     /// Testing aid: read this instead of /dev/kmsg.
     #[arg(long, value_name = "PATH", hide = true, default_value = "/dev/kmsg")]
     kmsg_device: PathBuf,
@@ -271,6 +282,8 @@ pub(crate) struct Config {
     pub(crate) gso: bool,
     /// `--kmsg`: read the kernel's log.
     pub(crate) kmsg: Option<Kmsg>,
+    /// `--netconsole`: the kernel's netconsole beside it.
+    pub(crate) netconsole: bool,
 }
 
 /// `--kmsg` and its options.
@@ -419,6 +432,7 @@ impl Args {
             rollover_after,
             gso: !self.no_gso,
             kmsg,
+            netconsole: self.netconsole,
         })
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod harden;
 mod kmsg;
 mod net;
+mod netcons;
 mod resolve;
 mod run;
 mod signals;

@@ -329,6 +329,12 @@ impl Sockets {
         }
     }
 
+    /// The address destination `index`'s socket sends from (once connected).
+    pub(crate) fn local_addr(&self, index: usize) -> Option<SocketAddr> {
+        let target = self.target(index)?;
+        target.socket.local_addr().ok()?.as_socket()
+    }
+
     /// Destination `index`'s target, once it has an address.
     fn target(&self, index: usize) -> Option<&Target> {
         self.slots

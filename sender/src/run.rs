@@ -17,6 +17,7 @@ use crate::cli::Config;
 use crate::harden;
 use crate::kmsg::Kmsg;
 use crate::net::{Received, Sockets};
+use crate::netcons;
 use crate::resolve::{self, Pending};
 use crate::signals::Signals;
 
@@ -100,6 +101,19 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     io.padding = io.sockets.gso();
     sender.set_pad_full(io.padding);
     io.transmit(&mut sender);
+    // After the HELLO: it asked for the next hop's neighbour entry.
+    let mut netconsole = match (config.netconsole, config.dests[0].addr) {
+        (true, Some(dest)) => netcons::Target::start(dest, io.sockets.local_addr(0)),
+        (true, None) => {
+            eprintln!(
+                "ncu-send: netconsole: {} does not resolve yet: no kernel netconsole; \
+                 shipping with --kmsg goes on",
+                config.dests[0].text
+            );
+            None
+        }
+        (false, _) => None,
+    };
 
     let (mut inputs, mut child) = match &config.command {
         None if kmsg.is_some() => (Vec::new(), None),
@@ -215,6 +229,9 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         if pending.as_mut().is_some_and(|p| p.poll(&mut io.sockets)) {
             pending = None;
         }
+        if let Some(nc) = netconsole.as_mut() {
+            nc.recheck(now, io.sockets.local_addr(0));
+        }
     }
 
     let (reason, status) = match (stop, child.and_then(|c| c.status)) {
@@ -228,6 +245,11 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     };
     // What was read goes out, a partial line included, then END.
     sender.close(reason, Instant::now(), wall_us());
+    // A clean end: the kernel's netconsole target goes too (a killed ncu-send leaves
+    // it, so that the panic still gets out).
+    if let Some(nc) = netconsole {
+        nc.remove();
+    }
     let status = status.clamp(0, 255) as u8;
     io.finish(&mut sender, &mut signals, status, &config, kmsg.as_mut())
 }

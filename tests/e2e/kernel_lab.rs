@@ -290,6 +290,8 @@ enum Await {
     /// A session goes silent quoting a last line that starts with this (a sender
     /// that is stopped for a while goes silent before it dies).
     SilentQuoting(&'static str),
+    /// A session of this sender name goes silent.
+    SilentOf(&'static str),
 }
 
 /// One boot of an ncu-send scenario (`(initramfs name, scenario script)`, with the
@@ -308,7 +310,7 @@ fn ncu_send_boot(
     let initrd = initramfs(name, scenario, &[static_ncu_send().to_owned()]);
     let (dead_after, timeout) = match wait {
         Await::EndOrSilent => ("5s", Duration::from_secs(30)),
-        Await::Silent | Await::SilentDead | Await::SilentQuoting(_) => {
+        Await::Silent | Await::SilentDead | Await::SilentQuoting(_) | Await::SilentOf(_) => {
             ("2s", Duration::from_secs(15))
         }
     };
@@ -322,6 +324,7 @@ fn ncu_send_boot(
             Await::EndOrSilent => is(e, "end") || is(e, "silent"),
             Await::Silent => is(e, "silent"),
             Await::SilentDead => is(e, "silent") && e["reason"] == "dead_after",
+            Await::SilentOf(name) => is(e, "silent") && e["sender"] == name,
             Await::SilentQuoting(start) => {
                 is(e, "silent")
                     && e["last_text"]

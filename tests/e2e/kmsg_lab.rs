@@ -342,3 +342,116 @@ fn kernel_lab_kmsg_readers_compared() {
         );
     }
 }
+
+/// The guest's serial console text (every line, printk or not).
+fn serial(tag: &str) -> String {
+    std::fs::read_to_string(lab().work.join(format!("{tag}.serial.log"))).unwrap_or_default()
+}
+
+/// --netconsole (issue 15, its first part): ncu-send sets up the kernel's
+/// netconsole through configfs (mounting it) towards the same receiver; the
+/// kernel's own datagrams arrive as an extended netconsole session beside the ncu
+/// one, carrying the markers and the crash that ncu-send cannot send.
+#[test]
+fn kernel_lab_netconsole_companion_sends_the_crash() {
+    let tag = "netconsole-companion";
+    let (silent, events, _) = ncu_send_boot(
+        tag,
+        ("companion", "netconsole-companion.sh"),
+        "ncu.ncmode=crash",
+        // The kernel's netconsole session has no name: its sender is its address.
+        Await::SilentOf("127.0.0.1"),
+    );
+    let log = serial(tag);
+    assert!(
+        log.contains("targets: [ncu-"),
+        "{tag}: no target in configfs: {}",
+        log.lines()
+            .filter(|l| l.contains("companion"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let kernel_session = silent["session"].clone();
+    let start = events
+        .iter()
+        .find(|e| is(e, "start") && e["session"] == kernel_session)
+        .expect("a start");
+    assert_eq!(start["source"], "kernel", "{tag}: {start}");
+    let texts: Vec<&str> = of_session(&events, &kernel_session)
+        .into_iter()
+        .filter(|e| is(e, "line"))
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    let markers = texts
+        .iter()
+        .filter(|t| t.starts_with("ncu-marker "))
+        .count();
+    assert_eq!(markers, 10, "{tag}: markers via the kernel's netconsole");
+    assert!(
+        texts.iter().any(|t| t.contains("sysrq: Trigger a crash"))
+            && texts
+                .iter()
+                .any(|t| t.contains("Kernel panic") || t.contains("RIP:")),
+        "{tag}: the crash via netconsole: {:?}",
+        &texts[texts.len().saturating_sub(8)..]
+    );
+    let guest = events
+        .iter()
+        .find(|e| is(e, "start") && e["sender"] == "guest")
+        .expect("the ncu session");
+    let via_ncu = of_session(&events, &guest["session"])
+        .into_iter()
+        .filter(|e| {
+            is(e, "line")
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("ncu-marker "))
+        })
+        .count();
+    assert_eq!(via_ncu, 10, "{tag}: markers via ncu-send --kmsg");
+}
+
+/// A clean end removes the target; no module: one line, --kmsg goes on.
+#[test]
+fn kernel_lab_netconsole_companion_cleans_up_and_fails_soft() {
+    let tag = "netconsole-clean";
+    let (_, _, _) = ncu_send_boot(
+        tag,
+        ("companion", "netconsole-companion.sh"),
+        "ncu.ncmode=clean",
+        Await::EndOrSilent,
+    );
+    let log = serial(tag);
+    assert!(log.contains("targets: [ncu-"), "{tag}: the target was made");
+    assert!(
+        log.contains("after a clean end, targets: []"),
+        "{tag}: the target stayed after a clean end"
+    );
+    let tag = "netconsole-nomodule";
+    let (silent, events, _) = ncu_send_boot(
+        tag,
+        ("companion", "netconsole-companion.sh"),
+        "ncu.ncmode=nomodule",
+        Await::SilentOf("guest"),
+    );
+    let log = serial(tag);
+    assert!(
+        log.contains("ncu-send: netconsole: no /sys/kernel/config/netconsole")
+            && log.contains("shipping with --kmsg goes on"),
+        "{tag}: one clear line: {}",
+        log.lines()
+            .filter(|l| l.contains("said"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let markers = of_session(&events, &silent["session"])
+        .into_iter()
+        .filter(|e| {
+            is(e, "line")
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("ncu-marker "))
+        })
+        .count();
+    assert_eq!(markers, 10, "{tag}: --kmsg shipping went on");
+}

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Scenario: ncu-send --kmsg --netconsole sets up the kernel's netconsole beside it
+# (through configfs, which it mounts; the module is loaded here without targets).
+# Needs ncu-send (static) in /bin. Kernel command line parameters:
+#   ncu.port=6666      host UDP port for both
+#   ncu.ncmode=crash   crash: markers, then a crash (the panic goes out through the
+#                      kernel's netconsole); clean: ncu-send gets SIGTERM, its
+#                      target must be gone; nomodule: the module is not loaded
+#                      (and modprobe cannot find it): one line, --kmsg goes on
+# shellcheck source=/dev/null
+. /lab.sh
+
+port=$(lab_param ncu.port 6666)
+mode=$(lab_param ncu.ncmode crash)
+lab_say "scenario netconsole-companion: mode=$mode"
+if [ "$mode" != nomodule ]; then
+    while read -r m; do
+        grep -q "^$m " /proc/modules || insmod "/lib/modules/$m.ko"
+    done </lib/modules/netconsole.order
+fi
+ncu-send --name guest --kmsg --netconsole "10.0.2.2:$port" 2>/tmp/send.err &
+sender=$!
+lab_wait_socket "$sender" 500 >/dev/null
+usleep 800000
+lab_say "scenario netconsole-companion: ncu-send said: $(tr '\n' ' ' </tmp/send.err)"
+lab_say "scenario netconsole-companion: targets: [$(ls /sys/kernel/config/netconsole 2>/dev/null | tr '\n' ' ')]"
+i=1
+while [ "$i" -le 10 ]; do
+    printf '<4>ncu-marker %04d of 0010\n' "$i" >/dev/kmsg
+    usleep 20000
+    i=$((i + 1))
+done
+if [ "$mode" = clean ]; then
+    kill -TERM "$sender"
+    wait "$sender"
+    lab_say "scenario netconsole-companion: after a clean end, targets: [$(ls /sys/kernel/config/netconsole 2>/dev/null | tr '\n' ' ')]"
+fi
+usleep 300000
+lab_crash
