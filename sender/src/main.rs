@@ -2,6 +2,7 @@
 //! the moment it is written. Glue around [`ncu_proto::framer`]; see `ncu-send --help`.
 
 mod cli;
+mod command;
 mod harden;
 mod kmsg;
 mod net;

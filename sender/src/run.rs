@@ -3,17 +3,16 @@
 //! read goes to the sender, and what it frames is handed to the kernel before the
 //! next read. What to send, and when, is the sender's.
 
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ncu_proto::sender::{self, Sender, To};
 use ncu_proto::wire::{self, EndReason};
 
 use crate::cli::Config;
+use crate::command::{command_line, spawn, Wrapped};
 use crate::harden;
 use crate::kmsg::Kmsg;
 use crate::net::{Received, Sockets};
@@ -454,64 +453,6 @@ impl Input {
         self.fd = None;
         self.owned = None;
     }
-}
-
-/// COMMAND, once started.
-struct Wrapped {
-    child: Child,
-    /// Readable when COMMAND exits (Linux 5.3+); polled every [`CHILD_POLL`] without.
-    pidfd: Option<OwnedFd>,
-    status: Option<ExitStatus>,
-    forwarded: bool,
-}
-
-impl Wrapped {
-    fn new(child: Child) -> Wrapped {
-        // SAFETY: pidfd_open takes a pid and flags; a non-negative result is a new fd
-        // that nothing else owns.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        Wrapped {
-            child,
-            pidfd,
-            status: None,
-            forwarded: false,
-        }
-    }
-
-    fn forward(&mut self, sig: i32) {
-        self.forwarded = true;
-        // SAFETY: kill takes a pid and a signal; the child is not yet reaped, so the pid
-        // is still its own.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-    }
-
-    fn check_exit(&mut self) {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-    }
-}
-
-/// Starts COMMAND with its stdout and stderr on two pipes (so lines from each stay
-/// whole); its standard input is ours.
-fn spawn(argv: &[OsString]) -> io::Result<(Child, OwnedFd, OwnedFd)> {
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let out = OwnedFd::from(child.stdout.take().expect("stdout was piped"));
-    let err = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
-    Ok((child, out, err))
-}
-
-fn command_line(argv: &[OsString]) -> String {
-    argv.iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The session id: start time in whole seconds above 32 random bits
