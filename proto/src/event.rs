@@ -109,6 +109,25 @@ pub struct KernelMeta {
     pub msgid: Option<u64>,
     /// `KEY=VALUE` lines sent with the record (dictionary, userdata, sysdata).
     pub fields: Vec<(String, String)>,
+    /// The record came through the kernel's netconsole, joined to an ncu session
+    /// (`ncu-send --netconsole`): ncu-send never sent it.
+    pub via_netconsole: bool,
+}
+
+/// What the kernel's netconsole delivered for a `--kmsg --netconsole` session after
+/// the last record ncu-send sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetconsoleTail {
+    /// The kernel number of the last record ncu-send sent, and when it sent it.
+    pub last_kmsg: Option<(u64, Option<u64>)>,
+    /// The first and last record only the netconsole delivered.
+    pub first: u64,
+    /// See `first`.
+    pub last: u64,
+    /// The last one's text (at most [`LAST_TEXT_MAX`] bytes).
+    pub last_text: Vec<u8>,
+    /// Kernel numbers missing on both paths up to `last`.
+    pub missing: u64,
 }
 
 /// Why a datagram was rejected.
@@ -219,6 +238,9 @@ pub enum Event {
         last_received_at_us: u64,
         /// Why.
         reason: SilentReason,
+        /// `--kmsg --netconsole` senders: what the kernel's netconsole delivered
+        /// after the last record ncu-send sent (typically the panic).
+        netconsole: Option<Box<NetconsoleTail>>,
     },
     /// A silent session sends again.
     Resumed {
@@ -335,4 +357,6 @@ pub struct SessionSummary {
     pub last_received_at_us: u64,
     /// The last line received (highest seq): seq, bytes (capped), sender clock.
     pub last_line: Option<(u64, Vec<u8>, Option<u64>)>,
+    /// `--kmsg --netconsole`: what only the kernel's netconsole delivered.
+    pub netconsole: Option<NetconsoleTail>,
 }

@@ -323,6 +323,17 @@ impl Framer {
         );
     }
 
+    /// Queues a COMPANION datagram: the kernel's netconsole of this sender sends
+    /// from `source`.
+    pub fn companion(&mut self, source: std::net::SocketAddr, now_us: u64, outbox: &mut Outbox) {
+        self.emit(
+            self.lines_sent(),
+            now_us,
+            Payload::Companion { source },
+            outbox,
+        );
+    }
+
     /// Queues a GONE datagram: lines `first..=last` are no longer kept for resending.
     pub fn gone(&mut self, first: u64, last: u64, now_us: u64, outbox: &mut Outbox) {
         self.emit(first, now_us, Payload::Gone { last }, outbox);

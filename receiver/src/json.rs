@@ -13,7 +13,7 @@ use ncu_proto::wire::EndReason;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::output::{end_reason_name, rfc3339, Counters};
+use crate::output::{end_reason_name, rfc3339, story, Counters};
 
 /// Written with `Display` (no intermediate string).
 struct Shown<T>(T);
@@ -81,6 +81,16 @@ fn text_or_bytes(bytes: &[u8]) -> (Option<&str>, Option<String>) {
 /// named like a number above are left out).
 struct Kernel<'a>(&'a KernelMeta);
 
+/// What the kernel's netconsole delivered after ncu-send's last record.
+#[derive(Serialize)]
+struct Tail {
+    last_kmsg_seq: Option<u64>,
+    first: u64,
+    last: u64,
+    last_text: String,
+    missing: u64,
+}
+
 impl Serialize for Kernel<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         const OWN: [&str; 6] = ["level", "facility", "seq", "ts_usec", "cont", "msgid"];
@@ -134,6 +144,9 @@ enum Json<'a> {
         continuation: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         kernel: Option<Kernel<'a>>,
+        /// `"netconsole"`: only the kernel's netconsole delivered it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<&'static str>,
     },
     Gap {
         #[serde(flatten)]
@@ -155,6 +168,11 @@ enum Json<'a> {
         last_sent_at: Option<Time>,
         last_received_at: Time,
         reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        netconsole: Option<Tail>,
+        /// The sentence for the ticket (`--kmsg --netconsole` senders).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        story: Option<String>,
     },
     Resumed {
         #[serde(flatten)]
@@ -224,6 +242,10 @@ fn json_of(event: &Event) -> Json<'_> {
                 late: *late,
                 continuation: *continuation,
                 kernel: kernel.as_deref().map(Kernel),
+                via: kernel
+                    .as_deref()
+                    .filter(|k| k.via_netconsole)
+                    .map(|_| "netconsole"),
             }
         }
         Event::Gap {
@@ -245,6 +267,7 @@ fn json_of(event: &Event) -> Json<'_> {
             last_sent_at_us,
             last_received_at_us,
             reason,
+            netconsole,
         } => {
             let (text, bytes) = match last_text {
                 None => (Some(None), None),
@@ -261,6 +284,14 @@ fn json_of(event: &Event) -> Json<'_> {
                 last_sent_at: last_sent_at_us.map(Time),
                 last_received_at: Time(*last_received_at_us),
                 reason: reason.as_str(),
+                netconsole: netconsole.as_deref().map(|t| Tail {
+                    last_kmsg_seq: t.last_kmsg.map(|(k, _)| k),
+                    first: t.first,
+                    last: t.last,
+                    last_text: String::from_utf8_lossy(&t.last_text).into_owned(),
+                    missing: t.missing,
+                }),
+                story: netconsole.as_deref().map(|t| story(session, t)),
             }
         }
         Event::Resumed { session, seq } => Json::Resumed {

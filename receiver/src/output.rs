@@ -4,7 +4,8 @@ use std::io::{self, Write};
 
 use chrono::{DateTime, SecondsFormat};
 use ncu_proto::event::{
-    Event, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason, SourceKind,
+    Event, GapKind, KernelMeta, NetconsoleTail, SessionInfo, SessionSummary, SilentReason,
+    SourceKind,
 };
 use ncu_proto::reassembler::Stats;
 use ncu_proto::wire::EndReason;
@@ -54,6 +55,36 @@ pub(crate) fn rfc3339(us: u64) -> String {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
         None => "1970-01-01T00:00:00.000000Z".to_owned(),
     }
+}
+
+/// The one sentence a ticket reader needs about a `--kmsg --netconsole` sender that
+/// died: what ncu-send sent last, what the kernel's netconsole delivered after it,
+/// and whether anything is missing.
+pub(crate) fn story(session: &SessionInfo, tail: &NetconsoleTail) -> String {
+    let name = escape::field(session.name.as_bytes());
+    let before = match tail.last_kmsg {
+        Some((k, Some(at))) => format!(
+            "ncu-send's last record was {k} at {}",
+            rfc3339(at).get(11..23).unwrap_or("?")
+        ),
+        Some((k, None)) => format!("ncu-send's last record was {k}"),
+        None => "ncu-send sent no record".to_owned(),
+    };
+    let range = if tail.first == tail.last {
+        format!("{}", tail.first)
+    } else {
+        format!("{}-{}", tail.first, tail.last)
+    };
+    let missing = match tail.missing {
+        0 => "no record missing".to_owned(),
+        1 => "1 record missing".to_owned(),
+        n => format!("{n} records missing"),
+    };
+    format!(
+        "{name} died: {before}; the kernel's netconsole then delivered {range}, ending \
+         '{}'; {missing}.",
+        escape::field_cut(&tail.last_text, 200)
+    )
 }
 
 /// Stable JSON name of an END reason.
@@ -149,6 +180,7 @@ pub(crate) fn text_marker(event: &Event) -> Option<String> {
             last_text,
             last_received_at_us,
             reason,
+            netconsole,
             ..
         } => {
             let why = match reason {
@@ -167,6 +199,9 @@ pub(crate) fn text_marker(event: &Event) -> Option<String> {
                 if let Some(text) = last_text {
                     m.push_str(&format!(": {}", escape::field_cut(text, 200)));
                 }
+            }
+            if let Some(tail) = netconsole {
+                m.push_str(&format!("; {}", story(session, tail)));
             }
             m
         }
@@ -224,8 +259,12 @@ pub(crate) fn text_line(
         out.extend_from_slice(escape::field(session.name.as_bytes()).as_bytes());
         out.extend_from_slice(b": ");
     }
-    // A kernel record from `ncu-send --kmsg`: as dmesg prints it.
+    // A kernel record from `ncu-send --kmsg`: as dmesg prints it (the ones only
+    // the kernel's netconsole delivered marked so).
     if let (Some(k), SourceKind::Ncu) = (kernel, session.kind) {
+        if k.via_netconsole {
+            out.extend_from_slice(b"[via netconsole] ");
+        }
         let (secs, us) = (k.ts_usec / 1_000_000, k.ts_usec % 1_000_000);
         out.extend_from_slice(format!("[{secs:5}.{us:06}] ").as_bytes());
     }
@@ -427,6 +466,7 @@ mod tests {
                 last_sent_at_us: None,
                 last_received_at_us: 0,
                 reason: SilentReason::DeadAfter,
+                netconsole: None,
             },
             Event::Resumed {
                 session: session.clone(),
@@ -463,6 +503,7 @@ mod tests {
             first_received_at_us: 0,
             last_received_at_us: 0,
             last_line: None,
+            netconsole: None,
         };
         (events, summary)
     }

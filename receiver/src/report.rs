@@ -284,6 +284,9 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
             x.recovered
         );
     }
+    if let Some(tail) = &x.netconsole {
+        let _ = writeln!(s, "- {}", crate::output::story(&x.session, tail));
+    }
     if x.kernel_overwritten > 0 {
         let ranges: Vec<String> = x
             .kernel_overwritten_ranges
@@ -430,6 +433,7 @@ mod tests {
             first_received_at_us: 1_700_000_000_000_000,
             last_received_at_us: 1_700_000_001_000_000,
             last_line: Some((4, last.to_vec(), Some(1_700_000_000_500_000))),
+            netconsole: None,
         }
     }
 

@@ -115,16 +115,22 @@ impl Target {
         set("enabled", "1").map_err(|e| format!("cannot enable the target ({e})"))
     }
 
+    /// The address the kernel's netconsole sends from.
+    pub(crate) fn source(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.path.local, LOCAL_PORT))
+    }
+
     /// Looks at the path again every few seconds; a change (route, neighbour,
-    /// interface) rewrites the target.
-    pub(crate) fn recheck(&mut self, now: Instant, local: Option<SocketAddr>) {
+    /// interface) rewrites the target. True when the source address changed.
+    pub(crate) fn recheck(&mut self, now: Instant, local: Option<SocketAddr>) -> bool {
         if now < self.checked + RECHECK {
-            return;
+            return false;
         }
         self.checked = now;
         let Ok(path) = find_path(SocketAddr::V4(self.path.remote), local) else {
-            return; // no path now: the kernel keeps the last one
+            return false; // no path now: the kernel keeps the last one
         };
+        let moved = path.local != self.path.local;
         if path != self.path {
             eprintln!(
                 "ncu-send: netconsole: the path changed ({} via {} to {} via {}); updating",
@@ -135,6 +141,7 @@ impl Target {
                 eprintln!("ncu-send: netconsole: {e}");
             }
         }
+        moved
     }
 
     /// At a clean end: the target goes.

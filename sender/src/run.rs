@@ -113,6 +113,11 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
         (false, _) => None,
     };
+    if let Some(nc) = &netconsole {
+        // The receiver joins the kernel's records from there to this session.
+        sender.set_companion(Some(nc.source()), wall_us());
+        io.transmit(&mut sender);
+    }
 
     let (mut inputs, mut child) = match &config.command {
         None if kmsg.is_some() => (Vec::new(), None),
@@ -229,7 +234,10 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
             pending = None;
         }
         if let Some(nc) = netconsole.as_mut() {
-            nc.recheck(now, io.sockets.local_addr(0));
+            if nc.recheck(now, io.sockets.local_addr(0)) {
+                sender.set_companion(Some(nc.source()), now_us);
+                io.transmit(&mut sender);
+            }
         }
     }
 

@@ -69,6 +69,7 @@ fn decode(bytes: &[u8]) -> Got {
         other @ (Payload::Nack { .. } | Payload::Gone { .. }) => {
             panic!("a sender without recovery sent {other:?}")
         }
+        other @ Payload::Companion { .. } => panic!("a sender without --netconsole sent {other:?}"),
     }
 }
 

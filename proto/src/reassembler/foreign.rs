@@ -242,6 +242,7 @@ pub(super) fn kernel_meta(
         cont,
         msgid: None,
         fields,
+        via_netconsole: false,
     }
 }
 

@@ -62,8 +62,8 @@ use std::time::{Duration, Instant};
 use crate::assembler::{ByteAssembler, PIECE_OVERHEAD};
 use crate::budget::{self, Budget};
 use crate::event::{
-    CorruptReason, Event, Fate, GapKind, KernelMeta, SessionInfo, SessionSummary, SilentReason,
-    SourceKind, LAST_TEXT_MAX, MAX_OVERWRITTEN_RANGES,
+    CorruptReason, Event, Fate, GapKind, KernelMeta, NetconsoleTail, SessionInfo, SessionSummary,
+    SilentReason, SourceKind, LAST_TEXT_MAX, MAX_OVERWRITTEN_RANGES,
 };
 use crate::kmsg::{self, Skipped};
 use crate::netconsole::{
@@ -236,6 +236,9 @@ pub struct Reassembler {
     /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity:
     /// an entry is current when it equals its session's `queued_at`, else stale.
     recency: VecDeque<(Instant, SessionKey)>,
+    /// Where the kernel's netconsole of an ncu session sends from (its claim) ->
+    /// that session's id.
+    companions: HashMap<SocketAddr, u64>,
     inner: Inner,
 }
 
@@ -311,6 +314,7 @@ impl Reassembler {
         Reassembler {
             sessions: HashMap::new(),
             recency: VecDeque::new(),
+            companions: HashMap::new(),
             inner: Inner::new(config, now),
         }
     }
@@ -480,6 +484,7 @@ impl Reassembler {
     }
 }
 
+mod companion;
 mod foreign;
 mod held;
 mod ncu;
@@ -491,4 +496,6 @@ mod tests;
 mod timers;
 
 use foreign::session_key;
-use session::{FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Source, Timer};
+use session::{
+    Companion, FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Source, Timer,
+};

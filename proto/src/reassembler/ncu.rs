@@ -4,6 +4,14 @@
 use super::foreign::kernel_meta;
 use super::*;
 
+/// What an ncu datagram asks of the table.
+pub(super) struct NcuOutcome {
+    /// The same sender's previous session, to be marked restarted.
+    pub(super) superseded: Option<u64>,
+    /// A new claim: the kernel's netconsole of this session sends from here.
+    pub(super) claim: Option<SocketAddr>,
+}
+
 impl Inner {
     // ---- ncu sessions ----
 
@@ -51,8 +59,10 @@ impl Inner {
         (s, superseded)
     }
 
-    /// One ncu datagram for `session`. Returns the session this one supersedes, when
-    /// it learnt its name now (see [`Inner::learn_name`]).
+    /// One ncu datagram for `session`. Returns what the table must act on: the
+    /// session this one supersedes, when it learnt its name now (see
+    /// [`Inner::learn_name`]), and the address its kernel's netconsole sends from,
+    /// when it says so.
     pub(super) fn ncu_datagram(
         &mut self,
         session: &mut Session,
@@ -61,14 +71,21 @@ impl Inner {
         from: SocketAddr,
         flags: u8,
         repr: Repr<'_>,
-    ) -> Option<u64> {
+    ) -> NcuOutcome {
         let mut superseded = None;
+        let mut claim = None;
         self.touch(session, now, wall_us, repr.header.seq);
         session.last_addr = from;
         session.recovery |= flags & wire::FLAG_RECOVERY != 0;
         let sent_at = repr.header.sent_at_us;
         match repr.payload {
             Payload::Nack { .. } => {}
+            Payload::Companion { source } => {
+                if session.companion_addr != Some(source) {
+                    session.companion_addr = Some(source);
+                    claim = Some(source);
+                }
+            }
             Payload::Gone { last } => {
                 if last >= repr.header.seq && last > session.gone_upto {
                     session.gone_upto = last;
@@ -149,7 +166,7 @@ impl Inner {
             self.start(session, 1, false);
         }
         self.after_input(session, now);
-        superseded
+        NcuOutcome { superseded, claim }
     }
 
     pub(super) fn handle_sealed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {

@@ -103,6 +103,12 @@ impl Inner {
         if let Some(skipped) = &line.skipped {
             self.kernel_skipped(session, skipped);
         }
+        // A record ncu-send delivered itself (`--kmsg`): the netconsole's copy of it
+        // is not shown again.
+        let kmsg = match (&line.kernel, session.info.kind) {
+            (Some(k), SourceKind::Ncu) => Some((k.seq, line.sent_at_us)),
+            _ => None,
+        };
         session.lines += 1;
         if late {
             session.late += 1;
@@ -121,6 +127,9 @@ impl Inner {
             received_at_us: line.received_at_us,
             kernel: line.kernel,
         });
+        if let Some((k, sent_at)) = kmsg {
+            self.kmsg_delivered(session, k, sent_at);
+        }
     }
 
     /// A `--kmsg` record says what the kernel skipped before it: overwritten ranges
@@ -213,6 +222,7 @@ impl Inner {
 
     pub(super) fn give_up_all(&mut self, session: &mut Session) {
         while self.give_up_first_hole(session) {}
+        self.release_companion(session);
         let stale: Vec<u64> = session.fragments.keys().copied().collect();
         for seq in stale {
             self.drop_fragments(session, seq);
@@ -236,6 +246,7 @@ impl Inner {
         }
         session.end_reported = true;
         session.fate = Fate::Ended;
+        self.release_companion(session);
         self.events.push_back(Event::End {
             session: session.info.clone(),
             last_seq,
@@ -263,6 +274,11 @@ impl Inner {
             Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
             None => (0, None, None),
         };
+        let netconsole = session
+            .companion
+            .as_ref()
+            .and_then(|c| c.tail.clone())
+            .map(Box::new);
         self.events.push_back(Event::Silent {
             session: session.info.clone(),
             last_seq,
@@ -270,6 +286,7 @@ impl Inner {
             last_sent_at_us,
             last_received_at_us: session.last_rx_wall,
             reason,
+            netconsole,
         });
     }
 }

@@ -134,6 +134,27 @@ pub(super) struct Session {
     pub(super) next_text_seq: u64,
     /// Kernel sessions: the boot clock of the newest record (for reboot detection).
     pub(super) last_kernel_ts: u64,
+    /// `--kmsg` sessions: the kernel number after the last record delivered (by
+    /// either path).
+    pub(super) kernel_next: Option<u64>,
+    /// The last record ncu-send itself delivered: kernel number, sender clock.
+    pub(super) last_kmsg: Option<(u64, Option<u64>)>,
+    /// `--netconsole`: the address the kernel's netconsole sends from, as claimed.
+    pub(super) companion_addr: Option<SocketAddr>,
+    /// Its records: fragments being rebuilt, and records held (by kernel number)
+    /// while ncu-send may still deliver them itself.
+    pub(super) companion: Option<Box<Companion>>,
+}
+
+/// The kernel's netconsole joined to an ncu session.
+#[derive(Debug)]
+pub(super) struct Companion {
+    pub(super) assembler: ExtendedAssembler,
+    pub(super) held: BTreeMap<u64, PendingLine>,
+    /// Records that came both ways (shown once).
+    pub(super) both: u64,
+    /// Records only the netconsole delivered, and kernel numbers missing on both.
+    pub(super) tail: Option<NetconsoleTail>,
 }
 
 impl Session {
@@ -181,6 +202,10 @@ impl Session {
             scheduled: None,
             queued_at: None,
             source: Source::Ncu,
+            kernel_next: None,
+            last_kmsg: None,
+            companion_addr: None,
+            companion: None,
             next_text_seq: 1,
             last_kernel_ts: 0,
         }
@@ -223,6 +248,7 @@ impl Session {
             first_received_at_us: self.first_rx_wall,
             last_received_at_us: self.last_rx_wall,
             last_line: self.last_line.clone(),
+            netconsole: self.companion.as_ref().and_then(|c| c.tail.clone()),
         }
     }
 

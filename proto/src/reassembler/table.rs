@@ -58,11 +58,17 @@ impl Reassembler {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let superseded = self
+        let outcome = self
             .inner
             .ncu_datagram(session, now, wall_us, from, flags, repr);
         heard(&mut self.recency, session, key, now);
-        if let Some(old) = superseded {
+        if let Some(source) = outcome.claim {
+            // One claim per session: a new address replaces its earlier one.
+            let id = repr_session(key);
+            self.companions.retain(|_, claimer| *claimer != id);
+            self.companions.insert(source, id);
+        }
+        if let Some(old) = outcome.superseded {
             self.supersede(old, now, wall_us);
         }
         self.after_datagram(from, key, now);
@@ -114,7 +120,23 @@ impl Reassembler {
     }
 
     fn handle_foreign(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
-        let kind = match netconsole::classify(bytes) {
+        let class = netconsole::classify(bytes);
+        // The kernel's netconsole of an ncu session that said where it sends from:
+        // its records join that session (by exactly that address).
+        if let (Some(&id), netconsole::Kind::Extended) = (self.companions.get(&from), class) {
+            let key = SessionKey::Ncu(id);
+            if let Some(session) = self.sessions.get_mut(&key) {
+                let ip = session.info.addr.ip();
+                self.inner
+                    .companion_datagram(session, now, wall_us, from, bytes);
+                let schedule_now = now;
+                self.inner.recharge(session);
+                self.inner.schedule(key, session, schedule_now);
+                self.enforce_budget(ip, key, now);
+                return;
+            }
+        }
+        let kind = match class {
             netconsole::Kind::Extended => SourceKind::KernelExtended,
             netconsole::Kind::Text => SourceKind::Text,
             // Plain netconsole sends the console's bytes as they are: once a source
@@ -254,6 +276,7 @@ impl Reassembler {
     /// Drops session `key` from memory to make room, reporting what it held.
     fn retire(&mut self, key: SessionKey) {
         if let Some(mut session) = self.sessions.remove(&key) {
+            self.forget_claim(&session);
             self.inner.resolve_join(&mut session);
             self.inner.give_up_all(&mut session);
             self.inner.stats.retired += 1;
@@ -288,6 +311,7 @@ impl Reassembler {
                 .is_some_and(|due| due <= now);
             if forget && session.pending.is_empty() && session.fragments.is_empty() {
                 if let Some(session) = self.sessions.remove(&key) {
+                    self.forget_claim(&session);
                     self.inner.finish(session);
                 }
                 continue;
@@ -316,6 +340,25 @@ impl Reassembler {
             self.inner.resolve_join(session);
             self.inner.give_up_all(session);
         }
+    }
+}
+
+impl Reassembler {
+    /// A session leaving memory takes its netconsole claim with it.
+    fn forget_claim(&mut self, session: &Session) {
+        if let Some(addr) = session.companion_addr {
+            if self.companions.get(&addr) == Some(&session.info.id) {
+                self.companions.remove(&addr);
+            }
+        }
+    }
+}
+
+/// The ncu session id of `key` (0 for other kinds, which claim nothing).
+fn repr_session(key: SessionKey) -> u64 {
+    match key {
+        SessionKey::Ncu(id) => id,
+        SessionKey::Source(..) => 0,
     }
 }
 

@@ -52,6 +52,7 @@ mod ids;
 mod timers;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::framer::{Framer, Outbox};
@@ -256,6 +257,9 @@ pub struct Sender {
     queue: Queue,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Where the kernel's netconsole of this machine sends from, once set up:
+    /// told to the receiver after every HELLO and HEARTBEAT.
+    companion: Option<SocketAddr>,
 }
 
 impl Sender {
@@ -298,6 +302,7 @@ impl Sender {
                 sessions: 1,
                 ..Stats::default()
             },
+            companion: None,
             config,
         };
         sender.start_session(wall_us, wall_us);
@@ -340,6 +345,23 @@ impl Sender {
             stats.recovery = r.stats();
         }
         stats
+    }
+
+    /// The kernel's netconsole of this machine sends from `source` (`None`: no
+    /// longer): told to the receiver now, and after every HELLO and HEARTBEAT, so
+    /// that it joins those records to this session.
+    pub fn set_companion(&mut self, source: Option<SocketAddr>, wall_us: u64) {
+        self.queue.commit(&mut self.recovery, self.framer.session());
+        self.companion = source;
+        self.announce_companion(wall_us);
+        self.ship(wall_us);
+    }
+
+    /// Queues the COMPANION datagram, when there is a companion.
+    pub(super) fn announce_companion(&mut self, wall_us: u64) {
+        if let (Some(source), State::Open) = (self.companion, &self.state) {
+            self.framer.companion(source, wall_us, &mut self.outbox);
+        }
     }
 
     /// Stops padding datagrams to the full size (GSO did not work after all).
@@ -552,6 +574,7 @@ impl Sender {
             wall_us,
             &mut self.outbox,
         );
+        self.announce_companion(wall_us);
         self.send_outbox(To::All);
         self.shipped = true;
     }

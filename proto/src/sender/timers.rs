@@ -83,6 +83,7 @@ impl Sender {
             }
             Timer::Heartbeat => {
                 self.framer.heartbeat(wall_us, &mut self.outbox);
+                self.announce_companion(wall_us);
                 self.ship(wall_us);
             }
             Timer::EndRepeat => {

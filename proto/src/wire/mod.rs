@@ -160,6 +160,9 @@ pub enum Kind {
     Nack = 5,
     /// Sender to receiver: these lines are no longer kept, stop asking.
     Gone = 6,
+    /// Sender to receiver: the kernel's netconsole of this machine sends from this
+    /// address (`ncu-send --netconsole`): its records belong to this session.
+    Companion = 7,
 }
 
 impl Kind {
@@ -172,6 +175,7 @@ impl Kind {
             4 => Some(Kind::End),
             5 => Some(Kind::Nack),
             6 => Some(Kind::Gone),
+            7 => Some(Kind::Companion),
             _ => None,
         }
     }

@@ -1,5 +1,7 @@
 //! Payloads: the lines of DATA, NACK ranges, and the [`Payload`] of each kind.
 
+use std::net::SocketAddr;
+
 use super::{
     read_u16, read_u32, read_u64, EndReason, LINE_CONTINUATION, LINE_PADDING, LINE_PARTIAL,
     LINE_RECORD_HEADER_LEN, NACK_RANGE_LEN,
@@ -96,6 +98,12 @@ pub enum Payload<'a> {
     Gone {
         /// The last line of the range.
         last: u64,
+    },
+    /// The address the kernel's netconsole of this sender sends from; `seq` in the
+    /// header is the number of the last line sent.
+    Companion {
+        /// That address (IPv4 or IPv6) and port.
+        source: SocketAddr,
     },
     /// Clean end; `seq` in the header is the number of the last line sent.
     End {

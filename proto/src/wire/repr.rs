@@ -1,5 +1,7 @@
 //! [`Repr`]: a datagram parsed into its header and payload, and written back.
 
+use std::net::{IpAddr, SocketAddr};
+
 use super::build::push_name;
 use super::*;
 
@@ -41,6 +43,7 @@ impl<'a> Repr<'a> {
             Payload::End { .. } => Kind::End,
             Payload::Nack { .. } => Kind::Nack,
             Payload::Gone { .. } => Kind::Gone,
+            Payload::Companion { .. } => Kind::Companion,
         }
     }
 
@@ -54,6 +57,10 @@ impl<'a> Repr<'a> {
             Payload::End { name, .. } => 1 + name.len() + 1 + 4,
             Payload::Nack { ranges } => 1 + ranges.bytes().len(),
             Payload::Gone { .. } => 8,
+            Payload::Companion { source } => match source {
+                SocketAddr::V4(_) => 1 + 4 + 2,
+                SocketAddr::V6(_) => 1 + 16 + 2,
+            },
         }
     }
 
@@ -109,6 +116,19 @@ impl<'a> Repr<'a> {
                 out.extend_from_slice(ranges.bytes());
             }
             Payload::Gone { last } => out.extend_from_slice(&last.to_be_bytes()),
+            Payload::Companion { source } => {
+                match source.ip() {
+                    IpAddr::V4(ip) => {
+                        out.push(4);
+                        out.extend_from_slice(&ip.octets());
+                    }
+                    IpAddr::V6(ip) => {
+                        out.push(6);
+                        out.extend_from_slice(&ip.octets());
+                    }
+                }
+                out.extend_from_slice(&source.port().to_be_bytes());
+            }
         }
         seal_checksum(&mut out[start..]);
     }
@@ -214,6 +234,22 @@ fn parse_payload(kind: Kind, fragment: bool, p: &[u8]) -> Result<Payload<'_>, De
             }
         }
         Kind::Gone => Payload::Gone { last: r.u64()? },
+        Kind::Companion => {
+            let ip = match r.u8()? {
+                4 => {
+                    let b: [u8; 4] = r.take(4)?.try_into().map_err(|_| DecodeError::BadLength)?;
+                    IpAddr::from(b)
+                }
+                6 => {
+                    let b: [u8; 16] = r.take(16)?.try_into().map_err(|_| DecodeError::BadLength)?;
+                    IpAddr::from(b)
+                }
+                _ => return Err(DecodeError::BadLength),
+            };
+            Payload::Companion {
+                source: SocketAddr::new(ip, r.u16()?),
+            }
+        }
     };
     if !r.rest.is_empty() {
         return Err(DecodeError::BadLength);

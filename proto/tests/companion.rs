@@ -1,0 +1,257 @@
+//! The kernel's netconsole joined to a `--kmsg` session by the address the
+//! sender claims (issue 15): the real Sender sends kernel records and its claim,
+//! the "kernel" sends the same records (and then the panic) from the claimed
+//! address, and the real Reassembler must show one story: each record once, in
+//! order, the ones only the netconsole delivered marked and after the others, a
+//! number missing on both paths reported once, and `silent` saying what came after
+//! ncu-send's last record. A netconsole from another address stays its own session.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ncu_proto::event::{Event, GapKind};
+use ncu_proto::kmsg::{From, Reader};
+use ncu_proto::reassembler::{Config, Reassembler};
+use ncu_proto::sender::{self, Sender};
+use ncu_proto::wire::{self, LINE_KMSG};
+
+struct Rig {
+    base: Instant,
+    tx: Sender,
+    rx: Reassembler,
+    reader: Reader,
+    events: Vec<Event>,
+}
+
+const SENDER: &str = "10.0.0.7:40000";
+const KERNEL: &str = "10.0.0.7:6665";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("literal")
+}
+
+fn record(seq: u64, text: &str) -> Vec<u8> {
+    format!("6,{seq},{},-;{text}\n", seq * 1000).into_bytes()
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let base = Instant::now();
+        let config = sender::Config {
+            resend_buffer: 0,
+            ..sender::Config::new("db-7")
+        };
+        let tx = Sender::new(
+            config,
+            wire::session_id(1_700_000_000, 9),
+            base,
+            1_700_000_000_000_000,
+        );
+        let mut rig = Rig {
+            base,
+            tx,
+            rx: Reassembler::new(Config::default(), base),
+            reader: Reader::new(From::All, None),
+            events: Vec::new(),
+        };
+        rig.tx
+            .set_companion(Some(addr(KERNEL)), 1_700_000_000_000_000);
+        rig.ship(0);
+        rig
+    }
+
+    fn at(&self, ms: u64) -> (Instant, u64) {
+        (
+            self.base + Duration::from_millis(ms),
+            1_700_000_000_000_000 + ms * 1000,
+        )
+    }
+
+    /// What the sender framed goes to the receiver.
+    fn ship(&mut self, ms: u64) {
+        let (now, wall) = self.at(ms);
+        let mut out = Vec::new();
+        while let Some(t) = self.tx.poll_transmit() {
+            out.extend(t.datagrams().map(<[u8]>::to_vec));
+        }
+        for d in out {
+            self.rx.handle_datagram(now, wall, addr(SENDER), &d);
+        }
+        self.drain();
+    }
+
+    /// ncu-send reads kernel records `seqs` and sends them.
+    fn kmsg(&mut self, ms: u64, seqs: impl IntoIterator<Item = u64>) {
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        for seq in seqs {
+            if self
+                .reader
+                .record(&record(seq, &format!("record {seq}")), &mut line)
+            {
+                lines.push(line.clone());
+            }
+        }
+        let (_, wall) = self.at(ms);
+        self.tx
+            .handle_records(LINE_KMSG, lines.iter().map(Vec::as_slice), wall);
+        self.ship(ms);
+    }
+
+    /// The kernel's netconsole sends record `seq` from `from`.
+    fn netconsole(&mut self, ms: u64, from: &str, seq: u64, text: &str) {
+        let (now, wall) = self.at(ms);
+        self.rx
+            .handle_datagram(now, wall, addr(from), &record(seq, text));
+        self.drain();
+    }
+
+    fn wait(&mut self, ms: u64) {
+        let (now, wall) = self.at(ms);
+        while let Some(due) = self.rx.poll_timeout().filter(|&d| d <= now) {
+            let us = wall - (now - due).as_micros() as u64;
+            self.rx.handle_timeout(due, us);
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        self.events
+            .extend(std::iter::from_fn(|| self.rx.poll_event()));
+    }
+
+    /// (kernel number, text, via netconsole) of every line of the ncu session.
+    fn story(&self) -> Vec<(u64, String, bool)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Line {
+                    session,
+                    text,
+                    kernel: Some(k),
+                    ..
+                } if session.name == "db-7" => Some((
+                    k.seq,
+                    String::from_utf8_lossy(text).into_owned(),
+                    k.via_netconsole,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn both_paths_make_one_story_ending_in_the_panic() {
+    let mut rig = Rig::new();
+    // Records 0-99 come both ways (the netconsole's copy sometimes first; the last
+    // one's after ncu-send's).
+    for seq in 0..100u64 {
+        let ms = 10 + seq;
+        if seq % 3 == 1 {
+            rig.netconsole(ms, KERNEL, seq, &format!("record {seq}"));
+            rig.kmsg(ms, [seq]);
+        } else {
+            rig.kmsg(ms, [seq]);
+            rig.netconsole(ms, KERNEL, seq, &format!("record {seq}"));
+        }
+    }
+    // ncu-send dies; the kernel goes on alone: 100-119, 110 lost on the way, then
+    // the panic.
+    for seq in 100..120u64 {
+        if seq != 110 {
+            rig.netconsole(200 + seq, KERNEL, seq, &format!("oops line {seq}"));
+        }
+    }
+    rig.netconsole(
+        400,
+        KERNEL,
+        120,
+        "Kernel panic - not syncing: Fatal exception",
+    );
+    rig.wait(60_000);
+
+    let story = rig.story();
+    let seqs: Vec<u64> = story.iter().map(|s| s.0).collect();
+    let want: Vec<u64> = (0..=120).filter(|&s| s != 110).collect();
+    assert_eq!(seqs, want, "each record once, in order");
+    assert!(
+        story[..100].iter().all(|s| !s.2),
+        "ncu-send's own records are not marked"
+    );
+    assert!(
+        story[100..].iter().all(|s| s.2),
+        "the rest came via netconsole"
+    );
+    let gaps: Vec<(u64, u64, GapKind)> = rig
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Gap {
+                first, last, kind, ..
+            } => Some((*first, *last, *kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        gaps,
+        [(110, 110, GapKind::KernelSeq)],
+        "missing on both paths, once"
+    );
+    let silent = rig
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Silent { netconsole, .. } => Some(netconsole.clone()),
+            _ => None,
+        })
+        .expect("silent");
+    let tail = silent.expect("what the netconsole delivered after ncu-send");
+    assert_eq!(tail.last_kmsg.map(|k| k.0), Some(99));
+    assert_eq!((tail.first, tail.last, tail.missing), (100, 120, 1));
+    assert_eq!(
+        tail.last_text,
+        b"Kernel panic - not syncing: Fatal exception"
+    );
+    // The silent event comes after the netconsole's records.
+    let silent_at = rig
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Silent { .. }));
+    let last_line_at = rig
+        .events
+        .iter()
+        .rposition(|e| matches!(e, Event::Line { .. }));
+    assert!(silent_at > last_line_at, "silent after the story");
+}
+
+#[test]
+fn another_address_stays_its_own_session() {
+    let mut rig = Rig::new();
+    rig.kmsg(10, 0..5);
+    // Another machine's netconsole, and this machine's from a port it did not claim.
+    rig.netconsole(20, "10.0.0.8:6665", 3, "another machine");
+    rig.netconsole(21, "10.0.0.7:6666", 4, "not the claimed port");
+    rig.wait(60_000);
+    let story = rig.story();
+    assert_eq!(
+        story.len(),
+        5,
+        "only ncu-send's records in its session: {story:?}"
+    );
+    let others: Vec<String> = rig
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Start { session, .. } if session.name != "db-7" => {
+                Some(session.addr.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        others,
+        ["10.0.0.8:6665", "10.0.0.7:6666"],
+        "separate sessions"
+    );
+}
