@@ -8,6 +8,9 @@
 #              other: qemu failed
 # Prints "boot: ended|timeout after S.SSs" on stderr.
 # Environment: LAB_QEMU_EXTRA  more qemu arguments (word-split)
+#              LAB_TAP         a tap device (made by the caller, its host side
+#                              addressed) instead of user networking: no NAT, the
+#                              guest's addresses reach the host as they are
 #              LAB_MEM         guest memory in MiB (default 256)
 set -euo pipefail
 
@@ -25,6 +28,8 @@ qemu="$(command -v qemu-system-x86_64 || true)"
 
 # shellcheck disable=SC2206
 qemu_extra=(${LAB_QEMU_EXTRA:-})
+netdev="user,id=n0"
+[ -n "${LAB_TAP:-}" ] && netdev="tap,id=n0,ifname=$LAB_TAP,script=no,downscript=no"
 start=$(date +%s.%N)
 set +e
 timeout --kill-after=5 "$tmo" "$qemu" \
@@ -32,7 +37,7 @@ timeout --kill-after=5 "$tmo" "$qemu" \
     -nodefaults -display none -no-reboot -monitor none \
     -kernel "$kernel" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 $extra" \
-    -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
+    -netdev "$netdev" -device virtio-net-pci,netdev=n0,romfile= \
     -serial "file:$serial" \
     "${qemu_extra[@]}" </dev/null
 rc=$?

@@ -11,6 +11,7 @@
 . /lab.sh
 
 port=$(lab_param ncu.port 6666)
+host=$(lab_param ncu.gw 10.0.2.2)
 mode=$(lab_param ncu.ncmode crash)
 lab_say "scenario netconsole-companion: mode=$mode"
 if [ "$mode" != nomodule ]; then
@@ -18,7 +19,7 @@ if [ "$mode" != nomodule ]; then
         grep -q "^$m " /proc/modules || insmod "/lib/modules/$m.ko"
     done </lib/modules/netconsole.order
 fi
-ncu-send --name guest --kmsg --netconsole "10.0.2.2:$port" 2>/tmp/send.err &
+ncu-send --name guest --kmsg --netconsole "$host:$port" 2>/tmp/send.err &
 sender=$!
 lab_wait_socket "$sender" 500 >/dev/null
 usleep 800000

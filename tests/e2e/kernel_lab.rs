@@ -140,6 +140,57 @@ fn boot_slot() -> impl Drop {
 /// Boots the guest until it crashes (qemu exits); panics with the serial log's tail
 /// when it does not end by itself.
 fn boot(initrd: &Path, cmdline: &str, tag: &str) -> Duration {
+    boot_on(initrd, cmdline, tag, None)
+}
+
+/// A tap device of the test's own for one guest, its host side addressed
+/// `10.77.N.1/24` and the guest's `10.77.N.15`: a network without NAT, so that the
+/// guest's own addresses and ports reach the host as they are. Deleted on drop.
+struct Tap {
+    name: String,
+    /// Kernel command line words telling the guest's init its addresses.
+    cmdline: String,
+}
+
+impl Tap {
+    fn new() -> Tap {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250;
+        let name = format!("ncutap{}-{n}", std::process::id() % 1000);
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = Command::new("ip").args(["link", "del", &name]).output();
+        ip(&["tuntap", "add", "dev", &name, "mode", "tap"]);
+        ip(&["addr", "add", &format!("10.77.{n}.1/24"), "dev", &name]);
+        ip(&["link", "set", &name, "up"]);
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+            .expect("the tap's MAC")
+            .trim()
+            .to_owned();
+        let cmdline = format!("ncu.ip=10.77.{n}.15 ncu.gw=10.77.{n}.1 ncu.gwmac={mac}");
+        Tap { name, cmdline }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+/// As [`boot`], on a tap device instead of qemu's user networking when given.
+fn boot_on(initrd: &Path, cmdline: &str, tag: &str, tap: Option<&Tap>) -> Duration {
     let lab = lab();
     let serial = lab.work.join(format!("{tag}.serial.log"));
     let _slot = boot_slot();
@@ -151,6 +202,7 @@ fn boot(initrd: &Path, cmdline: &str, tag: &str) -> Duration {
         .arg(cmdline)
         .arg(BOOT_TIMEOUT_S.to_string())
         .arg(&serial)
+        .env("LAB_TAP", tap.map_or("", |t| t.name.as_str()))
         .stdin(Stdio::null())
         .output()
         .expect("bash lab/boot.sh");
@@ -303,9 +355,20 @@ enum Await {
 /// saved under the lab's work folder as `tag`), and the boot's duration.
 fn ncu_send_boot(
     tag: &str,
+    scenario: (&str, &str),
+    cmdline: &str,
+    wait: Await,
+) -> (Value, Vec<Value>, Duration) {
+    ncu_send_boot_on(tag, scenario, cmdline, wait, None)
+}
+
+/// As [`ncu_send_boot`], on a tap device of its own (no NAT) when `tap`.
+fn ncu_send_boot_on(
+    tag: &str,
     (name, scenario): (&str, &str),
     cmdline: &str,
     wait: Await,
+    tap: Option<&Tap>,
 ) -> (Value, Vec<Value>, Duration) {
     let initrd = initramfs(name, scenario, &[static_ncu_send().to_owned()]);
     let (dead_after, timeout) = match wait {
@@ -317,8 +380,12 @@ fn ncu_send_boot(
     let mut recv = Recv::start(&["--dead-after", dead_after, "--reorder-window", "1s"]);
     // "@PORT" in `cmdline` is the receiver's port too.
     let cmdline = cmdline.replace("@PORT", &recv.port.to_string());
-    let cmdline = format!("panic=1 ncu.port={} {cmdline}", recv.port);
-    let booted = boot(&initrd, &cmdline, tag);
+    let cmdline = format!(
+        "panic=1 ncu.port={} {cmdline} {}",
+        recv.port,
+        tap.map_or("", |t| t.cmdline.as_str())
+    );
+    let booted = boot_on(&initrd, &cmdline, tag, tap);
     let awaited = recv
         .wait_for(timeout, |e| match wait {
             Await::EndOrSilent => is(e, "end") || is(e, "silent"),
