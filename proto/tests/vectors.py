@@ -35,6 +35,7 @@ VECTORS = {
     "FRAGMENT": datagram(2, 2, 7, 9, struct.pack(">IIB", 4, 10, 0) + b"abc"),
     "HEARTBEAT": datagram(3, 0, 42, 11, name("web")),
     "END": datagram(4, 0, 42, 12, name("web") + bytes([2]) + struct.pack(">i", 3)),
+    "COMPANION": datagram(7, 0, 42, 13, bytes([4, 10, 0, 0, 7]) + struct.pack(">H", 6665)),
     "KMSG": datagram(2, 0, 5, 3, b"\x04" + struct.pack(">H", len(KMSG_RECORD)) + KMSG_RECORD),
 }
 

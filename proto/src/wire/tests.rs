@@ -279,6 +279,52 @@ const KMSG: &str = concat!(
     "595354454d3d7573620a"
 );
 
+const COMPANION: &str = concat!(
+    "4e435501",
+    "0700",
+    "0007",
+    "0123456789abcdef",
+    "000000000000002a",
+    "00060a24181e4000",
+    "0000000d",
+    "cb906828",
+    "040a000007",
+    "1a09"
+);
+
+/// PROTOCOL.md §16's COMPANION vector: the kernel's netconsole sends from
+/// 10.0.0.7:6665.
+#[test]
+fn companion_vector() {
+    let repr = Repr {
+        header: Header {
+            seq: 42,
+            counter: 13,
+            ..header()
+        },
+        payload: Payload::Companion {
+            source: "10.0.0.7:6665".parse().unwrap(),
+        },
+    };
+    let mut out = Vec::new();
+    repr.emit(&mut out);
+    assert_eq!(hex(&out), COMPANION);
+    assert_eq!(Repr::parse(&out).unwrap(), repr);
+    let v6 = Repr {
+        payload: Payload::Companion {
+            source: "[fd00::7]:6665".parse().unwrap(),
+        },
+        ..repr
+    };
+    let mut out = Vec::new();
+    v6.emit(&mut out);
+    assert_eq!(Repr::parse(&out).unwrap(), v6);
+    let mut bad = vector_bytes(COMPANION);
+    bad[HEADER_LEN] = 5; // no such family
+    finish_datagram(&mut bad);
+    assert_eq!(Repr::parse(&bad).unwrap_err(), DecodeError::BadLength);
+}
+
 /// PROTOCOL.md §16's vector: one kernel record as `ncu-send --kmsg` sends it.
 #[test]
 fn kmsg_vector() {
@@ -320,7 +366,7 @@ fn kmsg_vector() {
 
 #[test]
 fn every_single_bit_flip_is_caught() {
-    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG] {
+    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG, COMPANION] {
         let good = vector_bytes(vector);
         for bit in 0..good.len() * 8 {
             let mut v = good.clone();
@@ -332,7 +378,7 @@ fn every_single_bit_flip_is_caught() {
 
 #[test]
 fn every_truncation_is_caught() {
-    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG] {
+    for vector in [DATA_TWO_LINES, HELLO, FRAGMENT, HEARTBEAT, END, KMSG, COMPANION] {
         let good = vector_bytes(vector);
         for len in 0..good.len() {
             assert!(Repr::parse(&good[..len]).is_err());
