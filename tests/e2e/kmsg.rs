@@ -127,3 +127,45 @@ fn a_dest_name_that_resolves_later_gets_the_records_read_before() {
     assert!(lost.is_empty(), "nothing lost: {lost:?}");
     eprintln!("resolved and delivered within {:?}", started.elapsed());
 }
+
+/// `--netconsole` towards a destination it cannot serve (loopback: netconsole
+/// needs an Ethernet device): one line on stderr, and `--kmsg` shipping goes on.
+#[test]
+fn netconsole_on_a_path_it_cannot_use_is_one_line_and_kmsg_goes_on() {
+    let recv = RecvProcess::spawn(&["--json"]);
+    let mut sender = Command::new(bin_path("ncu-send"))
+        .args([
+            "--kmsg",
+            "--kmsg-from",
+            "now",
+            "--netconsole",
+            "--name",
+            "nc-lo",
+        ])
+        .arg(recv.addr.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ncu-send");
+    let mut stderr = std::io::BufReader::new(sender.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).expect("ncu-send's line");
+    assert!(
+        first.starts_with("ncu-send: netconsole: ")
+            && first.contains("shipping with --kmsg goes on"),
+        "{first}"
+    );
+    let marker = format!("ncu-test-netconsole-lo {}", std::process::id());
+    std::fs::write("/dev/kmsg", format!("<5>{marker}\n")).expect("write /dev/kmsg");
+    let (_, line) = recv.wait_json(TIMEOUT, |e| {
+        e["event"] == "line" && e["text"].as_str() == Some(marker.as_str())
+    });
+    assert_eq!(line["sender"], "nc-lo", "{line}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(sender.id() as libc::pid_t, libc::SIGTERM) };
+    let status = sender.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(!rest.contains("netconsole"), "one line only: {rest}");
+}
