@@ -206,6 +206,15 @@ fn find_path(remote: SocketAddr, local: Option<SocketAddr>) -> Result<Path4, Str
     let SocketAddr::V4(remote) = remote else {
         return Err("the kernel's netconsole here takes IPv4 destinations only".into());
     };
+    if remote.ip().is_loopback() {
+        // The local routing table (not in /proc/net/route) sends it through lo,
+        // which netconsole cannot use.
+        return Err(format!(
+            "{} is a loopback address: the kernel's netconsole sends through an \
+             Ethernet device only",
+            remote.ip()
+        ));
+    }
     let routes =
         fs::read_to_string("/proc/net/route").map_err(|e| format!("/proc/net/route: {e}"))?;
     let (dev, gateway) =
