@@ -21,6 +21,8 @@ struct Rig {
     rx: Reassembler,
     reader: Reader,
     events: Vec<Event>,
+    /// The next datagram ncu-send sends is lost on the way.
+    drop_next: bool,
 }
 
 const SENDER: &str = "10.0.0.7:40000";
@@ -53,6 +55,7 @@ impl Rig {
             rx: Reassembler::new(Config::default(), base),
             reader: Reader::new(From::All, None),
             events: Vec::new(),
+            drop_next: false,
         };
         rig.tx
             .set_companion(Some(addr(KERNEL)), 1_700_000_000_000_000);
@@ -75,6 +78,9 @@ impl Rig {
             out.extend(t.datagrams().map(<[u8]>::to_vec));
         }
         for d in out {
+            if std::mem::take(&mut self.drop_next) {
+                continue;
+            }
             self.rx.handle_datagram(now, wall, addr(SENDER), &d);
         }
         self.drain();
@@ -255,3 +261,31 @@ fn another_address_stays_its_own_session() {
         "separate sessions"
     );
 }
+
+/// A record lost on ncu-send's path while it lives (no recovery) but delivered by
+/// the netconsole: the ncu line is reported lost on its path, and the record shows
+/// up once, via netconsole, in its place in the kernel's order.
+#[test]
+fn a_record_lost_on_the_ncu_path_comes_via_the_netconsole_in_its_place() {
+    let mut rig = Rig::new();
+    for seq in 0..60u64 {
+        let ms = 10 + seq;
+        rig.netconsole(ms, KERNEL, seq, &format!("record {seq}"));
+        rig.drop_next = seq == 30;
+        rig.kmsg(ms, [seq]);
+        rig.wait(ms);
+    }
+    rig.wait(1_000);
+    let story = rig.story();
+    let seqs: Vec<u64> = story.iter().map(|s| s.0).collect();
+    assert_eq!(seqs, (0..60).collect::<Vec<_>>(), "each record once, in order");
+    let via: Vec<u64> = story.iter().filter(|s| s.2).map(|s| s.0).collect();
+    assert_eq!(via, [30], "record 30 via netconsole, in its place");
+    let lost = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Gap { kind: GapKind::Lost, .. }))
+        .count();
+    assert_eq!(lost, 1, "the ncu line is lost on its path");
+}
+

@@ -86,12 +86,35 @@ impl Inner {
             if full {
                 if let Some((k, p)) = session.companion.as_mut().and_then(|c| c.held.pop_first()) {
                     self.release(session, p.held_cost());
-                    self.deliver_companion(session, k, p);
+                    self.deliver_companion(session, k, p, false);
                 }
             }
         } else {
             self.release_companion(session);
-            self.deliver_companion(session, k, pending);
+            self.deliver_companion(session, k, pending, true);
+        }
+    }
+
+    /// ncu-send is about to deliver kernel record `k` itself: the netconsole's
+    /// copies of records before it that ncu-send never delivered (lost on its path,
+    /// or overwritten or left out on its side) are shown first, via netconsole, so
+    /// that every record either path brought appears once, in the kernel's order.
+    pub(super) fn before_kmsg(&mut self, session: &mut Session, k: u64) {
+        let Some(companion) = session.companion.as_mut() else {
+            return;
+        };
+        if companion
+            .held
+            .first_key_value()
+            .is_none_or(|(&first, _)| first >= k)
+        {
+            return;
+        }
+        let later = companion.held.split_off(&k);
+        let earlier = std::mem::replace(&mut companion.held, later);
+        for (seq, line) in earlier {
+            self.release(session, line.held_cost());
+            self.deliver_companion(session, seq, line, false);
         }
     }
 
@@ -131,15 +154,16 @@ impl Inner {
         };
         for (k, p) in held {
             self.release(session, p.held_cost());
-            self.deliver_companion(session, k, p);
+            self.deliver_companion(session, k, p, true);
         }
     }
 
-    /// Delivers record `k`, which only the netconsole brought: after a gap for what
-    /// neither path delivered before it.
-    fn deliver_companion(&mut self, session: &mut Session, k: u64, line: PendingLine) {
+    /// Delivers record `k`, which only the netconsole brought. After ncu-send is
+    /// gone (`after`): after a gap for what neither path delivered before it, and as
+    /// part of the story's tail. While it lives, its own gaps were reported already.
+    fn deliver_companion(&mut self, session: &mut Session, k: u64, line: PendingLine, after: bool) {
         let missing = match session.kernel_next {
-            Some(n) if k > n => {
+            Some(n) if after && k > n => {
                 self.events.push_back(Event::Gap {
                     session: session.info.clone(),
                     first: n,
@@ -150,9 +174,9 @@ impl Inner {
             }
             _ => 0,
         };
-        session.kernel_next = Some(k + 1);
+        session.kernel_next = Some(session.kernel_next.map_or(k + 1, |n| n.max(k + 1)));
         let last_kmsg = session.last_kmsg;
-        if let Some(c) = session.companion.as_mut() {
+        if let Some(c) = session.companion.as_mut().filter(|_| after) {
             let text = &line.text[..line.text.len().min(LAST_TEXT_MAX)];
             let tail = c.tail.get_or_insert_with(|| NetconsoleTail {
                 last_kmsg,

@@ -109,6 +109,9 @@ impl Inner {
             (Some(k), SourceKind::Ncu) => Some((k.seq, line.sent_at_us)),
             _ => None,
         };
+        if let Some((k, _)) = kmsg {
+            self.before_kmsg(session, k);
+        }
         session.lines += 1;
         if late {
             session.late += 1;
