@@ -7,6 +7,8 @@
 #                      kernel's netconsole); clean: ncu-send gets SIGTERM, its
 #                      target must be gone; nomodule: the module is not loaded
 #                      (and modprobe cannot find it): one line, --kmsg goes on
+#   ncu.netem=         netem options for eth0, commas for spaces (both paths)
+#   ncu.markers=10     markers written (every ncu.interval microseconds, 20000)
 # shellcheck source=/dev/null
 . /lab.sh
 
@@ -19,16 +21,23 @@ if [ "$mode" != nomodule ]; then
         grep -q "^$m " /proc/modules || insmod "/lib/modules/$m.ko"
     done </lib/modules/netconsole.order
 fi
+netem=$(lab_param ncu.netem "" | tr ',' ' ')
+if [ -n "$netem" ]; then
+    # shellcheck disable=SC2086
+    tc qdisc add dev eth0 root netem $netem || lab_say "netem setup failed"
+fi
 ncu-send --name guest --kmsg --netconsole "$host:$port" 2>/tmp/send.err &
 sender=$!
 lab_wait_socket "$sender" 500 >/dev/null
 usleep 800000
 lab_say "scenario netconsole-companion: ncu-send said: $(tr '\n' ' ' </tmp/send.err)"
 lab_say "scenario netconsole-companion: targets: [$(ls /sys/kernel/config/netconsole 2>/dev/null | tr '\n' ' ')]"
+markers=$(lab_param ncu.markers 10)
+interval=$(lab_param ncu.interval 20000)
 i=1
-while [ "$i" -le 10 ]; do
-    printf '<4>ncu-marker %04d of 0010\n' "$i" >/dev/kmsg
-    usleep 20000
+while [ "$i" -le "$markers" ]; do
+    printf '<4>ncu-marker %04d of %04d\n' "$i" "$markers" >/dev/kmsg
+    usleep "$interval"
     i=$((i + 1))
 done
 if [ "$mode" = clean ]; then
@@ -37,4 +46,5 @@ if [ "$mode" = clean ]; then
     lab_say "scenario netconsole-companion: after a clean end, targets: [$(ls /sys/kernel/config/netconsole 2>/dev/null | tr '\n' ' ')]"
 fi
 usleep 300000
+[ -n "$netem" ] && lab_say "scenario netconsole-companion: $(tc -s qdisc show dev eth0 | tr '\n' ' ')"
 lab_crash

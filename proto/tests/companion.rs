@@ -58,7 +58,7 @@ impl Rig {
             drop_next: false,
         };
         rig.tx
-            .set_companion(Some(addr(KERNEL)), 1_700_000_000_000_000);
+            .set_companion(Some(addr(KERNEL)), base, 1_700_000_000_000_000);
         rig.ship(0);
         rig
     }
@@ -278,14 +278,25 @@ fn a_record_lost_on_the_ncu_path_comes_via_the_netconsole_in_its_place() {
     rig.wait(1_000);
     let story = rig.story();
     let seqs: Vec<u64> = story.iter().map(|s| s.0).collect();
-    assert_eq!(seqs, (0..60).collect::<Vec<_>>(), "each record once, in order");
+    assert_eq!(
+        seqs,
+        (0..60).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
     let via: Vec<u64> = story.iter().filter(|s| s.2).map(|s| s.0).collect();
     assert_eq!(via, [30], "record 30 via netconsole, in its place");
     let lost = rig
         .events
         .iter()
-        .filter(|e| matches!(e, Event::Gap { kind: GapKind::Lost, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Gap {
+                    kind: GapKind::Lost,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(lost, 1, "the ncu line is lost on its path");
 }
-

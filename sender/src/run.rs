@@ -115,7 +115,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
     };
     if let Some(nc) = &netconsole {
         // The receiver joins the kernel's records from there to this session.
-        sender.set_companion(Some(nc.source()), wall_us());
+        sender.set_companion(Some(nc.source()), Instant::now(), wall_us());
         io.transmit(&mut sender);
     }
 
@@ -235,7 +235,7 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
         if let Some(nc) = netconsole.as_mut() {
             if nc.recheck(now, io.sockets.local_addr(0)) {
-                sender.set_companion(Some(nc.source()), now_us);
+                sender.set_companion(Some(nc.source()), now, now_us);
                 io.transmit(&mut sender);
             }
         }

@@ -77,6 +77,12 @@ pub const LINGER_MAX: Duration = Duration::from_secs(3);
 /// GONE datagrams (one per NACK at most) are limited to this many per second, on
 /// top of the resend rate: a flood of NACKs for old lines stays small.
 pub const GONE_PER_SEC: u64 = 50;
+/// How often the netconsole's address is told again, busy or not.
+pub const COMPANION_EVERY: Duration = Duration::from_secs(1);
+/// Copies of the first COMPANION (each with its own counter): lost on the way,
+/// the next is a second away, and a short life may not have a second.
+const COMPANION_COPIES: usize = 3;
+
 /// Input streams: standard input, or a command's standard output and error.
 pub const MAX_STREAMS: usize = 2;
 /// Sealed sessions roll over before their datagram counter reaches this (the
@@ -260,6 +266,8 @@ pub struct Sender {
     /// Where the kernel's netconsole of this machine sends from, once set up:
     /// told to the receiver after every HELLO and HEARTBEAT.
     companion: Option<SocketAddr>,
+    /// When it is told again.
+    companion_due: Option<Instant>,
 }
 
 impl Sender {
@@ -303,6 +311,7 @@ impl Sender {
                 ..Stats::default()
             },
             companion: None,
+            companion_due: None,
             config,
         };
         sender.start_session(wall_us, wall_us);
@@ -348,12 +357,16 @@ impl Sender {
     }
 
     /// The kernel's netconsole of this machine sends from `source` (`None`: no
-    /// longer): told to the receiver now, and after every HELLO and HEARTBEAT, so
-    /// that it joins those records to this session.
-    pub fn set_companion(&mut self, source: Option<SocketAddr>, wall_us: u64) {
+    /// longer): told to the receiver now (in a few copies), after every HELLO and
+    /// HEARTBEAT and every [`COMPANION_EVERY`], so that it joins those records to
+    /// this session.
+    pub fn set_companion(&mut self, source: Option<SocketAddr>, now: Instant, wall_us: u64) {
         self.queue.commit(&mut self.recovery, self.framer.session());
         self.companion = source;
-        self.announce_companion(wall_us);
+        self.companion_due = Some(now + COMPANION_EVERY);
+        for _ in 0..COMPANION_COPIES {
+            self.announce_companion(wall_us);
+        }
         self.ship(wall_us);
     }
 

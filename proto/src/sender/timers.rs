@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Sender, State, To, END_REPEAT, LINGER_MAX, LINGER_QUIET};
+use super::{Sender, State, To, COMPANION_EVERY, END_REPEAT, LINGER_MAX, LINGER_QUIET};
 
 /// The timers of a [`Sender`]; [`Sender::deadline`] computes each from the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,16 +16,20 @@ pub enum Timer {
     EndRepeat,
     /// Lingering: done (quiet for [`LINGER_QUIET`], or [`LINGER_MAX`] passed).
     Linger,
+    /// The netconsole's address is told again (every [`COMPANION_EVERY`], busy or
+    /// not: a receiver that missed it, or started later, learns it soon).
+    Companion,
 }
 
 impl Timer {
     /// Every timer, in the order due ones are handled.
-    pub const VALUES: [Timer; 5] = [
+    pub const VALUES: [Timer; 6] = [
         Timer::Flush(0),
         Timer::Flush(1),
         Timer::Heartbeat,
         Timer::EndRepeat,
         Timer::Linger,
+        Timer::Companion,
     ];
 }
 
@@ -52,6 +56,7 @@ impl Sender {
                     since, last_nack, ..
                 },
             ) => Some((*last_nack + LINGER_QUIET).min(*since + LINGER_MAX)),
+            (Timer::Companion, State::Open) => self.companion.and(self.companion_due),
             _ => None,
         }
     }
@@ -93,6 +98,11 @@ impl Sender {
                 }
             }
             Timer::Linger => self.state = State::Closed,
+            Timer::Companion => {
+                self.companion_due = Some(now + COMPANION_EVERY);
+                self.announce_companion(wall_us);
+                self.ship(wall_us);
+            }
         }
     }
 
