@@ -1116,7 +1116,10 @@ fn kernel_lab_recovery_sender_killed() {
     let (silent, events, booted) = ncu_send_boot(
         tag,
         ("killed", "ncu-send-killed.sh"),
-        &format!("ncu.kill={KILL} ncu.chunk=1000"),
+        // 300-byte datagrams: about 170 of them, so that 10% loss hits some for
+        // certain (with the default 1,400 bytes, about 60: none lost in one CI run
+        // of many, and nothing to recover).
+        &format!("ncu.kill={KILL} ncu.chunk=1000 ncu.sendargs=--max-datagram,300"),
         Await::Silent,
     );
     serial_find(tag, "scenario ncu-send-killed: SIGKILL sent after")

@@ -343,6 +343,19 @@ fn kernel_lab_kmsg_readers_compared() {
     }
 }
 
+/// How many `ncu-marker` lines session `session` has.
+fn marker_lines(events: &[Value], session: &Value) -> usize {
+    of_session(events, session)
+        .into_iter()
+        .filter(|e| {
+            is(e, "line")
+                && e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("ncu-marker "))
+        })
+        .count()
+}
+
 /// The guest's serial console text (every line, printk or not).
 fn serial(tag: &str) -> String {
     std::fs::read_to_string(lab().work.join(format!("{tag}.serial.log"))).unwrap_or_default()
@@ -401,15 +414,7 @@ fn kernel_lab_netconsole_companion_sends_the_crash() {
         .iter()
         .find(|e| is(e, "start") && e["sender"] == "guest")
         .expect("the ncu session");
-    let via_ncu = of_session(&events, &guest["session"])
-        .into_iter()
-        .filter(|e| {
-            is(e, "line")
-                && e["text"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("ncu-marker "))
-        })
-        .count();
+    let via_ncu = marker_lines(&events, &guest["session"]);
     assert_eq!(via_ncu, 10, "{tag}: markers via ncu-send --kmsg");
 }
 
@@ -446,15 +451,7 @@ fn kernel_lab_netconsole_companion_cleans_up_and_fails_soft() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let markers = of_session(&events, &silent["session"])
-        .into_iter()
-        .filter(|e| {
-            is(e, "line")
-                && e["text"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("ncu-marker "))
-        })
-        .count();
+    let markers = marker_lines(&events, &silent["session"]);
     assert_eq!(markers, 10, "{tag}: --kmsg shipping went on");
 }
 
@@ -511,14 +508,7 @@ fn kernel_lab_netconsole_joined_into_one_story() {
         via.iter().any(|t| t.contains("Kernel panic")),
         "{tag}: the panic via netconsole: {via:?}"
     );
-    let markers = lines
-        .iter()
-        .filter(|e| {
-            e["text"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("ncu-marker "))
-        })
-        .count();
+    let markers = marker_lines(&events, &silent["session"]);
     assert_eq!(markers, 10, "{tag}: the markers once each");
     let story = silent["story"].as_str().unwrap_or_default();
     assert!(
@@ -575,6 +565,11 @@ fn kernel_lab_netconsole_joined_through_netem() {
             "{tag}: record {k}: delivered once or named missing once"
         );
     }
+    let markers = marker_lines(&events, &silent["session"]);
+    assert_eq!(
+        markers, 200,
+        "{tag}: every marker, by one path or the other"
+    );
     let (entry, _) = summary_of(&events, &silent["session"], tag);
     assert!(
         entry["recovered"].as_u64().unwrap_or(0) > 0,
