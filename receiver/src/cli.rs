@@ -207,6 +207,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BYTES", default_value = "64MiB")]
     max_held: String,
 
+    /// Most sessions kept in memory. Past it, the oldest session of the source
+    /// with the most is retired (a `retired` event; its holes reported first), or,
+    /// when every source has one, the session heard least recently.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    max_sessions: usize,
+
     /// Never send NACKs (ask no sender to resend): for one-way networks. Holes of
     /// every session then wait only --reorder-window.
     #[arg(long)]
@@ -230,6 +236,8 @@ pub(crate) struct Config {
     pub(crate) raw: bool,
     /// `--max-held`, bytes.
     pub(crate) max_held: usize,
+    /// `--max-sessions`.
+    pub(crate) max_sessions: usize,
     /// `--sync-every`.
     pub(crate) sync_every: Duration,
     /// `--journal-export`.
@@ -304,6 +312,9 @@ impl Args {
                 self.max_held
             )));
         }
+        if self.max_sessions == 0 {
+            return Err(UsageError("--max-sessions 0: must be at least 1".into()));
+        }
         if !(512..=65_536).contains(&self.slot_bytes) {
             return Err(UsageError("--slot-bytes must be 512..=65536".to_owned()));
         }
@@ -319,6 +330,7 @@ impl Args {
             prefix: self.prefix,
             raw: self.raw,
             max_held,
+            max_sessions: self.max_sessions,
             sync_every,
             journal_export: self.journal_export,
             metrics: self.metrics,

@@ -395,6 +395,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         dead_after: config.dead_after,
         nack: config.nack,
         max_held_bytes: config.max_held,
+        max_sessions: config.max_sessions,
         rng_seed: random_seed(),
         ..RxConfig::default()
     };

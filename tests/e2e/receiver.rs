@@ -953,3 +953,41 @@ fn recv_output_dir_full_disk_never_splices_lines() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--max-sessions 2` with three text sources: the third retires the session of
+/// the source that costs the most (the one that sent a long line), reported with a
+/// `retired` event; the other two stay.
+#[test]
+fn recv_max_sessions_retires_the_heaviest_source() {
+    let rx = RecvProcess::spawn(&["--json", "--max-sessions", "2"]);
+    let socks: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind"))
+        .collect();
+    let texts = [
+        format!("heavy {}\n", "x".repeat(3000)),
+        "light b\n".into(),
+        "light c\n".into(),
+    ];
+    for (sock, text) in socks.iter().zip(&texts) {
+        sock.send_to(text.as_bytes(), rx.addr).expect("send");
+        let want = text.trim_end().to_owned();
+        rx.wait_json(T, |e| {
+            e["event"] == "line" && e["text"].as_str() == Some(want.as_str())
+        });
+    }
+    let (_, retired) = rx.wait_json(T, |e| e["event"] == "retired");
+    let heavy = socks[0].local_addr().expect("addr").to_string();
+    assert_eq!(retired["addr"], heavy, "{retired}");
+    let (events, _) = rx.stop_json();
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "retired").count(),
+        0,
+        "only one retired"
+    );
+    let bad = Command::new(bin_path("ncu-recv"))
+        .args(["--max-sessions", "0", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ncu-recv");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}
