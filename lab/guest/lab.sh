@@ -32,6 +32,17 @@ load_netconsole() {
     insmod /lib/modules/netconsole.ko "netconsole=${_plus}6665@10.0.2.15/eth0,${_port}@10.0.2.2/"
 }
 
+# lab_markers COUNT [INTERVAL_US]: writes "ncu-marker NNNN of MMMM" COUNT times to
+# the kernel log at level 4, INTERVAL_US microseconds apart (default 0: at once).
+lab_markers() {
+    _i=1
+    while [ "$_i" -le "$1" ]; do
+        printf '<4>ncu-marker %04d of %04d\n' "$_i" "$1" >/dev/kmsg
+        [ "${2:-0}" -gt 0 ] && usleep "$2"
+        _i=$((_i + 1))
+    done
+}
+
 # lab_crash: crash the kernel now (panic; with panic=-1 qemu exits).
 lab_crash() {
     echo c >/proc/sysrq-trigger

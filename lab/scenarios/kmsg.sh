@@ -38,15 +38,6 @@ settle() {
     usleep 500000
 }
 
-markers() {
-    i=1
-    while [ "$i" -le "$1" ]; do
-        printf '<4>ncu-marker %04d of %04d\n' "$i" "$1" >/dev/kmsg
-        usleep 20000
-        i=$((i + 1))
-    done
-}
-
 case "$mode" in
 overrun)
     case "$reader" in
@@ -73,7 +64,7 @@ overrun)
     kill -CONT "$stop"
     lab_say "scenario kmsg: continued $reader after the flood"
     usleep 300000
-    markers "$markers"
+    lab_markers "$markers" 20000
     ;;
 restart)
     ncu-send --name guest --kmsg --kmsg-state /tmp/kmsg.state "$dest" &
@@ -108,7 +99,7 @@ level)
     usleep 300000
     ;;
 early)
-    markers "$markers"
+    lab_markers "$markers" 20000
     ;;
 esac
 lab_crash

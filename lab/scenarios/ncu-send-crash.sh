@@ -31,10 +31,5 @@ cat /dev/kmsg | ncu-send --name guest $sendargs "10.0.2.2:$port" &
 lab_say "scenario ncu-send-crash: sender started"
 usleep 300000
 
-i=1
-while [ "$i" -le "$markers" ]; do
-    printf '<4>ncu-marker %04d of %04d\n' "$i" "$markers" >/dev/kmsg
-    usleep "$interval"
-    i=$((i + 1))
-done
+lab_markers "$markers" "$interval"
 lab_crash

@@ -34,12 +34,7 @@ lab_say "scenario netconsole-companion: ncu-send said: $(tr '\n' ' ' </tmp/send.
 lab_say "scenario netconsole-companion: targets: [$(ls /sys/kernel/config/netconsole 2>/dev/null | tr '\n' ' ')]"
 markers=$(lab_param ncu.markers 10)
 interval=$(lab_param ncu.interval 20000)
-i=1
-while [ "$i" -le "$markers" ]; do
-    printf '<4>ncu-marker %04d of %04d\n' "$i" "$markers" >/dev/kmsg
-    usleep "$interval"
-    i=$((i + 1))
-done
+lab_markers "$markers" "$interval"
 if [ "$mode" = clean ]; then
     kill -TERM "$sender"
     wait "$sender"

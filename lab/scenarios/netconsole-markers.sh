@@ -19,11 +19,7 @@ sysrq=$(lab_param ncu.sysrq "")
 load_netconsole "$port" "$mode"
 lab_say "scenario netconsole-markers: mode=$mode port=$port markers=$markers"
 
-i=1
-while [ "$i" -le "$markers" ]; do
-    printf '<4>ncu-marker %04d of %04d\n' "$i" "$markers" >/dev/kmsg
-    i=$((i + 1))
-done
+lab_markers "$markers"
 
 # A long message: "<4>" + 986 bytes of text + newline (a /dev/kmsg write over
 # 992 bytes is refused with EINVAL). In extended mode it exceeds 1000 bytes with its
