@@ -300,15 +300,8 @@ impl Io {
     }
 
     /// Collects socket errors, and hands up to [`NACKS_PER_TURN`] datagrams waiting
-    /// on each readable socket to the sender. Returns how many NACKs it answered.
-    fn answer(
-        &mut self,
-        sender: &mut Sender,
-        pollfds: &[libc::pollfd],
-        now: Instant,
-        now_us: u64,
-    ) -> usize {
-        let mut answered = 0;
+    /// on each readable socket to the sender.
+    fn answer(&mut self, sender: &mut Sender, pollfds: &[libc::pollfd], now: Instant, now_us: u64) {
         for (dest, pfd) in pollfds.iter().enumerate() {
             if pfd.revents & libc::POLLERR != 0 {
                 self.sockets.take_error(dest);
@@ -319,8 +312,7 @@ impl Io {
             for _ in 0..NACKS_PER_TURN {
                 match self.sockets.recv(dest, &mut self.buf) {
                     Received::Datagram(n) => {
-                        let nack = &self.buf[..n];
-                        answered += usize::from(sender.handle_datagram(dest, nack, now, now_us));
+                        sender.handle_datagram(dest, &self.buf[..n], now, now_us);
                         self.transmit(sender);
                     }
                     Received::Foreign => self.foreign += 1,
@@ -328,7 +320,6 @@ impl Io {
                 }
             }
         }
-        answered
     }
 
     /// After END: lingers while the sender does (answering NACKs, repeating END),

@@ -37,7 +37,8 @@ impl Reassembler {
         flags: u8,
         repr: Repr<'_>,
     ) {
-        let key = SessionKey::Ncu(repr.header.session);
+        let id = repr.header.session;
+        let key = SessionKey::Ncu(id);
         match repr.payload {
             // NACKs go to senders; one here is misdirected (or a reflection attempt).
             Payload::Nack { .. } => {
@@ -64,7 +65,6 @@ impl Reassembler {
         heard(&mut self.recency, session, key, now);
         if let Some(source) = outcome.claim {
             // One claim per session: a new address replaces its earlier one.
-            let id = repr_session(key);
             self.companions.retain(|_, claimer| *claimer != id);
             self.companions.insert(source, id);
         }
@@ -129,9 +129,8 @@ impl Reassembler {
                 let ip = session.info.addr.ip();
                 self.inner
                     .companion_datagram(session, now, wall_us, from, bytes);
-                let schedule_now = now;
                 self.inner.recharge(session);
-                self.inner.schedule(key, session, schedule_now);
+                self.inner.schedule(key, session, now);
                 self.enforce_budget(ip, key, now);
                 return;
             }
@@ -351,14 +350,6 @@ impl Reassembler {
                 self.companions.remove(&addr);
             }
         }
-    }
-}
-
-/// The ncu session id of `key` (0 for other kinds, which claim nothing).
-fn repr_session(key: SessionKey) -> u64 {
-    match key {
-        SessionKey::Ncu(id) => id,
-        SessionKey::Source(..) => 0,
     }
 }
 
