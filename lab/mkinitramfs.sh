@@ -82,6 +82,9 @@ nc_order_start=${#order[@]}
 add_mod netconsole
 printf '%s\n' "${order[@]:$nc_order_start}" >"$stage/lib/modules/netconsole.order"
 basename "$moddir" >"$stage/lib/modules/kernel.release"
+# The crash module lab/setup.sh builds (lab_crash null|lockup|hung), when it did.
+crash_ko="$(find "$moddir" -name ncu_crash.ko | head -n1)"
+[ -n "$crash_ko" ] && cp "$crash_ko" "$stage/lib/modules/ncu_crash.ko"
 
 cp "$busybox" "$stage/bin/busybox"
 ln -s busybox "$stage/bin/sh"   # for /init's #!/bin/sh; the rest: busybox --install at boot

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of the crash lab: installs qemu, busybox-static, cpio, iproute2,
-# downloads the Debian cloud kernel package and unpacks it under lab/cache/.
+# downloads the Debian cloud kernel package and unpacks it under lab/cache/, and
+# builds lab/crashmod against its headers.
 # Prints two lines: KERNEL=<path of vmlinuz> and MODULES=<modules dir>.
 # Usage: lab/setup.sh            (needs root for apt-get when packages are missing)
 set -euo pipefail
@@ -88,5 +89,32 @@ if [ ! -f "$vmlinuz" ] || [ ! -d "$moddir" ]; then
     log "unpacked kernel is incomplete in $kdir"
     exit 1
 fi
+# 3. The crash module (lab/crashmod: a NULL dereference, a soft lockup, a hung task;
+# the cloud kernel has no lkdtm), built against this kernel's headers into its
+# modules dir, where lab/mkinitramfs.sh finds it. Without the headers the lab still
+# works; the scenarios that need the module say it is missing.
+kver="$(basename "$moddir")"
+crash_ko="$moddir/extra/ncu_crash.ko"
+if [ ! -f "$crash_ko" ] || [ "$LAB/crashmod/ncu_crash.c" -nt "$crash_ko" ]; then
+    hdr="/usr/src/linux-headers-$kver"
+    if [ ! -f "$hdr/Makefile" ]; then
+        log "installing linux-headers-$kver (for the crash module)"
+        if ! apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then apt_update_once; fi
+        apt_install "linux-headers-$kver" make gcc || log "no headers for $kver: the crash module is not built"
+    fi
+    if [ -f "$hdr/Makefile" ]; then
+        build="$CACHE/crashmod-$kver"
+        rm -rf "$build"
+        mkdir -p "$build" "$moddir/extra"
+        cp "$LAB/crashmod/ncu_crash.c" "$LAB/crashmod/Kbuild" "$build/"
+        if make -s -C "$hdr" M="$build" modules >"$CACHE/crashmod-build.log" 2>&1; then
+            cp "$build/ncu_crash.ko" "$crash_ko"
+            log "crash module built: $crash_ko"
+        else
+            log "the crash module did not build (see $CACHE/crashmod-build.log)"
+        fi
+    fi
+fi
+
 echo "KERNEL=$vmlinuz"
 echo "MODULES=$moddir"

@@ -43,9 +43,30 @@ lab_markers() {
     done
 }
 
-# lab_crash: crash the kernel now (panic; with panic=-1 qemu exits).
+# lab_crash [KIND]: crash the kernel now (a panic; with panic=-1 qemu exits).
+#   sysrq   (default) sysrq 'c': panic() at once
+#   null    an oops in process context: insmod of lab/crashmod writes through NULL
+#   lockup  a soft lockup (2 s: watchdog_thresh 1), the module spinning preempt-off
+#   hung    a hung task (1 to 2 s), the module sleeping uninterruptibly
+# Each of the last three is made a panic by its sysctl first.
 lab_crash() {
-    echo c >/proc/sysrq-trigger
+    case "${1:-sysrq}" in
+        sysrq) echo c >/proc/sysrq-trigger; return ;;
+        null) echo 1 >/proc/sys/kernel/panic_on_oops ;;
+        lockup) echo 1 >/proc/sys/kernel/softlockup_panic
+                echo 1 >/proc/sys/kernel/watchdog_thresh ;;
+        hung) echo 1 >/proc/sys/kernel/hung_task_panic
+              echo 1 >/proc/sys/kernel/hung_task_timeout_secs ;;
+        *) lab_say "lab_crash: unknown kind $1"; echo c >/proc/sysrq-trigger; return ;;
+    esac
+    if [ ! -f /lib/modules/ncu_crash.ko ]; then
+        lab_say "lab_crash: no crash module in the initramfs (lab/setup.sh builds it)"
+        echo c >/proc/sysrq-trigger
+        return
+    fi
+    insmod /lib/modules/ncu_crash.ko what="$1"
+    # hung: insmod never returns; the others panic inside it.
+    lab_say "lab_crash: insmod ncu_crash what=$1 returned $?"
 }
 
 # lab_drop_udp_in [DEV]: drop every UDP datagram arriving on DEV (default eth0), a

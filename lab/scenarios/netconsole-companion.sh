@@ -9,6 +9,7 @@
 #                      (and modprobe cannot find it): one line, --kmsg goes on
 #   ncu.netem=         netem options for eth0, commas for spaces (both paths)
 #   ncu.markers=10     markers written (every ncu.interval microseconds, 20000)
+#   ncu.panic=sysrq    how the kernel dies: sysrq, null, lockup, hung (lab_crash)
 # shellcheck source=/dev/null
 . /lab.sh
 
@@ -42,4 +43,4 @@ if [ "$mode" = clean ]; then
 fi
 usleep 300000
 [ -n "$netem" ] && lab_say "scenario netconsole-companion: $(tc -s qdisc show dev eth0 | tr '\n' ' ')"
-lab_crash
+lab_crash "$(lab_param ncu.panic sysrq)"

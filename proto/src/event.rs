@@ -126,6 +126,10 @@ pub struct NetconsoleTail {
     pub last: u64,
     /// The last one's text (at most [`LAST_TEXT_MAX`] bytes).
     pub last_text: Vec<u8>,
+    /// The text of the first of them that is the kernel's panic message
+    /// (`Kernel panic - not syncing: ...`, at most [`LAST_TEXT_MAX`] bytes), if one is:
+    /// after it come only the panic's own last words (`Rebooting in 1 seconds..`).
+    pub panic: Option<Vec<u8>>,
     /// Kernel numbers missing on both paths up to `last`.
     pub missing: u64,
 }

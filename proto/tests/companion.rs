@@ -175,11 +175,12 @@ fn both_paths_make_one_story_ending_in_the_panic() {
         120,
         "Kernel panic - not syncing: Fatal exception",
     );
+    rig.netconsole(401, KERNEL, 121, "Rebooting in 1 seconds..");
     rig.wait(60_000);
 
     let story = rig.story();
     let seqs: Vec<u64> = story.iter().map(|s| s.0).collect();
-    let want: Vec<u64> = (0..=120).filter(|&s| s != 110).collect();
+    let want: Vec<u64> = (0..=121).filter(|&s| s != 110).collect();
     assert_eq!(seqs, want, "each record once, in order");
     assert!(
         story[..100].iter().all(|s| !s.2),
@@ -214,10 +215,12 @@ fn both_paths_make_one_story_ending_in_the_panic() {
         .expect("silent");
     let tail = silent.expect("what the netconsole delivered after ncu-send");
     assert_eq!(tail.last_kmsg.map(|k| k.0), Some(99));
-    assert_eq!((tail.first, tail.last, tail.missing), (100, 120, 1));
+    assert_eq!((tail.first, tail.last, tail.missing), (100, 121, 1));
+    assert_eq!(tail.last_text, b"Rebooting in 1 seconds..");
     assert_eq!(
-        tail.last_text,
-        b"Kernel panic - not syncing: Fatal exception"
+        tail.panic.as_deref(),
+        Some(&b"Kernel panic - not syncing: Fatal exception"[..]),
+        "the panic message, not what follows it"
     );
     // The silent event comes after the netconsole's records.
     let silent_at = rig
@@ -299,4 +302,62 @@ fn a_record_lost_on_the_ncu_path_comes_via_the_netconsole_in_its_place() {
         })
         .count();
     assert_eq!(lost, 1, "the ncu line is lost on its path");
+}
+
+/// A soft lockup or a hung task panics seconds to minutes after user space stopped:
+/// the session has gone silent (ncu-send's last record) before the kernel's
+/// netconsole brings the panic. The records still join the session, in order, and
+/// once the netconsole is quiet too `silent` comes again with the whole story; only
+/// once more.
+#[test]
+fn the_panic_after_silent_tells_the_story_again() {
+    let mut rig = Rig::new();
+    for seq in 0..50u64 {
+        rig.kmsg(seq, [seq]);
+        rig.netconsole(seq, KERNEL, seq, &format!("record {seq}"));
+    }
+    let dead_after = Config::default().dead_after.as_millis() as u64;
+    let later = 50 + dead_after + 5_000;
+    rig.wait(later);
+    let silents = |rig: &Rig| -> Vec<_> {
+        rig.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Silent { netconsole, .. } => Some(netconsole.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        silents(&rig),
+        [None],
+        "ncu-send went silent, nothing after it"
+    );
+    for seq in 50..60u64 {
+        rig.netconsole(later + seq, KERNEL, seq, &format!("watchdog line {seq}"));
+    }
+    rig.netconsole(
+        later + 60,
+        KERNEL,
+        60,
+        "Kernel panic - not syncing: softlockup: hung tasks",
+    );
+    rig.netconsole(later + 61, KERNEL, 61, "Rebooting in 1 seconds..");
+    rig.wait(later + 61 + dead_after - 1);
+    assert_eq!(silents(&rig).len(), 1, "not before the netconsole is quiet");
+    rig.wait(later + 61 + dead_after * 10);
+    let told = silents(&rig);
+    assert_eq!(told.len(), 2, "silent once more, and only once: {told:?}");
+    let tail = told[1].as_ref().expect("the whole story");
+    assert_eq!((tail.first, tail.last, tail.missing), (50, 61, 0));
+    assert_eq!(
+        tail.panic.as_deref(),
+        Some(&b"Kernel panic - not syncing: softlockup: hung tasks"[..])
+    );
+    let seqs: Vec<u64> = rig.story().iter().map(|s| s.0).collect();
+    assert_eq!(
+        seqs,
+        (0..=61).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
 }

@@ -88,6 +88,7 @@ struct Tail {
     first: u64,
     last: u64,
     last_text: String,
+    panic: Option<String>,
     missing: u64,
 }
 
@@ -289,6 +290,10 @@ fn json_of(event: &Event) -> Json<'_> {
                     first: t.first,
                     last: t.last,
                     last_text: String::from_utf8_lossy(&t.last_text).into_owned(),
+                    panic: t
+                        .panic
+                        .as_deref()
+                        .map(|p| String::from_utf8_lossy(p).into_owned()),
                     missing: t.missing,
                 }),
                 story: netconsole.as_deref().map(|t| story(session, t)),

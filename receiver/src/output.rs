@@ -80,10 +80,13 @@ pub(crate) fn story(session: &SessionInfo, tail: &NetconsoleTail) -> String {
         1 => "1 record missing".to_owned(),
         n => format!("{n} records missing"),
     };
+    // The panic message tells more than what follows it (`Rebooting in 1 seconds..`).
+    let what = match &tail.panic {
+        Some(panic) => format!("with the panic '{}'", escape::field_cut(panic, 200)),
+        None => format!("ending '{}'", escape::field_cut(&tail.last_text, 200)),
+    };
     format!(
-        "{name} died: {before}; the kernel's netconsole then delivered {range}, ending \
-         '{}'; {missing}.",
-        escape::field_cut(&tail.last_text, 200)
+        "{name} died: {before}; the kernel's netconsole then delivered {range}, {what}; {missing}."
     )
 }
 

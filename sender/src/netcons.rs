@@ -60,6 +60,14 @@ impl Target {
     }
 
     fn try_start(remote: SocketAddr, local: Option<SocketAddr>) -> Result<Target, String> {
+        // SAFETY: geteuid(2) cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(
+                "not root: netconsole targets are made in configfs, which only root \
+                        may change (run ncu-send as root, as its unit does)"
+                    .to_owned(),
+            );
+        }
         let path = find_path(remote, local)?;
         let root = netconsole_dir()?;
         let dir = root.join(format!("ncu-{}", std::process::id()));

@@ -330,7 +330,7 @@ fn save_events(events: &[Value], tag: &str) {
 }
 
 /// What an [`ncu_send_boot`] waits for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Await {
     /// The session ends (`end`) or goes silent: a sender that runs to its end.
     EndOrSilent,
@@ -344,6 +344,9 @@ enum Await {
     SilentQuoting(&'static str),
     /// A session of this sender name goes silent.
     SilentOf(&'static str),
+    /// A joined session's `silent` whose story has the kernel's panic message (the
+    /// first `silent` may come before it: a lockup panics seconds later).
+    SilentWithPanic,
 }
 
 /// One boot of an ncu-send scenario (`(initramfs name, scenario script)`, with the
@@ -373,11 +376,22 @@ fn ncu_send_boot_on(
     let initrd = initramfs(name, scenario, &[static_ncu_send().to_owned()]);
     let (dead_after, timeout) = match wait {
         Await::EndOrSilent => ("5s", Duration::from_secs(30)),
-        Await::Silent | Await::SilentDead | Await::SilentQuoting(_) | Await::SilentOf(_) => {
-            ("2s", Duration::from_secs(15))
-        }
+        Await::Silent
+        | Await::SilentDead
+        | Await::SilentQuoting(_)
+        | Await::SilentOf(_)
+        | Await::SilentWithPanic => ("2s", Duration::from_secs(15)),
     };
-    let mut recv = Recv::start(&["--dead-after", dead_after, "--reorder-window", "1s"]);
+    let report = lab().work.join(format!("{tag}.report.md"));
+    let _ = std::fs::remove_file(&report);
+    let mut recv = Recv::start(&[
+        "--dead-after",
+        dead_after,
+        "--reorder-window",
+        "1s",
+        "--report",
+        report.to_str().expect("a UTF-8 path"),
+    ]);
     // "@PORT" in `cmdline` is the receiver's port too.
     let cmdline = cmdline.replace("@PORT", &recv.port.to_string());
     let cmdline = format!(
@@ -386,23 +400,31 @@ fn ncu_send_boot_on(
         tap.map_or("", |t| t.cmdline.as_str())
     );
     let booted = boot_on(&initrd, &cmdline, tag, tap);
-    let awaited = recv
-        .wait_for(timeout, |e| match wait {
-            Await::EndOrSilent => is(e, "end") || is(e, "silent"),
-            Await::Silent => is(e, "silent"),
-            Await::SilentDead => is(e, "silent") && e["reason"] == "dead_after",
-            Await::SilentOf(name) => is(e, "silent") && e["sender"] == name,
-            Await::SilentQuoting(start) => {
-                is(e, "silent")
-                    && e["last_text"]
-                        .as_str()
-                        .is_some_and(|t| t.starts_with(start))
-            }
-        })
-        .unwrap_or_else(|| panic!("{tag}: the session neither ended nor went silent"));
+    let awaited = recv.wait_for(timeout, |e| match wait {
+        Await::EndOrSilent => is(e, "end") || is(e, "silent"),
+        Await::Silent => is(e, "silent"),
+        Await::SilentDead => is(e, "silent") && e["reason"] == "dead_after",
+        Await::SilentOf(name) => is(e, "silent") && e["sender"] == name,
+        Await::SilentWithPanic => is(e, "silent") && e["netconsole"]["panic"].is_string(),
+        Await::SilentQuoting(start) => {
+            is(e, "silent")
+                && e["last_text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(start))
+        }
+    });
     let events = recv.stop();
     save_events(&events, tag);
+    let awaited = awaited.unwrap_or_else(|| {
+        panic!("{tag}: no event as awaited ({wait:?}) within {timeout:?} of the boot's end")
+    });
     (awaited, events, booted)
+}
+
+/// The report ncu-recv wrote on exit after [`ncu_send_boot`] of `tag`.
+fn report(tag: &str) -> String {
+    let path = lab().work.join(format!("{tag}.report.md"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn is(event: &Value, kind: &str) -> bool {

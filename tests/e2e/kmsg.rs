@@ -54,25 +54,85 @@ fn usage_errors_of_kmsg_are_status_2() {
 /// why and what to do, exit status 1.
 #[test]
 fn an_unprivileged_user_gets_one_line_naming_the_fix() {
-    let sysctl = "/proc/sys/kernel/dmesg_restrict";
-    let before = std::fs::read_to_string(sysctl).expect("dmesg_restrict");
-    if before.trim() != "1" {
-        std::fs::write(sysctl, "1").expect("set dmesg_restrict (as root)");
-    }
-    let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(bin_path("ncu-send"))
-        .args(["--kmsg", "127.0.0.1:9"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv (util-linux)");
-    if before.trim() != "1" {
-        let _ = std::fs::write(sysctl, before.trim());
-    }
+    let out = with_dmesg_restrict("1", || {
+        Command::new("setpriv")
+            .args(NOBODY)
+            .arg(bin_path("ncu-send"))
+            .args(["--kmsg", "127.0.0.1:9"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv (util-linux)")
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/dev/kmsg") && err.contains("root"), "{err}");
+}
+
+/// setpriv's arguments for running as nobody.
+const NOBODY: [&str; 5] = ["--reuid", "65534", "--regid", "65534", "--clear-groups"];
+
+/// Runs `f` with kernel.dmesg_restrict set to `value` (as root), then puts it back;
+/// one test at a time.
+fn with_dmesg_restrict<T>(value: &str, f: impl FnOnce() -> T) -> T {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let sysctl = "/proc/sys/kernel/dmesg_restrict";
+    let before = std::fs::read_to_string(sysctl).expect("dmesg_restrict");
+    if before.trim() != value {
+        std::fs::write(sysctl, value).expect("set dmesg_restrict (as root)");
+    }
+    let out = f();
+    if before.trim() != value {
+        let _ = std::fs::write(sysctl, before.trim());
+    }
+    out
+}
+
+/// `--netconsole` not as root (a user allowed to read the kernel log,
+/// kernel.dmesg_restrict=0): one line saying so, and `--kmsg` shipping goes on.
+#[test]
+fn netconsole_not_as_root_is_one_line_and_kmsg_goes_on() {
+    let recv = RecvProcess::spawn(&["--json"]);
+    let marker = format!("ncu-test-netconsole-nobody {}", std::process::id());
+    let (first, line, rest) = with_dmesg_restrict("0", || {
+        let mut sender = Command::new("setpriv")
+            .args(NOBODY)
+            .arg(bin_path("ncu-send"))
+            .args([
+                "--kmsg",
+                "--kmsg-from",
+                "now",
+                "--netconsole",
+                "--name",
+                "nobody",
+            ])
+            .arg(recv.addr.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux)");
+        let mut stderr = std::io::BufReader::new(sender.stderr.take().expect("stderr"));
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut first).expect("ncu-send's line");
+        std::fs::write("/dev/kmsg", format!("<5>{marker}\n")).expect("write /dev/kmsg");
+        let (_, line) = recv.wait_json(TIMEOUT, |e| {
+            e["event"] == "line" && e["text"].as_str() == Some(marker.as_str())
+        });
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(sender.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = sender.wait();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        (first, line, rest)
+    });
+    assert!(
+        first.starts_with("ncu-send: netconsole: not root: ")
+            && first.trim_end().ends_with("shipping with --kmsg goes on"),
+        "{first}"
+    );
+    assert_eq!(line["sender"], "nobody", "{line}");
+    assert!(!rest.contains("netconsole"), "one line only: {rest}");
 }
 
 /// A DEST name that does not resolve at start (a resolver not up yet early in boot)

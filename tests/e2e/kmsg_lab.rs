@@ -457,19 +457,20 @@ fn kernel_lab_netconsole_companion_cleans_up_and_fails_soft() {
 
 /// The whole story of one machine (issue 15): `--kmsg --netconsole` on a network
 /// without NAT (a tap device of the test's own, so that the kernel's netconsole
-/// reaches the receiver from exactly the address ncu-send claimed), then a sysrq
-/// crash. One session: every kernel record once and in order, the panic that only
-/// the kernel's netconsole could send at its end marked so, and `silent` saying it
-/// in one sentence.
-#[test]
-fn kernel_lab_netconsole_joined_into_one_story() {
-    let tag = "netconsole-joined";
+/// reaches the receiver from exactly the address ncu-send claimed), then a panic of
+/// the kind given (`lab_crash` in lab/guest/lab.sh). One session: every kernel record
+/// once and in order, the panic that only the kernel's netconsole could send at its
+/// end marked so, and `silent` and the report saying it in one sentence that quotes
+/// the panic message. `first_words` are in a record of the panic's (via netconsole).
+fn joined_story(panic: &str, first_words: &str, message: &str) {
+    let tag = format!("netconsole-joined-{panic}");
+    let tag = tag.as_str();
     let tap = super::Tap::new();
     let (silent, events, _) = super::ncu_send_boot_on(
         tag,
         ("companion", "netconsole-companion.sh"),
-        "ncu.ncmode=crash",
-        Await::SilentOf("guest"),
+        &format!("ncu.ncmode=crash ncu.panic={panic}"),
+        Await::SilentWithPanic,
         Some(&tap),
     );
     let starts: Vec<&Value> = events.iter().filter(|e| is(e, "start")).collect();
@@ -504,23 +505,69 @@ fn kernel_lab_netconsole_joined_into_one_story() {
         lines[first_via..].iter().all(|e| e["via"] == "netconsole"),
         "{tag}: the netconsole's records follow ncu-send's"
     );
+    let panic_line = format!("Kernel panic - not syncing: {message}");
     assert!(
-        via.iter().any(|t| t.contains("Kernel panic")),
-        "{tag}: the panic via netconsole: {via:?}"
+        via.iter().any(|t| t.contains(first_words)) && via.contains(&panic_line.as_str()),
+        "{tag}: {first_words:?} and {panic_line:?} via netconsole: {via:?}"
     );
     let markers = marker_lines(&events, &silent["session"]);
     assert_eq!(markers, 10, "{tag}: the markers once each");
     let story = silent["story"].as_str().unwrap_or_default();
+    let silents = of_session(&events, &silent["session"])
+        .into_iter()
+        .filter(|e| is(e, "silent"))
+        .count();
     assert!(
         story.starts_with("guest died: ncu-send's last record was ")
-            && story.contains("the kernel's netconsole then delivered"),
+            && story.contains(&format!(
+                "the kernel's netconsole then delivered {}-{}, with the panic '{panic_line}'",
+                seqs[first_via],
+                seqs[seqs.len() - 1]
+            )),
         "{tag}: the sentence: {silent}"
     );
+    assert_eq!(silent["netconsole"]["panic"], panic_line.as_str(), "{tag}");
+    let report = super::report(tag);
+    assert!(
+        report.contains(story),
+        "{tag}: the report tells the story:\n{report}"
+    );
     eprintln!(
-        "{tag}: {} records, {} via netconsole; {story}",
+        "{tag}: {} records, {} via netconsole, {silents} silent event(s); {story}",
         lines.len(),
         via.len()
     );
+}
+
+/// sysrq `c`: `panic()` at once.
+#[test]
+fn kernel_lab_netconsole_joined_into_one_story() {
+    joined_story("sysrq", "sysrq: Trigger a crash", "sysrq triggered crash");
+}
+
+/// An oops in process context (lab/crashmod writes through NULL in insmod), made a
+/// panic by `kernel.panic_on_oops`.
+#[test]
+fn kernel_lab_netconsole_joined_null_dereference() {
+    joined_story(
+        "null",
+        "BUG: kernel NULL pointer dereference",
+        "Fatal exception",
+    );
+}
+
+/// A soft lockup (lab/crashmod spins with preemption off), made a panic by
+/// `kernel.softlockup_panic`.
+#[test]
+fn kernel_lab_netconsole_joined_soft_lockup() {
+    joined_story("lockup", "BUG: soft lockup", "softlockup: hung tasks");
+}
+
+/// A hung task (lab/crashmod sleeps uninterruptibly), made a panic by
+/// `kernel.hung_task_panic`.
+#[test]
+fn kernel_lab_netconsole_joined_hung_task() {
+    joined_story("hung", "blocked for more than", "hung_task: blocked tasks");
 }
 
 /// As [`kernel_lab_netconsole_joined_into_one_story`] through netem in the guest

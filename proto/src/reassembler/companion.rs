@@ -13,6 +13,9 @@ use super::*;
 /// them; past it the oldest is delivered at once (never dropped).
 const MAX_HELD: usize = 4096;
 
+/// How the kernel's panic message begins (`panic()` in kernel/panic.c).
+const PANIC_PREFIX: &[u8] = b"Kernel panic - not syncing";
+
 impl Inner {
     /// One extended netconsole datagram from the address `session` claimed.
     pub(super) fn companion_datagram(
@@ -33,6 +36,7 @@ impl Inner {
                 held: BTreeMap::new(),
                 both: 0,
                 tail: None,
+                untold: None,
             })
         });
         let pushed = netconsole::parse_extended(bytes)
@@ -184,7 +188,13 @@ impl Inner {
                 ..NetconsoleTail::default()
             });
             tail.last = k;
+            if session.fate == Fate::Silent {
+                c.untold = Some(line.arrived);
+            }
             tail.last_text = text.to_vec();
+            if tail.panic.is_none() && text.starts_with(PANIC_PREFIX) {
+                tail.panic = Some(text.to_vec());
+            }
             tail.missing += missing;
         }
         session.lines += 1;

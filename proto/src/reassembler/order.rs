@@ -277,11 +277,11 @@ impl Inner {
             Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
             None => (0, None, None),
         };
-        let netconsole = session
-            .companion
-            .as_ref()
-            .and_then(|c| c.tail.clone())
-            .map(Box::new);
+        let netconsole = session.companion.as_mut().and_then(|c| {
+            c.untold = None;
+            c.tail.clone()
+        });
+        let netconsole = netconsole.map(Box::new);
         self.events.push_back(Event::Silent {
             session: session.info.clone(),
             last_seq,

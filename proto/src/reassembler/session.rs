@@ -155,6 +155,12 @@ pub(super) struct Companion {
     pub(super) both: u64,
     /// Records only the netconsole delivered, and kernel numbers missing on both.
     pub(super) tail: Option<NetconsoleTail>,
+    /// When the last record arrived that the netconsole delivered after the session
+    /// went silent, while no `silent` has told it yet: the kernel went on alone
+    /// (a soft lockup or a hung task panics seconds or minutes after user space
+    /// stopped). Once the netconsole is quiet for `dead_after` too, `silent` comes
+    /// again, with the whole story.
+    pub(super) untold: Option<Instant>,
 }
 
 impl Session {
@@ -353,8 +359,15 @@ impl Session {
                     .flatten()
                     .map(|t| t + self.wait(config))
             }
-            Timer::Dead => (self.fate == Fate::Running && self.end.is_none())
-                .then(|| self.last_rx + config.dead_after),
+            Timer::Dead => match self.fate {
+                Fate::Running if self.end.is_none() => Some(self.last_rx + config.dead_after),
+                Fate::Silent => self
+                    .companion
+                    .as_ref()
+                    .and_then(|c| c.untold)
+                    .map(|t| t + config.dead_after),
+                _ => None,
+            },
             Timer::Forget => self.end_reported.then(|| self.last_rx + config.dead_after),
         }
     }
