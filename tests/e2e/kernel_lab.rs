@@ -191,9 +191,15 @@ impl Drop for Tap {
 
 /// As [`boot`], on a tap device instead of qemu's user networking when given.
 fn boot_on(initrd: &Path, cmdline: &str, tag: &str, tap: Option<&Tap>) -> Duration {
+    let _slot = boot_slot();
+    boot_in_slot(initrd, cmdline, tag, tap)
+}
+
+/// As [`boot_on`], in a boot slot the caller holds (two guests at once in one slot:
+/// a test that needs them side by side).
+fn boot_in_slot(initrd: &Path, cmdline: &str, tag: &str, tap: Option<&Tap>) -> Duration {
     let lab = lab();
     let serial = lab.work.join(format!("{tag}.serial.log"));
-    let _slot = boot_slot();
     let started = Instant::now();
     let output = Command::new("bash")
         .arg(workspace().join("lab/boot.sh"))

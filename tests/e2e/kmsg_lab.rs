@@ -634,3 +634,101 @@ fn kernel_lab_netconsole_joined_through_netem() {
         entry["recovered"]
     );
 }
+
+/// Two machines, one receiver (issue 15): while one guest runs `--kmsg
+/// --netconsole` on its tap network and crashes, a second guest's plain kernel
+/// netconsole (qemu's user network: it reaches the host as 127.0.0.1) sends its own
+/// markers and crash to the same port. The claim joins exactly the first one's
+/// records: the second stays a session of its own, none of its lines in the first
+/// one's story, and the first story is whole.
+#[test]
+fn kernel_lab_second_guest_stays_its_own_session() {
+    let tag = "two-guests";
+    let tap = super::Tap::new();
+    let joined = initramfs(
+        "companion",
+        "netconsole-companion.sh",
+        &[static_ncu_send().to_owned()],
+    );
+    let plain = initramfs("markers", "netconsole-markers.sh", &[]);
+    let mut recv = super::Recv::start(&["--dead-after", "2s", "--reorder-window", "1s"]);
+    let port = recv.port;
+    // One boot slot for both: the two guests run side by side.
+    let slot = super::boot_slot();
+    std::thread::scope(|s| {
+        let second = s.spawn(|| {
+            super::boot_in_slot(
+                &plain,
+                &format!("panic=1 ncu.port={port} ncu.mode=plain ncu.markers=20 ncu.sleep=1"),
+                &format!("{tag}-plain"),
+                None,
+            )
+        });
+        super::boot_in_slot(
+            &joined,
+            &format!("panic=1 ncu.port={port} ncu.ncmode=crash {}", tap.cmdline),
+            &format!("{tag}-joined"),
+            Some(&tap),
+        );
+        second.join().expect("the second guest's boot");
+    });
+    drop(slot);
+    let story = recv.wait_for(std::time::Duration::from_secs(15), |e| {
+        is(e, "silent") && e["netconsole"]["panic"].is_string()
+    });
+    let plain_silent = recv.wait_for(std::time::Duration::from_secs(15), |e| {
+        is(e, "silent") && e["sender"] != "guest"
+    });
+    let events = recv.stop();
+    super::save_events(&events, tag);
+    let story = story.expect("the joined session's silent with the panic");
+    let plain_silent = plain_silent.expect("the plain netconsole session's silent");
+    let joined_session = &story["session"];
+    assert_ne!(&plain_silent["session"], joined_session, "{tag}: two sessions");
+    let starts: Vec<&Value> = events.iter().filter(|e| is(e, "start")).collect();
+    assert_eq!(starts.len(), 2, "{tag}: two sessions: {starts:?}");
+    let plain_start = starts
+        .iter()
+        .find(|e| e["session"] == plain_silent["session"])
+        .expect("the plain session's start");
+    assert_ne!(plain_start["source"], "ncu", "{tag}: {plain_start}");
+    // The markers of each: "of 0010" the joined guest's, "of 0020" the plain one's.
+    let markers_of = |session: &Value, of: &str| {
+        of_session(&events, session)
+            .into_iter()
+            .filter(|e| is(e, "line"))
+            .filter(|e| {
+                e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("ncu-marker ") && t.ends_with(of))
+            })
+            .count()
+    };
+    assert_eq!(markers_of(joined_session, "of 0020"), 0, "{tag}: no false merge");
+    assert_eq!(markers_of(joined_session, "of 0010"), 10, "{tag}: the story whole");
+    assert_eq!(
+        markers_of(&plain_silent["session"], "of 0010"),
+        0,
+        "{tag}: nothing of the joined guest in the plain session"
+    );
+    let plain_markers = markers_of(&plain_silent["session"], "of 0020");
+    assert!(
+        plain_markers > 0,
+        "{tag}: the plain guest's markers in its own session"
+    );
+    let seqs: Vec<u64> = of_session(&events, joined_session)
+        .into_iter()
+        .filter(|e| is(e, "line"))
+        .map(|e| e["kernel"]["seq"].as_u64().expect("kernel records"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "{tag}: once each, in order"
+    );
+    eprintln!(
+        "{tag}: joined {} records; plain session {} ({plain_markers} of 20 markers); {}",
+        seqs.len(),
+        plain_silent["addr"],
+        story["story"]
+    );
+}
