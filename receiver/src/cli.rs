@@ -213,6 +213,18 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 16_384)]
     max_sessions: usize,
 
+    /// The socket's receive buffer to ask for (what the kernel queues while
+    /// ncu-recv is busy). Root gets it whatever net.core.rmem_max says; others get
+    /// at most that cap, and ncu-recv says so (stderr, report, STATUS=). A socket
+    /// unit's ReceiveBuffer= does the same for the socket it passes.
+    // Only a backlog uses it. A local ncu-send with GSO pushes a packed log at about
+    // 650 MB/s while ncu-recv writes lines out at a few hundred MB/s: with 8 MiB, a
+    // 1,000,000-line (80 MB) burst lost about half its lines to kernel drops in half
+    // the runs; with 64 MiB none in 8 runs, the queue peaking at 51 MiB
+    // (`bench/receiver.sh`).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB")]
+    receive_buffer: String,
+
     /// Never send NACKs (ask no sender to resend): for one-way networks. Holes of
     /// every session then wait only --reorder-window.
     #[arg(long)]
@@ -238,6 +250,8 @@ pub(crate) struct Config {
     pub(crate) max_held: usize,
     /// `--max-sessions`.
     pub(crate) max_sessions: usize,
+    /// `--receive-buffer`, bytes.
+    pub(crate) receive_buffer: usize,
     /// `--sync-every`.
     pub(crate) sync_every: Duration,
     /// `--journal-export`.
@@ -312,6 +326,14 @@ impl Args {
                 self.max_held
             )));
         }
+        let receive_buffer = parse_size(&self.receive_buffer)
+            .map_err(|e| UsageError(format!("--receive-buffer {:?}: {e}", self.receive_buffer)))?;
+        if !(4096..=1 << 30).contains(&receive_buffer) {
+            return Err(UsageError(format!(
+                "--receive-buffer {:?}: must be 4KiB..1GiB",
+                self.receive_buffer
+            )));
+        }
         if self.max_sessions == 0 {
             return Err(UsageError("--max-sessions 0: must be at least 1".into()));
         }
@@ -331,6 +353,7 @@ impl Args {
             raw: self.raw,
             max_held,
             max_sessions: self.max_sessions,
+            receive_buffer,
             sync_every,
             journal_export: self.journal_export,
             metrics: self.metrics,

@@ -5,6 +5,7 @@
 mod cli;
 mod escape;
 mod hook;
+mod intake;
 mod journal;
 mod json;
 mod metrics;

@@ -251,6 +251,18 @@ pub(crate) fn render(
             "ncu_datagrams_rejected_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    counter(
+        &mut out,
+        "ncu_receive_ring_datagrams_total",
+        "Datagrams ncu-recv's receiving thread took off the socket while the main loop was busy.",
+        counters.ring_taken,
+    );
+    counter(
+        &mut out,
+        "ncu_receive_ring_full_total",
+        "Times ncu-recv's own receive ring was full and its receiving thread waited.",
+        counters.ring_full,
+    );
     if let Some(drops) = counters.kernel_drops {
         counter(
             &mut out,

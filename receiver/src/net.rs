@@ -7,32 +7,24 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Datagrams taken per `recvmmsg` call.
 pub(crate) const BATCH: usize = 32;
-/// Receive buffer asked for (the kernel accounts twice this, for its bookkeeping).
-/// Only a backlog uses it. A local ncu-send with GSO pushes a packed log at about
-/// 650 MB/s while ncu-recv writes lines out at a few hundred MB/s: with 8 MiB, a
-/// 1,000,000-line (80 MB) burst lost about half its lines to kernel drops in half
-/// the runs; with 64 MiB none in 8 runs, the queue peaking at 51 MiB
-/// (`bench/receiver.sh`).
-pub(crate) const WANTED_RCVBUF: usize = 64 << 20;
 
-/// When the kernel granted less than [`WANTED_RCVBUF`] (`rcvbuf` as `SO_RCVBUF`
-/// reports it): one sentence saying so and how to raise it, for stderr, the report
-/// and `STATUS=`.
-pub(crate) fn rcvbuf_capped(rcvbuf: usize) -> Option<String> {
-    (rcvbuf < WANTED_RCVBUF).then(|| {
+/// When the kernel granted less than `wanted` (`rcvbuf` as `SO_RCVBUF` reports
+/// it): one sentence saying so and how to raise it, for stderr, the report and
+/// `STATUS=`.
+pub(crate) fn rcvbuf_capped(rcvbuf: usize, wanted: usize) -> Option<String> {
+    (rcvbuf < wanted).then(|| {
         format!(
             "the kernel capped the receive buffer at {} KiB (asked for {} KiB): bursts may be \
              dropped; raise the cap with: sysctl -w net.core.rmem_max={} (or ReceiveBuffer= \
              in ncu-recv.socket)",
             rcvbuf / 1024,
-            WANTED_RCVBUF / 1024,
-            WANTED_RCVBUF
+            wanted / 1024,
+            wanted
         )
     })
 }
@@ -50,7 +42,7 @@ pub(crate) struct Listener {
 
 /// Binds `addr`; with `any_address`, `[::]` with `IPV6_V6ONLY` off, or `0.0.0.0` when
 /// IPv6 is not available.
-pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> {
+pub(crate) fn bind(addr: SocketAddr, any_address: bool, wanted: usize) -> io::Result<Listener> {
     let (socket, dual_stack) = match bind_one(addr, any_address) {
         Ok(s) => (s, addr.is_ipv6() && any_address),
         Err(e) if any_address && ipv6_unavailable(&e) => {
@@ -59,14 +51,14 @@ pub(crate) fn bind(addr: SocketAddr, any_address: bool) -> io::Result<Listener> 
         }
         Err(e) => return Err(e),
     };
-    listener(socket, dual_stack)
+    listener(socket, dual_stack, wanted)
 }
 
 /// The socket systemd passed (socket activation: `LISTEN_PID` is this process and
 /// `LISTEN_FDS` at least 1; the first descriptor, 3, is taken), given the same
 /// receive-buffer treatment as one of ncu-recv's own. `Ok(None)` when none was
 /// passed; an error when the descriptor is not a UDP socket.
-pub(crate) fn inherited() -> io::Result<Option<Listener>> {
+pub(crate) fn inherited(wanted: usize) -> io::Result<Option<Listener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id())
@@ -90,19 +82,19 @@ pub(crate) fn inherited() -> io::Result<Option<Listener>> {
     let socket = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(FIRST) };
     socket.set_cloexec(true)?;
     let dual_stack = domain == libc::AF_INET6 && !socket.only_v6().unwrap_or(true);
-    listener(socket, dual_stack).map(Some)
+    listener(socket, dual_stack, wanted).map(Some)
 }
 
 /// A bound socket made ready: non-blocking, its receive buffer raised to
-/// [`WANTED_RCVBUF`] when smaller (root may force it beyond `net.core.rmem_max`;
+/// `wanted` when smaller (root may force it beyond `net.core.rmem_max`;
 /// others ask and see).
-fn listener(socket: Socket, dual_stack: bool) -> io::Result<Listener> {
+fn listener(socket: Socket, dual_stack: bool, wanted: usize) -> io::Result<Listener> {
     socket.set_nonblocking(true)?;
     let fd = socket.as_raw_fd();
-    if socket.recv_buffer_size().unwrap_or(0) < WANTED_RCVBUF {
-        let forced = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, WANTED_RCVBUF);
+    if socket.recv_buffer_size().unwrap_or(0) < wanted {
+        let forced = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, wanted);
         if forced.is_err() {
-            let _ = socket.set_recv_buffer_size(WANTED_RCVBUF);
+            let _ = socket.set_recv_buffer_size(wanted);
         }
     }
     let rcvbuf = socket.recv_buffer_size().unwrap_or(0);
@@ -353,15 +345,6 @@ pub(crate) fn send_to(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Waits until `fd` is readable, `wake` is readable, or `timeout` passes.
-pub(crate) fn wait(fd: RawFd, wake: RawFd, timeout: Option<Duration>) -> io::Result<()> {
-    let mut fds = [
-        ncu_host::pollfd(fd, libc::POLLIN),
-        ncu_host::pollfd(wake, libc::POLLIN),
-    ];
-    ncu_host::poll(&mut fds, timeout)
 }
 
 /// The kernel's drop count for socket `fd` (receive buffer full), from the line of

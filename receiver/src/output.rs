@@ -17,12 +17,20 @@ use crate::escape;
 pub(crate) struct Counters {
     /// The kernel's drop count for the socket (receive buffer full), when readable.
     pub(crate) kernel_drops: Option<u64>,
+    /// How often the receiving thread found every chunk full and waited
+    /// ([`crate::intake`]): the socket's buffer took what came meanwhile.
+    pub(crate) ring_full: u64,
+    /// Datagrams the receiving thread took off the socket while the main loop was
+    /// busy.
+    pub(crate) ring_taken: u64,
     /// Writes under `--output-dir` that failed.
     pub(crate) output_errors: u64,
     /// Events standard output could not take (a full disk), dropped.
     pub(crate) stdout_dropped: u64,
     /// The receive buffer granted, bytes.
     pub(crate) rcvbuf: usize,
+    /// The receive buffer asked for (`--receive-buffer`), bytes.
+    pub(crate) rcvbuf_wanted: usize,
     /// NACKs are sent (not `--no-nack`).
     pub(crate) nack: bool,
     /// NACK datagrams handed to the kernel.

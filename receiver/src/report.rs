@@ -197,10 +197,24 @@ pub(crate) fn render(
     }
     let _ = writeln!(
         s,
+        "- taken off the socket by the receiving thread while ncu-recv was busy: {} datagrams",
+        counters.ring_taken
+    );
+    if counters.ring_full > 0 {
+        let _ = writeln!(
+            s,
+            "- ncu-recv's own receive ring was full {} times (the writing fell behind by {} MiB; \
+             the socket's buffer took what came meanwhile)",
+            counters.ring_full,
+            crate::intake::RING_BYTES >> 20
+        );
+    }
+    let _ = writeln!(
+        s,
         "- receive buffer: {} KiB (as the kernel counts it, bookkeeping included)",
         counters.rcvbuf / 1024
     );
-    if let Some(capped) = crate::net::rcvbuf_capped(counters.rcvbuf) {
+    if let Some(capped) = crate::net::rcvbuf_capped(counters.rcvbuf, counters.rcvbuf_wanted) {
         let _ = writeln!(s, "  - **{capped}**");
     }
     let _ = writeln!(s, "- {}", nack_text(stats, counters));

@@ -19,10 +19,11 @@ use socket2::Socket;
 use crate::cli::Config;
 use crate::escape;
 use crate::hook;
+use crate::intake::Intake;
 use crate::journal;
 use crate::json;
 use crate::metrics::Metrics;
-use crate::net::{self, Batch, Listener};
+use crate::net::{self, Listener};
 use crate::notify::{Health, Notifier};
 use crate::outdir::OutputDir;
 use crate::output::{self, Counters, LineBytes};
@@ -340,12 +341,12 @@ fn open_journal(path: &std::path::Path) -> Result<JournalFile, RunError> {
 }
 
 fn bind(config: &Config) -> Result<Listener, RunError> {
-    match net::inherited() {
+    match net::inherited(config.receive_buffer) {
         Ok(Some(listener)) => return Ok(listener),
         Ok(None) => {}
         Err(e) => return Err(RunError(format!("socket activation: {e}"))),
     }
-    net::bind(config.listen, config.any_address).map_err(|e| {
+    net::bind(config.listen, config.any_address, config.receive_buffer).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             RunError(format!(
                 "cannot listen on {}: port {} is already in use (another ncu-recv?); \
@@ -357,6 +358,22 @@ fn bind(config: &Config) -> Result<Listener, RunError> {
             RunError(format!("cannot listen on {}: {e}", config.listen))
         }
     })
+}
+
+/// One datagram into the reassembler.
+fn take(
+    rx: &mut Reassembler,
+    now: Instant,
+    wall: u64,
+    from: SocketAddr,
+    bytes: &[u8],
+    truncated: bool,
+) {
+    if truncated {
+        rx.reject(now, from, CorruptReason::TooLarge);
+    } else {
+        rx.handle_datagram(now, wall, from, bytes);
+    }
 }
 
 /// Runs until SIGINT/SIGTERM, `--once`, or a closed standard output.
@@ -371,7 +388,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         "IPv4"
     };
     eprintln!("ncu-recv: listening on {} (udp, {family})", listener.local);
-    let capped = net::rcvbuf_capped(listener.rcvbuf);
+    let capped = net::rcvbuf_capped(listener.rcvbuf, config.receive_buffer);
     if let Some(capped) = &capped {
         eprintln!("ncu-recv: {capped}");
     }
@@ -403,7 +420,8 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     if let Some(keys) = config.keys.clone() {
         rx.set_keys(keys, ncu_proto::seal::ReplayConfig::default());
     }
-    let mut batch = Batch::new(config.slot_bytes);
+    let mut intake = Intake::start(fd, config.slot_bytes)
+        .map_err(|e| RunError(format!("cannot start the receiving thread: {e}")))?;
     // Written through a descriptor of its own, so that every write's outcome is known.
     let stdout = io::stdout()
         .as_fd()
@@ -445,11 +463,15 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     };
     let local = listener.local.to_string();
     let mut nacks = Nacks::default();
+    let ring = intake.counts();
     let counters = |sink: &Sink, nacks: &Nacks| Counters {
         kernel_drops: net::proc_drops(fd),
+        ring_full: ring.full.load(std::sync::atomic::Ordering::Relaxed),
+        ring_taken: ring.taken.load(std::sync::atomic::Ordering::Relaxed),
         output_errors: sink.outdir.as_ref().map_or(0, |d| d.errors),
         stdout_dropped: sink.out.dropped(),
         rcvbuf: listener.rcvbuf,
+        rcvbuf_wanted: config.receive_buffer,
         nack: config.nack,
         nacks_sent: nacks.sent,
         nacks_dropped: nacks.dropped,
@@ -499,7 +521,6 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
         }
     };
 
-    let mut recv_errors_reported = false;
     loop {
         if sig.stop.load(Ordering::Relaxed) {
             break;
@@ -517,27 +538,12 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             }
             write_report(&rx, &sink, &nacks);
         }
-        let n = match batch.recv(fd) {
-            Ok(n) => n,
-            Err(e) => {
-                // Nothing a peer sends should stop the receiver: say it once, go on.
-                if !recv_errors_reported {
-                    eprintln!("ncu-recv: receive error (going on): {e}");
-                    recv_errors_reported = true;
-                }
-                0
-            }
-        };
         // One clock reading per batch.
         let now = Instant::now();
         let wall = wall_us();
-        for (meta, bytes) in batch.iter() {
-            if meta.truncated {
-                rx.reject(now, meta.from, CorruptReason::TooLarge);
-            } else {
-                rx.handle_datagram(now, wall, meta.from, bytes);
-            }
-        }
+        let n = intake.take(true, |from, bytes, truncated| {
+            take(&mut rx, now, wall, from, bytes, truncated)
+        });
         if rx.poll_timeout().is_some_and(|t| t <= now) {
             rx.handle_timeout(now, wall);
         }
@@ -606,7 +612,8 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
             if sink.out.is_failing() {
                 timeout = Some(timeout.map_or(OUTPUT_RETRY, |t| t.min(OUTPUT_RETRY)));
             }
-            net::wait(fd, sig.wake.as_raw_fd(), timeout)
+            intake
+                .wait(sig.wake.as_raw_fd(), timeout)
                 .map_err(|e| RunError(format!("poll failed: {e}")))?;
             let mut drain = [0u8; 64];
             while matches!((&sig.wake).read(&mut drain), Ok(n) if n > 0) {}
@@ -616,6 +623,17 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
     // Exit: give up every hole, say what is left, summarize, report.
     if let Some(n) = &notifier {
         n.send("STOPPING=1");
+    }
+    // What the thread already took off the socket is received: it is reassembled
+    // and accounted like the rest before the exit flush.
+    loop {
+        let (now, wall) = (Instant::now(), wall_us());
+        let n = intake.take(false, |from, bytes, truncated| {
+            take(&mut rx, now, wall, from, bytes, truncated)
+        });
+        if n == 0 {
+            break;
+        }
     }
     rx.flush(Instant::now(), wall_us());
     sink.drain(&mut rx, Instant::now(), wall_us(), &mut health);

@@ -684,7 +684,10 @@ fn kernel_lab_second_guest_stays_its_own_session() {
     let story = story.expect("the joined session's silent with the panic");
     let plain_silent = plain_silent.expect("the plain netconsole session's silent");
     let joined_session = &story["session"];
-    assert_ne!(&plain_silent["session"], joined_session, "{tag}: two sessions");
+    assert_ne!(
+        &plain_silent["session"], joined_session,
+        "{tag}: two sessions"
+    );
     let starts: Vec<&Value> = events.iter().filter(|e| is(e, "start")).collect();
     assert_eq!(starts.len(), 2, "{tag}: two sessions: {starts:?}");
     let plain_start = starts
@@ -704,8 +707,16 @@ fn kernel_lab_second_guest_stays_its_own_session() {
             })
             .count()
     };
-    assert_eq!(markers_of(joined_session, "of 0020"), 0, "{tag}: no false merge");
-    assert_eq!(markers_of(joined_session, "of 0010"), 10, "{tag}: the story whole");
+    assert_eq!(
+        markers_of(joined_session, "of 0020"),
+        0,
+        "{tag}: no false merge"
+    );
+    assert_eq!(
+        markers_of(joined_session, "of 0010"),
+        10,
+        "{tag}: the story whole"
+    );
     assert_eq!(
         markers_of(&plain_silent["session"], "of 0010"),
         0,

@@ -1,5 +1,6 @@
 //! End-to-end tests: real ncu-send and ncu-recv processes on loopback.
 mod faults;
+mod fleet;
 mod hostile;
 mod integrations;
 mod kernel_lab;

@@ -1,0 +1,329 @@
+//! The receive path in two: a thread that only takes datagrams off the socket
+//! (`recvmmsg`, [`Batch`]) and packs them into chunks, and the main loop that
+//! reassembles and writes them out. While the main loop writes (a slow terminal, a
+//! disk, a burst of events), the thread keeps the socket drained into memory of
+//! ncu-recv's own, which no `net.core.rmem_max` caps: a receiver run as a service
+//! without `CAP_NET_ADMIN` gets only that cap's receive buffer (208 KiB by default).
+//!
+//! Datagrams are handed over in the order they were received; ordering and every
+//! count per session are the main loop's, unchanged. While the main loop is busy,
+//! the thread appends to the last chunk waiting, so a backlog is packed densely; the
+//! chunks are bounded ([`RING_BYTES`] in all): when they are all full and waiting,
+//! the thread waits for one to come back, the socket's own buffer takes what
+//! arrives meanwhile, and what it cannot take is the kernel's drop count, reported
+//! as before. Each such wait is counted ([`RingCounts::full`]) and reported
+//! beside the kernel's drops.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::net::{Batch, BATCH};
+
+/// How long the thread leaves the socket alone after it found it drained, or the
+/// main loop about to read it.
+const PAUSE: Duration = Duration::from_micros(200);
+/// Bytes of one chunk (a larger datagram gets a chunk of its own size).
+const CHUNK_BYTES: usize = 256 << 10;
+/// Datagrams in one chunk at most (their metadata is bounded too).
+const CHUNK_ITEMS: usize = 2048;
+/// Datagrams waiting for the main loop, at most this much memory in all (chunks of
+/// [`CHUNK_BYTES`] and [`CHUNK_ITEMS`]): 16 MiB, some 125,000 records of 96 bytes
+/// (most of a second of a fleet's peak), allocated only as a backlog needs it.
+pub(crate) const RING_BYTES: usize = 16 << 20;
+
+/// One datagram in a [`Chunk`].
+#[derive(Clone, Copy)]
+pub(crate) struct Item {
+    pub(crate) from: SocketAddr,
+    start: u32,
+    len: u32,
+    /// The datagram was larger than the receive slot.
+    pub(crate) truncated: bool,
+}
+
+/// Datagrams received one after another, their bytes packed.
+#[derive(Default)]
+pub(crate) struct Chunk {
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+}
+
+impl Chunk {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Item, &[u8])> + '_ {
+        self.items.iter().map(move |i| {
+            let start = i.start as usize;
+            (*i, &self.bytes[start..start + i.len as usize])
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.items.len() < CHUNK_ITEMS && self.bytes.capacity() - self.bytes.len() >= len
+    }
+
+    fn push(&mut self, from: SocketAddr, bytes: &[u8], truncated: bool) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(bytes);
+        self.items.push(Item {
+            from,
+            start,
+            len: bytes.len() as u32,
+            truncated,
+        });
+    }
+}
+
+/// What the receiving thread did.
+#[derive(Default)]
+pub(crate) struct RingCounts {
+    /// Datagrams it took off the socket while the main loop was busy.
+    pub(crate) taken: AtomicU64,
+    /// Times every chunk was full and it waited for one to come back.
+    pub(crate) full: AtomicU64,
+}
+
+/// What both ends share.
+struct Ring {
+    /// Chunks waiting for the main loop, oldest first; the thread appends to the
+    /// last one.
+    waiting: VecDeque<Chunk>,
+    /// Chunks given back, empty.
+    free: Vec<Chunk>,
+    /// Chunk capacity allocated, bytes and metadata (at most [`RING_BYTES`]; or one
+    /// chunk, whatever its size).
+    allocated: usize,
+}
+
+struct Shared {
+    ring: Mutex<Ring>,
+    /// Signalled when a chunk is given back (the thread may wait for one).
+    given_back: Condvar,
+    /// Readable while chunks wait (an eventfd the thread counts up).
+    ready: OwnedFd,
+    counts: Arc<RingCounts>,
+    /// The main loop is waiting (in [`Intake::wait`]): it reads the socket itself.
+    main_waiting: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The main loop's end: datagrams in the order received.
+pub(crate) struct Intake {
+    shared: Arc<Shared>,
+    socket: RawFd,
+    /// The main loop's own receive buffers, for what it reads itself.
+    batch: Batch,
+    errors_reported: bool,
+}
+
+impl Intake {
+    /// Starts the receiving thread on `socket` (non-blocking, datagrams of up to
+    /// `slot` bytes; larger ones are flagged truncated).
+    pub(crate) fn start(socket: RawFd, slot: usize) -> io::Result<Intake> {
+        // SAFETY: eventfd(2) with valid flags; the descriptor is owned below.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let shared = Arc::new(Shared {
+            ring: Mutex::new(Ring {
+                waiting: VecDeque::new(),
+                free: Vec::new(),
+                allocated: 0,
+            }),
+            given_back: Condvar::new(),
+            // SAFETY: a fresh descriptor nothing else owns.
+            ready: unsafe { OwnedFd::from_raw_fd(efd) },
+            counts: Arc::default(),
+            main_waiting: AtomicBool::new(false),
+        });
+        let thread = shared.clone();
+        std::thread::Builder::new()
+            .name("ncu-recv-rx".into())
+            .spawn(move || receive(&thread, socket, slot))?;
+        Ok(Intake {
+            shared,
+            socket,
+            batch: Batch::new(slot),
+            errors_reported: false,
+        })
+    }
+
+    /// Hands the oldest datagrams to `f` (source, bytes, truncated): a chunk the
+    /// thread took, else (with `socket_too`) what the socket holds now, read here.
+    /// Returns how many (0: nothing waits).
+    pub(crate) fn take(
+        &mut self,
+        socket_too: bool,
+        mut f: impl FnMut(SocketAddr, &[u8], bool),
+    ) -> usize {
+        let mut ring = self.shared.lock();
+        if let Some(chunk) = ring.waiting.pop_front() {
+            drop(ring);
+            for (item, bytes) in chunk.iter() {
+                f(item.from, bytes, item.truncated);
+            }
+            let n = chunk.len();
+            self.give_back(chunk);
+            return n;
+        }
+        if !socket_too {
+            return 0;
+        }
+        // Read under the ring's lock: whatever the thread takes after this is newer.
+        let n = match self.batch.recv(self.socket) {
+            Ok(n) => n,
+            Err(e) => {
+                report_once(&mut self.errors_reported, &e);
+                0
+            }
+        };
+        drop(ring);
+        for (meta, bytes) in self.batch.iter() {
+            f(meta.from, bytes, meta.truncated);
+        }
+        n
+    }
+
+    /// Waits until a datagram or a chunk waits, `wake` is readable, or `timeout`
+    /// passes. Meanwhile the thread leaves the socket to this loop.
+    pub(crate) fn wait(&mut self, wake: RawFd, timeout: Option<Duration>) -> io::Result<()> {
+        let mut fds = [
+            ncu_host::pollfd(self.socket, libc::POLLIN),
+            ncu_host::pollfd(self.shared.ready.as_raw_fd(), libc::POLLIN),
+            ncu_host::pollfd(wake, libc::POLLIN),
+        ];
+        self.shared.main_waiting.store(true, Ordering::SeqCst);
+        let waited = ncu_host::poll(&mut fds, timeout);
+        self.shared.main_waiting.store(false, Ordering::SeqCst);
+        let mut n = [0u8; 8];
+        // Cleared before looking again: a chunk queued later counts it up anew.
+        // SAFETY: reading 8 bytes into an 8-byte buffer.
+        let _ = unsafe { libc::read(self.shared.ready.as_raw_fd(), n.as_mut_ptr().cast(), 8) };
+        waited
+    }
+
+    fn give_back(&mut self, mut chunk: Chunk) {
+        chunk.bytes.clear();
+        chunk.items.clear();
+        self.shared.lock().free.push(chunk);
+        self.shared.given_back.notify_one();
+    }
+
+    /// What the thread did, for the summary, report and metrics.
+    pub(crate) fn counts(&self) -> Arc<RingCounts> {
+        self.shared.counts.clone()
+    }
+}
+
+fn report_once(reported: &mut bool, e: &io::Error) {
+    // Nothing a peer sends should stop the receiver: say it once.
+    if !*reported {
+        eprintln!("ncu-recv: receive error (going on): {e}");
+        *reported = true;
+    }
+}
+
+/// The receiving thread: while the main loop is busy, socket to ring. While it
+/// waits, the main loop reads the socket itself (a lone line costs no hand-over
+/// between threads) and this thread only looks again a pause later.
+fn receive(shared: &Shared, socket: RawFd, slot: usize) {
+    let mut errors_reported = false;
+    let mut batch = Batch::new(slot);
+    loop {
+        let mut fds = [ncu_host::pollfd(socket, libc::POLLIN)];
+        let _ = ncu_host::poll(&mut fds, None);
+        if shared.main_waiting.load(Ordering::SeqCst) {
+            // The main loop wakes for it too.
+            std::thread::sleep(PAUSE);
+            continue;
+        }
+        let mut ring = shared.lock();
+        let n = match batch.recv(socket) {
+            Ok(n) => n,
+            Err(e) => {
+                report_once(&mut errors_reported, &e);
+                0
+            }
+        };
+        let was_empty = ring.waiting.is_empty();
+        for (meta, bytes) in batch.iter() {
+            if !ring.waiting.back().is_some_and(|c| c.fits(bytes.len())) {
+                ring = room(shared, ring, bytes.len());
+            }
+            if let Some(chunk) = ring.waiting.back_mut() {
+                chunk.push(meta.from, bytes, meta.truncated);
+            }
+        }
+        drop(ring);
+        shared.counts.taken.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 && was_empty {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes to an eventfd.
+            let _ = unsafe { libc::write(shared.ready.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+        // A batch short of full: the socket is drained for now. A short pause lets
+        // the next batch gather (the socket's buffer holds far more than a pause's
+        // worth): a wake-up per batch rather than per datagram.
+        if n < BATCH {
+            std::thread::sleep(PAUSE);
+        }
+    }
+}
+
+/// Puts an empty chunk with room for `len` bytes at the end of the waiting ones:
+/// one given back, else a new one while the ring has room, else (the ring full:
+/// counted) the next one the main loop gives back.
+fn room<'a>(
+    shared: &'a Shared,
+    mut ring: MutexGuard<'a, Ring>,
+    len: usize,
+) -> MutexGuard<'a, Ring> {
+    loop {
+        if let Some(i) = ring.free.iter().position(|c| c.bytes.capacity() >= len) {
+            let chunk = ring.free.swap_remove(i);
+            ring.waiting.push_back(chunk);
+            return ring;
+        }
+        let size = CHUNK_BYTES.max(len);
+        let cost = size + CHUNK_ITEMS * std::mem::size_of::<Item>();
+        if ring.allocated + cost <= RING_BYTES || ring.allocated == 0 {
+            ring.allocated += cost;
+            ring.waiting.push_back(Chunk {
+                bytes: Vec::with_capacity(size),
+                items: Vec::with_capacity(CHUNK_ITEMS),
+            });
+            return ring;
+        }
+        if ring.free.is_empty() {
+            shared.counts.full.fetch_add(1, Ordering::Relaxed);
+            // The main loop must see what waits before it can give one back.
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes to an eventfd.
+            let _ = unsafe { libc::write(shared.ready.as_raw_fd(), one.as_ptr().cast(), 8) };
+            ring = shared
+                .given_back
+                .wait_while(ring, |r| r.free.is_empty())
+                .unwrap_or_else(|e| e.into_inner());
+        } else {
+            // Only chunks too small for this datagram were given back: one makes
+            // way for a larger one.
+            if let Some(small) = ring.free.pop() {
+                ring.allocated -=
+                    small.bytes.capacity() + CHUNK_ITEMS * std::mem::size_of::<Item>();
+            }
+        }
+    }
+}
