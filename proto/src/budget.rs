@@ -102,6 +102,10 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     pub fn add_session(&mut self, ip: IpAddr, key: K) {
         let load = self.load(ip);
         load.live += 1;
+        if load.sessions.capacity() == 0 {
+            // Most sources are one host with one session: room for just that.
+            load.sessions.reserve_exact(1);
+        }
         load.sessions.push_back(key);
     }
 

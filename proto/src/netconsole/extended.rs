@@ -239,7 +239,12 @@ impl ExtendedAssembler {
 
     /// Takes the next finished record, if any.
     pub fn poll_record(&mut self) -> Option<KernelRecord> {
-        self.ready.pop_front()
+        let record = self.ready.pop_front();
+        if self.ready.is_empty() && self.ready.capacity() > 0 {
+            // An idle host's assembler holds no memory (a fleet has many).
+            self.ready = VecDeque::new();
+        }
+        record
     }
 
     /// When [`ExtendedAssembler::handle_timeout`] next has work to do.

@@ -138,7 +138,7 @@ impl Inner {
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
         fresh.source = assembler;
         let old = std::mem::replace(session, fresh);
-        self.finish(old);
+        self.finish(Box::new(old));
         let msgid = first.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
         session.gap_kind = if msgid {
             GapKind::Lost

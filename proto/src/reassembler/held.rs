@@ -95,7 +95,7 @@ impl Inner {
     }
 
     /// Forgets a session: its charges are refunded, its summary kept.
-    pub(super) fn finish(&mut self, mut session: Session) {
+    pub(super) fn finish(&mut self, mut session: Box<Session>) {
         let held = session.held_bytes;
         self.release(&mut session, held);
         let ip = session.info.addr.ip();

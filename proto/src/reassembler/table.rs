@@ -54,7 +54,7 @@ impl Reassembler {
             if let Some(old) = superseded {
                 self.supersede(old, now, wall_us);
             }
-            self.sessions.insert(key, session);
+            self.sessions.insert(key, Box::new(session));
         }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
@@ -162,7 +162,9 @@ impl Reassembler {
         let key = SessionKey::Source(from, kind);
         let session = match self.sessions.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(self.inner.new_local_session(from, kind, now, wall_us)),
+            Entry::Vacant(e) => e.insert(Box::new(
+                self.inner.new_local_session(from, kind, now, wall_us),
+            )),
         };
         self.inner
             .foreign_datagram(session, kind, now, wall_us, from, bytes);
@@ -252,7 +254,7 @@ impl Reassembler {
     /// The session heard least recently, other than `keep` (stale entries of the
     /// recency queue are dropped on the way).
     fn least_recently_heard(&mut self, keep: SessionKey) -> Option<SessionKey> {
-        let current = |sessions: &HashMap<SessionKey, Session>,
+        let current = |sessions: &HashMap<SessionKey, Box<Session>>,
                        (at, key): &(Instant, SessionKey)| {
             sessions.get(key).is_some_and(|s| s.queued_at == Some(*at))
         };
