@@ -81,7 +81,7 @@ fn main() {
     let mut sent = 0u64;
     while sent < total {
         // Pacing: every 256 records, wait until the schedule catches up.
-        if sent % 256 == 0 {
+        if sent.is_multiple_of(256) {
             let elapsed = started.elapsed();
             if elapsed >= deadline {
                 break;
