@@ -329,3 +329,35 @@ fn sealed_sessions_roll_over_before_a_counter_repeats() {
     assert_eq!(tx.stats().lines, lines);
     assert_eq!(tx.stats().sessions, rolled + 1);
 }
+
+/// A destination that could not be reached at the start (a name resolved later)
+/// gets a HEARTBEAT naming the sender and its last line at once, to it alone, after
+/// the lines framed so far went to every destination.
+#[test]
+fn a_destination_reached_late_learns_the_name_at_once() {
+    let base = Instant::now();
+    let config = Config {
+        resend_buffer: 1 << 20,
+        ..Config::new("late-host")
+    };
+    let mut tx = Sender::new(config, wire::session_id(1, 2), base, 0);
+    let mut sent = Vec::new();
+    tx.handle_input(0, b"one\ntwo\n", 10);
+    drain(&mut tx, 10, &mut sent);
+    let before = sent.len();
+    tx.handle_destination(1, 20);
+    drain(&mut tx, 20, &mut sent);
+    let new = &sent[before..];
+    let hb: Vec<&Sent> = new
+        .iter()
+        .filter(|s| kind(&s.bytes) == Some(Kind::Heartbeat))
+        .collect();
+    assert_eq!(hb.len(), 1, "one HEARTBEAT");
+    assert_eq!(hb[0].to, To::One(1), "to the new destination alone");
+    let repr = Repr::parse(&hb[0].bytes).expect("a valid HEARTBEAT");
+    assert_eq!(repr.header.seq, 2, "the last line number");
+    match repr.payload {
+        Payload::Heartbeat { name } => assert_eq!(name, "late-host"),
+        other => panic!("not a heartbeat: {other:?}"),
+    }
+}

@@ -44,15 +44,19 @@ impl Pending {
         (!names.is_empty()).then_some(Pending { found, names })
     }
 
-    /// Opens the sockets of the names that resolved since; true when none is left.
-    pub(crate) fn poll(&mut self, sockets: &mut Sockets) -> bool {
+    /// Opens the sockets of the names that resolved since, telling `opened` the
+    /// index of each; true when none is left.
+    pub(crate) fn poll(&mut self, sockets: &mut Sockets, mut opened: impl FnMut(usize)) -> bool {
         while let Ok((index, addr)) = self.found.try_recv() {
             let name = self.names.iter().find(|(i, _)| *i == index).map(|(_, n)| n);
             match sockets.resolved(index, addr) {
-                Ok(()) => eprintln!(
-                    "ncu-send: DEST {} resolved to {addr}",
-                    name.map_or("?", String::as_str)
-                ),
+                Ok(()) => {
+                    eprintln!(
+                        "ncu-send: DEST {} resolved to {addr}",
+                        name.map_or("?", String::as_str)
+                    );
+                    opened(index);
+                }
                 Err(e) => eprintln!("ncu-send: DEST {addr}: cannot open a UDP socket: {e}"),
             }
             self.names.retain(|(i, _)| *i != index);

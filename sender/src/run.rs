@@ -230,8 +230,15 @@ pub(crate) fn run(config: Config) -> Result<u8, RunError> {
         }
         // After the input: new lines always go first.
         io.answer(&mut sender, &pollfds[sockets_at..], now, now_us);
-        if pending.as_mut().is_some_and(|p| p.poll(&mut io.sockets)) {
-            pending = None;
+        if let Some(p) = pending.as_mut() {
+            // A destination that was not there for the HELLO learns who sends now.
+            let done = p.poll(&mut io.sockets, |dest| {
+                sender.handle_destination(dest, now_us);
+            });
+            io.transmit(&mut sender);
+            if done {
+                pending = None;
+            }
         }
         if let Some(nc) = netconsole.as_mut() {
             if nc.recheck(now, io.sockets.local_addr(0)) {

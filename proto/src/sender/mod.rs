@@ -377,6 +377,21 @@ impl Sender {
         }
     }
 
+    /// Destination `dest` can be reached from now on (a name that resolved after
+    /// the start, when the HELLO went nowhere): it gets a HEARTBEAT at once (the
+    /// sender's name, and the last line number, so that it asks for what it
+    /// missed) and the companion claim, not only at the next period. Lines framed
+    /// and not yet sent go to every destination first.
+    pub fn handle_destination(&mut self, dest: usize, wall_us: u64) {
+        if !matches!(self.state, State::Open) {
+            return;
+        }
+        self.ship(wall_us);
+        self.framer.heartbeat(wall_us, &mut self.outbox);
+        self.announce_companion(wall_us);
+        self.send_outbox(To::One(dest));
+    }
+
     /// Stops padding datagrams to the full size (GSO did not work after all).
     pub fn set_pad_full(&mut self, pad: bool) {
         self.config.pad_full = pad;
