@@ -20,13 +20,20 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net::{Batch, BATCH};
 
-/// How long the thread leaves the socket alone after it found it drained, or the
-/// main loop about to read it.
+/// How long the thread leaves the socket alone after it found it drained; and a
+/// turn of the main loop this long makes it busy (the thread takes over).
 const PAUSE: Duration = Duration::from_micros(200);
+/// While the main loop keeps up (waiting whenever the thread looks), the thread's
+/// pause doubles up to this (a 208 KiB socket buffer holds some 400 datagrams, 2 ms
+/// at 200,000/s).
+const PAUSE_MAX: Duration = Duration::from_micros(1600);
+/// The main loop waiting this long for anything means sparse traffic: the thread
+/// goes back to sleep.
+const QUIET: Duration = Duration::from_millis(2);
 /// Bytes of one chunk (a larger datagram gets a chunk of its own size).
 const CHUNK_BYTES: usize = 256 << 10;
 /// Datagrams in one chunk at most (their metadata is bounded too).
@@ -109,8 +116,15 @@ struct Shared {
     /// Readable while chunks wait (an eventfd the thread counts up).
     ready: OwnedFd,
     counts: Arc<RingCounts>,
+    /// Traffic is dense or the main loop falls behind: the thread keeps the socket
+    /// drained whenever the main loop is not waiting. Set (under the ring's lock,
+    /// then `busy` signalled) when the main loop took a full batch or a turn ran
+    /// long; cleared when it then waited [`QUIET`] or longer for anything to come.
+    main_busy: AtomicBool,
     /// The main loop is waiting (in [`Intake::wait`]): it reads the socket itself.
     main_waiting: AtomicBool,
+    /// Signalled when `main_busy` is set.
+    busy: Condvar,
 }
 
 impl Shared {
@@ -126,6 +140,10 @@ pub(crate) struct Intake {
     /// The main loop's own receive buffers, for what it reads itself.
     batch: Batch,
     errors_reported: bool,
+    /// When the main loop's current turn began (it stopped waiting).
+    turn_start: Instant,
+    /// `main_busy` is set.
+    told_busy: bool,
 }
 
 impl Intake {
@@ -147,7 +165,9 @@ impl Intake {
             // SAFETY: a fresh descriptor nothing else owns.
             ready: unsafe { OwnedFd::from_raw_fd(efd) },
             counts: Arc::default(),
+            main_busy: AtomicBool::new(false),
             main_waiting: AtomicBool::new(false),
+            busy: Condvar::new(),
         });
         let thread = shared.clone();
         std::thread::Builder::new()
@@ -158,6 +178,8 @@ impl Intake {
             socket,
             batch: Batch::new(slot),
             errors_reported: false,
+            turn_start: Instant::now(),
+            told_busy: false,
         })
     }
 
@@ -191,6 +213,15 @@ impl Intake {
             }
         };
         drop(ring);
+        // A full batch (more waits: dense traffic) or a long turn: the thread helps
+        // until traffic is sparse again. A lone line wakes no thread.
+        if !self.told_busy && (n == BATCH || self.turn_start.elapsed() >= PAUSE) {
+            self.told_busy = true;
+            let ring = self.shared.lock();
+            self.shared.main_busy.store(true, Ordering::SeqCst);
+            drop(ring);
+            self.shared.busy.notify_one();
+        }
         for (meta, bytes) in self.batch.iter() {
             f(meta.from, bytes, meta.truncated);
         }
@@ -205,13 +236,22 @@ impl Intake {
             ncu_host::pollfd(self.shared.ready.as_raw_fd(), libc::POLLIN),
             ncu_host::pollfd(wake, libc::POLLIN),
         ];
+        let since = Instant::now();
         self.shared.main_waiting.store(true, Ordering::SeqCst);
         let waited = ncu_host::poll(&mut fds, timeout);
         self.shared.main_waiting.store(false, Ordering::SeqCst);
-        let mut n = [0u8; 8];
-        // Cleared before looking again: a chunk queued later counts it up anew.
-        // SAFETY: reading 8 bytes into an 8-byte buffer.
-        let _ = unsafe { libc::read(self.shared.ready.as_raw_fd(), n.as_mut_ptr().cast(), 8) };
+        self.turn_start = Instant::now();
+        if self.told_busy && self.turn_start.duration_since(since) >= QUIET {
+            // Sparse traffic again: the thread sleeps until told otherwise.
+            self.shared.main_busy.store(false, Ordering::SeqCst);
+            self.told_busy = false;
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            let mut n = [0u8; 8];
+            // Cleared before looking again: a chunk queued later counts it up anew.
+            // SAFETY: reading 8 bytes into an 8-byte buffer.
+            let _ = unsafe { libc::read(self.shared.ready.as_raw_fd(), n.as_mut_ptr().cast(), 8) };
+        }
         waited
     }
 
@@ -236,20 +276,34 @@ fn report_once(reported: &mut bool, e: &io::Error) {
     }
 }
 
-/// The receiving thread: while the main loop is busy, socket to ring. While it
-/// waits, the main loop reads the socket itself (a lone line costs no hand-over
-/// between threads) and this thread only looks again a pause later.
+/// The receiving thread: under dense traffic (told by `main_busy`), socket to ring
+/// whenever the main loop is not waiting. Otherwise it sleeps on `busy` and the
+/// main loop reads the socket itself: a lone line wakes no second thread.
 fn receive(shared: &Shared, socket: RawFd, slot: usize) {
     let mut errors_reported = false;
     let mut batch = Batch::new(slot);
+    let mut pause = PAUSE;
     loop {
+        if !shared.main_busy.load(Ordering::SeqCst) {
+            let ring = shared.lock();
+            let ring = shared
+                .busy
+                .wait_while(ring, |_| !shared.main_busy.load(Ordering::SeqCst))
+                .unwrap_or_else(|e| e.into_inner());
+            drop(ring);
+        }
         let mut fds = [ncu_host::pollfd(socket, libc::POLLIN)];
-        let _ = ncu_host::poll(&mut fds, None);
-        if shared.main_waiting.load(Ordering::SeqCst) {
-            // The main loop wakes for it too.
-            std::thread::sleep(PAUSE);
+        let _ = ncu_host::poll(&mut fds, Some(PAUSE_MAX));
+        if !shared.main_busy.load(Ordering::SeqCst) {
             continue;
         }
+        if shared.main_waiting.load(Ordering::SeqCst) {
+            // The main loop wakes for it too.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(PAUSE_MAX);
+            continue;
+        }
+        pause = PAUSE;
         let mut ring = shared.lock();
         let n = match batch.recv(socket) {
             Ok(n) => n,

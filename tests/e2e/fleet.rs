@@ -5,31 +5,24 @@ use std::time::Duration;
 
 use ncu_tests::RecvProcess;
 
-/// 64 hosts at 150,000 records/s, more than the main loop handles on 2 cores, so
-/// that the receiving thread takes datagrams off the socket into ncu-recv's own
-/// ring while it is busy, and the main loop reads the socket itself whenever it
+/// 64 hosts sending 128,000 records as fast as they can, faster than the main loop
+/// handles them, so that the receiving thread takes datagrams off the socket into
+/// ncu-recv's own ring while the main loop reads the socket itself whenever it
 /// waits: every record of every host arrives, none missing, none out of order
-/// (the two hand over in the order received). A 4 MiB socket buffer (some 8,000
-/// such datagrams) keeps kernel drops out of it; what the ring does for a small
-/// buffer is measured by bench/netconsole.sh, not asserted here.
+/// (the two hand over in the order received). The default 64 MiB socket buffer
+/// keeps kernel drops out of it; what the ring does for a small buffer is measured
+/// by bench/netconsole.sh, not asserted here.
 #[test]
 fn the_receiving_thread_and_the_main_loop_keep_every_record_in_order() {
     const HOSTS: u32 = 64;
-    const EACH: u64 = 1_000;
+    const EACH: u64 = 2_000;
     // Standard output into a file: a reader in this process would take the CPU
     // the receiver needs (2 cores: this sender, and ncu-recv's two threads).
     let dir = ncu_tests::scratch("fleet-burst");
     let out_path = dir.join("events.json");
     let mut command = std::process::Command::new(ncu_tests::bin_path("ncu-recv"));
     command
-        .args([
-            "--json",
-            "--receive-buffer",
-            "4MiB",
-            "--dead-after",
-            "60s",
-            "0",
-        ])
+        .args(["--json", "--dead-after", "60s", "0"])
         .stdout(std::fs::File::create(&out_path).expect("the events file"));
     let mut rx = RecvProcess::spawn_command(command);
     let sockets: Vec<UdpSocket> = (0..HOSTS)
@@ -40,13 +33,7 @@ fn the_receiving_thread_and_the_main_loop_keep_every_record_in_order() {
             s
         })
         .collect();
-    const RATE: f64 = 150_000.0;
-    let started = std::time::Instant::now();
     for seq in 0..EACH {
-        let due = Duration::from_secs_f64((seq * u64::from(HOSTS)) as f64 / RATE);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
         for (h, s) in sockets.iter().enumerate() {
             let record = format!(
                 "6,{seq},{},-;fleet host {h:03} record {seq:06} ..................................\n",
