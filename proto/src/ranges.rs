@@ -11,8 +11,10 @@ pub struct RangeSet {
 
 impl RangeSet {
     /// An empty set.
-    pub fn new() -> RangeSet {
-        RangeSet::default()
+    pub const fn new() -> RangeSet {
+        RangeSet {
+            ranges: BTreeMap::new(),
+        }
     }
 
     /// Adds `first..=last`, which the caller knows is disjoint from what is held

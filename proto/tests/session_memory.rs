@@ -68,6 +68,9 @@ fn an_idle_session_costs_little() {
     assert_eq!(rx.session_count(), HOSTS as usize);
     // Issue 17 asks for 256 bytes beyond the text; this guards what is reached so
     // far (2,509 before the table held its sessions boxed and an idle assembler and
-    // a one-session source gave back their spare room; 1,333 after).
-    assert!(per <= 1_400 + text.len(), "{per} bytes per idle session");
+    // a one-session source gave back their spare room; 1,333 after; 772 once what
+    // an in-order session does not use moved into a box of its own, given back when
+    // empty, and a kernel session kept an assembler only while fragments are being
+    // rebuilt).
+    assert!(per <= 800 + text.len(), "{per} bytes per idle session");
 }

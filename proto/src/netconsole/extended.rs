@@ -55,6 +55,14 @@ impl KernelRecord {
         }
     }
 
+    /// A record that came in one piece (no `ncfrag`), as it is; `None` for a
+    /// fragment, which an [`ExtendedAssembler`] rebuilds.
+    pub fn whole(rec: &ExtendedRecord<'_>) -> Option<Self> {
+        rec.frag
+            .is_none()
+            .then(|| Self::new(rec, rec.text, rec.dict, 0))
+    }
+
     /// Whether every byte of the record arrived.
     pub fn is_complete(&self) -> bool {
         self.missing == 0
@@ -278,6 +286,14 @@ impl ExtendedAssembler {
             self.ready.push_back(p.into_record());
         }
         n
+    }
+
+    /// Whether it holds nothing that a new assembler would not: no record being
+    /// rebuilt, none waiting to be taken. (It forgets the keys of records it
+    /// finished; a late duplicate fragment of one is then rebuilt again and given
+    /// up, and the receiver's ordering counts it as a duplicate.)
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.ready.is_empty()
     }
 
     /// Body bytes currently held for incomplete records.

@@ -26,7 +26,7 @@ impl Inner {
         from: SocketAddr,
         bytes: &[u8],
     ) {
-        let companion = session.companion.get_or_insert_with(|| {
+        let companion = session.extra_mut().companion.get_or_insert_with(|| {
             Box::new(Companion {
                 assembler: ExtendedAssembler::new(ExtendedConfig {
                     fragment_timeout: self.config.reorder_window * 2,
@@ -45,6 +45,7 @@ impl Inner {
             self.corrupt(now, from, CorruptReason::Netconsole);
         }
         while let Some(record) = session
+            .extra_mut()
             .companion
             .as_mut()
             .and_then(|c| c.assembler.poll_record())
@@ -74,21 +75,27 @@ impl Inner {
             kernel: line.kernel,
             skipped: None,
         };
-        let Some(companion) = session.companion.as_mut() else {
+        let alive = session.fate == Fate::Running && !session.end_reported;
+        let extra = session.extra_mut();
+        let Some(companion) = extra.companion.as_mut() else {
             return;
         };
-        if session.kernel_next.is_some_and(|n| k < n) || companion.held.contains_key(&k) {
+        if extra.kernel_next.is_some_and(|n| k < n) || companion.held.contains_key(&k) {
             companion.both += 1;
             return;
         }
-        let alive = session.fate == Fate::Running && !session.end_reported;
         if alive {
             let cost = pending.held_cost();
             companion.held.insert(k, pending);
             let full = companion.held.len() > MAX_HELD;
             self.hold(session, cost, now);
             if full {
-                if let Some((k, p)) = session.companion.as_mut().and_then(|c| c.held.pop_first()) {
+                if let Some((k, p)) = session
+                    .extra_mut()
+                    .companion
+                    .as_mut()
+                    .and_then(|c| c.held.pop_first())
+                {
                     self.release(session, p.held_cost());
                     self.deliver_companion(session, k, p, false);
                 }
@@ -104,7 +111,7 @@ impl Inner {
     /// or overwritten or left out on its side) are shown first, via netconsole, so
     /// that every record either path brought appears once, in the kernel's order.
     pub(super) fn before_kmsg(&mut self, session: &mut Session, k: u64) {
-        let Some(companion) = session.companion.as_mut() else {
+        let Some(companion) = session.extra_mut().companion.as_mut() else {
             return;
         };
         if companion
@@ -130,9 +137,10 @@ impl Inner {
         k: u64,
         sent_at_us: Option<u64>,
     ) {
-        session.kernel_next = Some(session.kernel_next.map_or(k + 1, |n| n.max(k + 1)));
-        session.last_kmsg = Some((k, sent_at_us));
-        let Some(companion) = session.companion.as_mut() else {
+        session.extra_mut().kernel_next =
+            Some(session.extra().kernel_next.map_or(k + 1, |n| n.max(k + 1)));
+        session.extra_mut().last_kmsg = Some((k, sent_at_us));
+        let Some(companion) = session.extra_mut().companion.as_mut() else {
             return;
         };
         let mut freed = 0;
@@ -149,7 +157,11 @@ impl Inner {
     /// ncu-send is gone (silent, ended, or at exit): the held records only the
     /// netconsole delivered follow, in order.
     pub(super) fn release_companion(&mut self, session: &mut Session) {
+        if session.extra().companion.is_none() {
+            return;
+        }
         let Some(held) = session
+            .extra_mut()
             .companion
             .as_mut()
             .map(|c| std::mem::take(&mut c.held))
@@ -166,7 +178,7 @@ impl Inner {
     /// gone (`after`): after a gap for what neither path delivered before it, and as
     /// part of the story's tail. While it lives, its own gaps were reported already.
     fn deliver_companion(&mut self, session: &mut Session, k: u64, line: PendingLine, after: bool) {
-        let missing = match session.kernel_next {
+        let missing = match session.extra().kernel_next {
             Some(n) if after && k > n => {
                 self.events.push_back(Event::Gap {
                     session: session.info.clone(),
@@ -178,9 +190,11 @@ impl Inner {
             }
             _ => 0,
         };
-        session.kernel_next = Some(session.kernel_next.map_or(k + 1, |n| n.max(k + 1)));
-        let last_kmsg = session.last_kmsg;
-        if let Some(c) = session.companion.as_mut().filter(|_| after) {
+        session.extra_mut().kernel_next =
+            Some(session.extra().kernel_next.map_or(k + 1, |n| n.max(k + 1)));
+        let last_kmsg = session.extra().last_kmsg;
+        let silent = session.fate == Fate::Silent;
+        if let Some(c) = session.extra_mut().companion.as_mut().filter(|_| after) {
             let text = &line.text[..line.text.len().min(LAST_TEXT_MAX)];
             let tail = c.tail.get_or_insert_with(|| NetconsoleTail {
                 last_kmsg,
@@ -188,7 +202,7 @@ impl Inner {
                 ..NetconsoleTail::default()
             });
             tail.last = k;
-            if session.fate == Fate::Silent {
+            if silent {
                 c.untold = Some(line.arrived);
             }
             tail.last_text = text.to_vec();

@@ -36,8 +36,18 @@ impl Inner {
         self.touch(session, now, wall_us, next);
         match kind {
             SourceKind::KernelExtended => {
-                let pushed = match (netconsole::parse_extended(bytes), &mut session.source) {
-                    (Ok(record), Source::Kernel(assembler)) => assembler.push(&record, now),
+                let record = netconsole::parse_extended(bytes);
+                if let Some(whole) = record.as_ref().ok().and_then(KernelRecord::whole) {
+                    // In one piece: straight to the ordering logic.
+                    self.source_line(session, kernel_line(whole), now, wall_us);
+                    self.after_input(session, now);
+                    return;
+                }
+                let config = self.extended_config();
+                let pushed = match (record, &mut session.source) {
+                    (Ok(record), Source::Kernel(assembler)) => assembler
+                        .get_or_insert_with(|| Box::new(ExtendedAssembler::new(config)))
+                        .push(&record, now),
                     _ => Err(netconsole::NetconsoleError::BadHeader),
                 };
                 if pushed.is_err() {
@@ -59,7 +69,8 @@ impl Inner {
     pub(super) fn take_source_output(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         loop {
             let incoming = match &mut session.source {
-                Source::Kernel(assembler) => match assembler.poll_record() {
+                Source::Kernel(assembler) => match assembler.as_mut().and_then(|a| a.poll_record())
+                {
                     Some(record) => kernel_line(record),
                     None => break,
                 },
@@ -80,32 +91,44 @@ impl Inner {
             if let Source::Text(_) = session.source {
                 session.next_text_seq += 1;
             }
-            if session.first_seq.is_none() {
-                // The first kernel record decides the numbering: its msgid when the
-                // kernel sends one (gaps are then real losses), else its seq.
-                let msgid = incoming.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
-                session.gap_kind = if msgid {
-                    GapKind::Lost
-                } else {
-                    GapKind::KernelSeq
-                };
-                self.start(session, incoming.seq, false);
-            } else if self.is_reboot(session, &incoming) {
-                self.reboot(session, incoming, now, wall_us);
-                continue;
-            }
-            if let Some(kernel) = &incoming.kernel {
-                session.last_kernel_ts = session.last_kernel_ts.max(kernel.ts_usec);
-            }
-            self.accept_line(session, incoming, now, wall_us);
+            self.source_line(session, incoming, now, wall_us);
         }
+    }
+
+    /// One record or line of a netconsole or text session, in the order its
+    /// source gave it.
+    fn source_line(
+        &mut self,
+        session: &mut Session,
+        incoming: IncomingLine,
+        now: Instant,
+        wall_us: u64,
+    ) {
+        if session.first_seq.is_none() {
+            // The first kernel record decides the numbering: its msgid when the
+            // kernel sends one (gaps are then real losses), else its seq.
+            let msgid = incoming.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
+            session.gap_kind = if msgid {
+                GapKind::Lost
+            } else {
+                GapKind::KernelSeq
+            };
+            self.start(session, incoming.seq, false);
+        } else if self.is_reboot(session, &incoming) {
+            self.reboot(session, incoming, now, wall_us);
+            return;
+        }
+        if let Some(kernel) = &incoming.kernel {
+            session.last_kernel_ts = session.last_kernel_ts.max(kernel.ts_usec);
+        }
+        self.accept_line(session, incoming, now, wall_us);
     }
 
     /// Lets a netconsole or text session's assembler give up what it holds (a line
     /// without newline, a record missing fragments) so that it is delivered.
     pub(super) fn flush_source(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         let flushed = match &mut session.source {
-            Source::Kernel(assembler) => assembler.flush() > 0,
+            Source::Kernel(assembler) => assembler.as_mut().is_some_and(|a| a.flush() > 0),
             Source::Text(joiner) => joiner.flush(),
             Source::Ncu => false,
         };
@@ -171,19 +194,24 @@ impl Inner {
         let mut session = Session::new(Arc::new(info), now, wall_us);
         self.register(&mut session);
         session.source = match kind {
-            SourceKind::KernelExtended => {
-                Source::Kernel(Box::new(ExtendedAssembler::new(ExtendedConfig {
-                    fragment_timeout: self.config.reorder_window * 2,
-                    max_record_bytes: KERNEL_RECORD_MAX,
-                    max_pending: 2,
-                })))
-            }
+            SourceKind::KernelExtended => Source::Kernel(None),
             _ => Source::Text(Box::new(PlainJoiner::new(PlainConfig {
                 line_timeout: self.config.reorder_window,
                 max_line_bytes: TEXT_LINE_MAX,
             }))),
         };
         session
+    }
+}
+
+impl Inner {
+    /// How a kernel session's assembler rebuilds fragmented records.
+    fn extended_config(&self) -> ExtendedConfig {
+        ExtendedConfig {
+            fragment_timeout: self.config.reorder_window * 2,
+            max_record_bytes: KERNEL_RECORD_MAX,
+            max_pending: 2,
+        }
     }
 }
 

@@ -14,11 +14,11 @@ impl Inner {
             return;
         }
         let ip = session.info.addr.ip();
-        if session.held_bytes == 0 {
-            session.held_since = Some(now);
+        if session.extra().held_bytes == 0 {
+            session.extra_mut().held_since = Some(now);
             self.budget.start_holding(ip, session_key(session), now);
         }
-        session.held_bytes += n;
+        session.extra_mut().held_bytes += n;
         self.total_held_bytes += n;
         self.budget.charge(ip, n);
     }
@@ -29,11 +29,11 @@ impl Inner {
             return;
         }
         let ip = session.info.addr.ip();
-        session.held_bytes -= n;
+        session.extra_mut().held_bytes -= n;
         self.total_held_bytes -= n;
         self.budget.refund(ip, n);
-        if session.held_bytes == 0 {
-            if let Some(since) = session.held_since.take() {
+        if session.extra().held_bytes == 0 {
+            if let Some(since) = session.extra_mut().held_since.take() {
                 self.budget.stop_holding(ip, session_key(session), since);
             }
         }
@@ -41,6 +41,7 @@ impl Inner {
 
     /// Brings the budget's charge for `session`'s own state up to date.
     pub(super) fn recharge(&mut self, session: &mut Session) {
+        session.compact();
         let cost = session.state_cost();
         if cost == session.state_bytes {
             return;
@@ -58,25 +59,27 @@ impl Inner {
     /// giving up its own holes. The budget across sessions is the table's, after the
     /// datagram ([`Reassembler::enforce_budget`]).
     pub(super) fn make_room(&mut self, session: &mut Session, len: usize) {
-        while session.held_bytes + len > self.config.max_pending_bytes && self.shed(session) {}
+        while session.extra().held_bytes + len > self.config.max_pending_bytes && self.shed(session)
+        {
+        }
     }
 
     /// Gives up `session`'s oldest held work: its first hole (a gap, or a fragmented
     /// line at the hole), or fragments of lines already given up. Returns whether
     /// anything was freed.
     pub(super) fn shed(&mut self, session: &mut Session) -> bool {
-        let before = session.held_bytes;
+        let before = session.extra().held_bytes;
         if session.first_seq.is_none() {
             self.resolve_join(session);
         }
-        while session.held_bytes == before {
-            let first_fragment = session.fragments.first_key_value().map(|(&k, _)| k);
+        while session.extra().held_bytes == before {
+            let first_fragment = session.extra().fragments.first_key_value().map(|(&k, _)| k);
             match first_fragment {
                 Some(seq) if seq < session.next => self.drop_fragments(session, seq),
                 _ if self.give_up_first_hole(session) => {}
                 _ => {
                     // Nothing left to give up in order: what is left are fragments.
-                    let all: Vec<u64> = session.fragments.keys().copied().collect();
+                    let all: Vec<u64> = session.extra().fragments.keys().copied().collect();
                     for seq in all {
                         self.drop_fragments(session, seq);
                     }
@@ -84,7 +87,7 @@ impl Inner {
                 }
             }
         }
-        session.held_bytes < before
+        session.extra().held_bytes < before
     }
 
     /// A session in the budget from now on.
@@ -96,7 +99,7 @@ impl Inner {
 
     /// Forgets a session: its charges are refunded, its summary kept.
     pub(super) fn finish(&mut self, mut session: Box<Session>) {
-        let held = session.held_bytes;
+        let held = session.extra().held_bytes;
         self.release(&mut session, held);
         let ip = session.info.addr.ip();
         self.budget.refund(ip, session.state_bytes);

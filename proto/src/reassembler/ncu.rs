@@ -51,7 +51,7 @@ impl Inner {
             if repr.header.seq > 1 && age > uptime + JOIN_MARGIN {
                 // Running since before this receiver: wait a reorder window for
                 // the lowest line, then start there.
-                s.joining_until = Some(now + self.config.reorder_window);
+                s.extra_mut().joining_until = Some(now + self.config.reorder_window);
             } else {
                 self.start(&mut s, 1, false);
             }
@@ -75,23 +75,23 @@ impl Inner {
         let mut superseded = None;
         let mut claim = None;
         self.touch(session, now, wall_us, repr.header.seq);
-        session.last_addr = from;
-        session.recovery |= flags & wire::FLAG_RECOVERY != 0;
+        session.extra_mut().last_addr = Some(from);
+        session.extra_mut().recovery |= flags & wire::FLAG_RECOVERY != 0;
         let sent_at = repr.header.sent_at_us;
         match repr.payload {
             Payload::Nack { .. } => {}
             Payload::Companion { source } => {
-                if session.companion_addr != Some(source) {
-                    session.companion_addr = Some(source);
+                if session.extra().companion_addr != Some(source) {
+                    session.extra_mut().companion_addr = Some(source);
                     claim = Some(source);
                 }
             }
             Payload::Gone { last } => {
-                if last >= repr.header.seq && last > session.gone_upto {
-                    session.gone_upto = last;
+                if last >= repr.header.seq && last > session.extra().gone_upto {
+                    session.extra_mut().gone_upto = last;
                     // The sender no longer has these: report them now.
                     while session.first_seq.is_some()
-                        && session.next <= session.gone_upto
+                        && session.next <= session.extra().gone_upto
                         && self.give_up_first_hole_upto(session, last)
                     {}
                 }
@@ -155,14 +155,15 @@ impl Inner {
             Payload::End { name, reason } => {
                 superseded = self.learn_name(session, name);
                 // END is repeated while the sender lingers: no line, not a duplicate.
-                if session.end.is_none() {
-                    session.end = Some((repr.header.seq, reason));
-                    session.known_since = Some(now);
-                    session.known_last = session.known_last.max(repr.header.seq);
+                if session.extra().end.is_none() {
+                    session.extra_mut().end = Some((repr.header.seq, reason));
+                    session.extra_mut().known_since = Some(now);
+                    session.extra_mut().known_last =
+                        session.extra().known_last.max(repr.header.seq);
                 }
             }
         }
-        if session.first_seq.is_none() && session.pending.contains_key(&1) {
+        if session.first_seq.is_none() && session.extra().pending.contains_key(&1) {
             self.start(session, 1, false);
         }
         self.after_input(session, now);
@@ -219,9 +220,9 @@ impl Inner {
     }
 
     pub(super) fn learn_known_last(&mut self, session: &mut Session, last: u64, now: Instant) {
-        if last > session.known_last {
-            session.known_last = last;
-            session.known_since = Some(now);
+        if last > session.extra().known_last {
+            session.extra_mut().known_last = last;
+            session.extra_mut().known_since = Some(now);
         }
     }
 
@@ -233,11 +234,11 @@ impl Inner {
             first_seq
         };
         session.first_seq = Some(first_seq);
-        session.joining_until = None;
+        session.extra_mut().joining_until = None;
         session.joined = joined;
         session.next = first_seq;
         if joined && first_seq > 1 {
-            session.lost_ranges.insert(1, first_seq - 1);
+            session.extra_mut().lost_ranges.insert(1, first_seq - 1);
         }
         self.events.push_back(Event::Start {
             session: session.info.clone(),
@@ -246,12 +247,13 @@ impl Inner {
         });
         // Lines held while joining that are below the start are late; the rest flow.
         let below: Vec<u64> = session
+            .extra()
             .pending
             .range(..first_seq)
             .map(|(&k, _)| k)
             .collect();
         for seq in below {
-            if let Some(line) = session.pending.remove(&seq) {
+            if let Some(line) = session.extra_mut().pending.remove(&seq) {
                 self.release(session, line.held_cost());
                 self.deliver(session, seq, line, true);
             }
@@ -264,13 +266,13 @@ impl Inner {
             return;
         }
         let lowest = [
-            session.pending.first_key_value().map(|(&k, _)| k),
-            session.fragments.first_key_value().map(|(&k, _)| k),
+            session.extra().pending.first_key_value().map(|(&k, _)| k),
+            session.extra().fragments.first_key_value().map(|(&k, _)| k),
         ]
         .into_iter()
         .flatten()
         .min();
-        let first = lowest.unwrap_or(session.known_last.saturating_add(1));
+        let first = lowest.unwrap_or(session.extra().known_last.saturating_add(1));
         self.start(session, first, first > 1);
     }
 
@@ -287,24 +289,24 @@ impl Inner {
         from: SocketAddr,
     ) -> Option<Vec<u8>> {
         let already_done = session.first_seq.is_some()
-            && (seq < session.next && !session.lost_ranges.contains(seq)
-                || session.pending.contains_key(&seq));
+            && (seq < session.next && !session.extra().lost_ranges.contains(seq)
+                || session.extra().pending.contains_key(&seq));
         if already_done {
-            session.duplicates += 1;
+            session.extra_mut().duplicates += 1;
             return None;
         }
         if total as usize > self.config.max_line_bytes {
             self.corrupt(now, from, CorruptReason::LineTooLong);
             return None;
         }
-        if !session.fragments.contains_key(&seq) {
-            if session.fragments.len() >= self.config.max_lines_in_fragments {
+        if !session.extra().fragments.contains_key(&seq) {
+            if session.extra().fragments.len() >= self.config.max_lines_in_fragments {
                 // Too many long lines in flight: drop the oldest (it will be a gap).
-                if let Some((&old, _)) = session.fragments.first_key_value() {
+                if let Some((&old, _)) = session.extra().fragments.first_key_value() {
                     self.drop_fragments(session, old);
                 }
             }
-            session.fragments.insert(
+            session.extra_mut().fragments.insert(
                 seq,
                 FragmentedLine {
                     bytes: ByteAssembler::new(),
@@ -314,7 +316,7 @@ impl Inner {
                 },
             );
         }
-        let frag = session.fragments.get(&seq)?;
+        let frag = session.extra().fragments.get(&seq)?;
         if frag.total != total || frag.flags != flags {
             self.corrupt(
                 now,
@@ -325,11 +327,11 @@ impl Inner {
         }
         // Room for what this piece can cost; making it may give up this very line.
         self.make_room(session, bytes.len() + PIECE_OVERHEAD);
-        let frag = session.fragments.get_mut(&seq)?;
+        let frag = session.extra_mut().fragments.get_mut(&seq)?;
         let before = frag.bytes.held_cost();
         // The decoder checked offset + len <= total.
         if frag.bytes.insert(offset, bytes) == 0 {
-            session.duplicates += 1;
+            session.extra_mut().duplicates += 1;
             return None;
         }
         let cost = frag.bytes.held_cost() - before;
@@ -338,13 +340,13 @@ impl Inner {
         if !complete {
             return None;
         }
-        let frag = session.fragments.remove(&seq)?;
+        let frag = session.extra_mut().fragments.remove(&seq)?;
         self.release(session, frag.bytes.held_cost());
         Some(frag.bytes.into_bytes())
     }
 
     pub(super) fn drop_fragments(&mut self, session: &mut Session, seq: u64) {
-        if let Some(frag) = session.fragments.remove(&seq) {
+        if let Some(frag) = session.extra_mut().fragments.remove(&seq) {
             self.release(session, frag.bytes.held_cost());
         }
     }

@@ -25,14 +25,16 @@ impl Inner {
         };
         let started = session.first_seq.is_some();
         let is_late = started && seq < session.next;
-        if is_late && !session.lost_ranges.contains(seq) || session.pending.contains_key(&seq) {
-            session.duplicates += 1;
+        if is_late && !session.extra().lost_ranges.contains(seq)
+            || session.extra().pending.contains_key(&seq)
+        {
+            session.extra_mut().duplicates += 1;
             return;
         }
         if seq < session.highest {
-            session.reordered += 1;
-            if !is_late && seq <= session.nack_horizon {
-                session.recovered += 1;
+            session.extra_mut().reordered += 1;
+            if !is_late && seq <= session.extra().nack_horizon {
+                session.extra_mut().recovered += 1;
             }
         }
         if seq >= session.highest {
@@ -52,7 +54,7 @@ impl Inner {
             }
         }
         if is_late {
-            session.lost_ranges.remove(seq);
+            session.extra_mut().lost_ranges.remove(seq);
             self.deliver(session, seq, pending, true);
             return;
         }
@@ -71,22 +73,22 @@ impl Inner {
                 session.next += 1;
                 self.drain(session);
             } else {
-                session.lost_ranges.remove(seq);
+                session.extra_mut().lost_ranges.remove(seq);
                 self.deliver(session, seq, pending, true);
             }
             return;
         }
         self.hold(session, len, now);
-        session.pending.insert(seq, pending);
+        session.extra_mut().pending.insert(seq, pending);
         if session.first_seq.is_none()
-            && session.pending.len() as u64 > self.config.max_pending_lines
+            && session.extra().pending.len() as u64 > self.config.max_pending_lines
         {
             self.resolve_join(session);
         }
         if session.first_seq.is_some() {
             // A jump far ahead gives up the lines in between at once.
             while seq.saturating_sub(session.next) > self.config.max_pending_lines
-                || session.pending.len() as u64 > self.config.max_pending_lines
+                || session.extra().pending.len() as u64 > self.config.max_pending_lines
             {
                 self.give_up_first_hole(session);
             }
@@ -114,7 +116,7 @@ impl Inner {
         }
         session.lines += 1;
         if late {
-            session.late += 1;
+            session.extra_mut().late += 1;
             if seq >= session.first_seq.unwrap_or(0) {
                 session.lost = session.lost.saturating_sub(1);
             }
@@ -139,10 +141,10 @@ impl Inner {
     /// are reported as gaps of their own kind (in kernel numbers), filtered records
     /// only counted.
     fn kernel_skipped(&mut self, session: &mut Session, skipped: &Skipped) {
-        session.kernel_filtered += skipped.filtered;
+        session.extra_mut().kernel_filtered += skipped.filtered;
         for &(first, last) in skipped.overwritten() {
-            session.kernel_overwritten += last - first + 1;
-            let ranges = &mut session.kernel_overwritten_ranges;
+            session.extra_mut().kernel_overwritten += last - first + 1;
+            let ranges = &mut session.extra_mut().kernel_overwritten_ranges;
             let full = ranges.len() >= MAX_OVERWRITTEN_RANGES;
             match ranges.last_mut() {
                 Some(r) if full => r.1 = last,
@@ -159,11 +161,11 @@ impl Inner {
 
     /// Delivers every held line that is next in order.
     pub(super) fn drain(&mut self, session: &mut Session) {
-        while let Some(entry) = session.pending.first_entry() {
-            if *entry.key() != session.next {
+        // Read first: a session holding nothing is not given its `Extra` here.
+        while session.extra().pending.first_key_value().map(|(&k, _)| k) == Some(session.next) {
+            let Some(line) = session.extra_mut().pending.pop_first().map(|(_, l)| l) else {
                 break;
-            }
-            let line = entry.remove();
+            };
             self.release(session, line.held_cost());
             let seq = session.next;
             self.deliver(session, seq, line, false);
@@ -183,21 +185,26 @@ impl Inner {
             return false;
         }
         let next = session.next;
-        let last = if session.fragments.contains_key(&next) {
+        let last = if session.extra().fragments.contains_key(&next) {
             // Kept a while longer (see `session_timeout`): late fragments may still
             // complete it, and it is then delivered late.
             next
         } else {
             let after = [
-                session.pending.first_key_value().map(|(&k, _)| k),
-                session.fragments.range(next..).next().map(|(&k, _)| k),
+                session.extra().pending.first_key_value().map(|(&k, _)| k),
+                session
+                    .extra()
+                    .fragments
+                    .range(next..)
+                    .next()
+                    .map(|(&k, _)| k),
             ]
             .into_iter()
             .flatten()
             .min();
             match after {
                 Some(k) => k - 1,
-                None if session.known_last >= next => session.known_last,
+                None if session.extra().known_last >= next => session.extra().known_last,
                 None => return false,
             }
         };
@@ -205,12 +212,12 @@ impl Inner {
         let count = last - next + 1;
         if session.gap_kind == GapKind::Lost {
             session.lost += count;
-            session.lost_ranges.insert(next, last);
-            if session.lost_ranges.len() > MAX_LOST_RANGES {
-                session.lost_ranges.pop_first();
+            session.extra_mut().lost_ranges.insert(next, last);
+            if session.extra().lost_ranges.len() > MAX_LOST_RANGES {
+                session.extra_mut().lost_ranges.pop_first();
             }
         } else {
-            session.kernel_seq_skipped += count;
+            session.extra_mut().kernel_seq_skipped += count;
         }
         self.events.push_back(Event::Gap {
             session: session.info.clone(),
@@ -226,7 +233,7 @@ impl Inner {
     pub(super) fn give_up_all(&mut self, session: &mut Session) {
         while self.give_up_first_hole(session) {}
         self.release_companion(session);
-        let stale: Vec<u64> = session.fragments.keys().copied().collect();
+        let stale: Vec<u64> = session.extra().fragments.keys().copied().collect();
         for seq in stale {
             self.drop_fragments(session, seq);
         }
@@ -241,7 +248,7 @@ impl Inner {
     }
 
     pub(super) fn maybe_end(&mut self, session: &mut Session) {
-        let Some((last_seq, reason)) = session.end else {
+        let Some((last_seq, reason)) = session.extra().end else {
             return;
         };
         if session.end_reported || session.first_seq.is_none() || session.next <= last_seq {
@@ -277,10 +284,14 @@ impl Inner {
             Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
             None => (0, None, None),
         };
-        let netconsole = session.companion.as_mut().and_then(|c| {
-            c.untold = None;
-            c.tail.clone()
-        });
+        let netconsole = session
+            .extra
+            .as_mut()
+            .and_then(|e| e.companion.as_mut())
+            .and_then(|c| {
+                c.untold = None;
+                c.tail.clone()
+            });
         let netconsole = netconsole.map(Box::new);
         self.events.push_back(Event::Silent {
             session: session.info.clone(),

@@ -14,8 +14,10 @@ pub(super) enum SessionKey {
 pub(super) enum Source {
     /// ncu datagrams carry their own numbers.
     Ncu,
-    /// Extended netconsole records, rebuilt from fragments.
-    Kernel(Box<ExtendedAssembler>),
+    /// Extended netconsole records; the assembler only while fragments are being
+    /// rebuilt (a record in one piece needs none, and a fleet's idle hosts hold
+    /// none).
+    Kernel(Option<Box<ExtendedAssembler>>),
     /// Plain text joined across datagrams; the receiver numbers the lines.
     Text(Box<PlainJoiner>),
 }
@@ -69,42 +71,63 @@ pub(super) struct IncomingLine {
     pub(super) followed: bool,
 }
 
+/// One session's state. What a steady session uses on every line is here; the
+/// rest ([`Extra`]) is boxed on first use and given back once it holds nothing
+/// again, so that an idle host of a fleet costs little.
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) info: Arc<SessionInfo>,
     /// `None` while joining: the first sequence number is not known yet.
     pub(super) first_seq: Option<u64>,
-    pub(super) joining_until: Option<Instant>,
-    pub(super) joined: bool,
     /// Every line below `next` was delivered or reported lost.
     pub(super) next: u64,
     /// Highest sequence number of a complete line received.
     pub(super) highest: u64,
+    /// What the budget is charged for this session's own state
+    /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
+    pub(super) state_bytes: usize,
+    pub(super) last_rx: Instant,
+    pub(super) first_rx_wall: u64,
+    pub(super) last_rx_wall: u64,
+    pub(super) last_line: Option<(u64, Vec<u8>, Option<u64>)>,
+    pub(super) lines: u64,
+    pub(super) lost: u64,
+    /// The deadline this session has in the timers, if any.
+    pub(super) scheduled: Option<Instant>,
+    /// When its entry in the table's recency queue was made.
+    pub(super) queued_at: Option<Instant>,
+    pub(super) source: Source,
+    /// Text sessions: the number the next joined line gets.
+    pub(super) next_text_seq: u64,
+    /// Kernel sessions: the boot clock of the newest record (for reboot detection).
+    pub(super) last_kernel_ts: u64,
+    pub(super) fate: Fate,
+    pub(super) gap_kind: GapKind,
+    pub(super) joined: bool,
+    pub(super) end_reported: bool,
+    pub(super) name_known: bool,
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The part of a session's state that a session delivering in order, without
+/// recovery, `--kmsg` or a companion, does not use: held work, what the sender
+/// said of its last line and end, recovery, the kernel's numbers of `--kmsg`, the
+/// joined netconsole, the rarer counters. See [`Session::extra`].
+#[derive(Debug)]
+pub(super) struct Extra {
+    pub(super) joining_until: Option<Instant>,
     pub(super) pending: BTreeMap<u64, PendingLine>,
     pub(super) fragments: BTreeMap<u64, FragmentedLine>,
     /// Bytes held in `pending` and `fragments` (see [`Reassembler::hold`]).
     pub(super) held_bytes: usize,
     /// Since when `held_bytes` is above 0 (its place among the budget's holders).
     pub(super) held_since: Option<Instant>,
-    /// What the budget is charged for this session's own state
-    /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
-    pub(super) state_bytes: usize,
     /// The sender said lines up to this exist (heartbeat, END); since when.
     pub(super) known_last: u64,
     pub(super) known_since: Option<Instant>,
     /// Ranges reported lost (start -> end), for telling late lines from duplicates.
     pub(super) lost_ranges: RangeSet,
-    /// Lines before `first_seq` of a joined session (start -> end): late if they come.
-    pub(super) last_rx: Instant,
-    pub(super) first_rx_wall: u64,
-    pub(super) last_rx_wall: u64,
-    pub(super) last_line: Option<(u64, Vec<u8>, Option<u64>)>,
-    pub(super) fate: Fate,
     pub(super) end: Option<(u64, EndReason)>,
-    pub(super) end_reported: bool,
-    pub(super) gap_kind: GapKind,
-    pub(super) lines: u64,
-    pub(super) lost: u64,
     pub(super) kernel_seq_skipped: u64,
     pub(super) kernel_overwritten: u64,
     pub(super) kernel_overwritten_ranges: Vec<(u64, u64)>,
@@ -112,7 +135,6 @@ pub(super) struct Session {
     pub(super) duplicates: u64,
     pub(super) reordered: u64,
     pub(super) late: u64,
-    pub(super) name_known: bool,
     /// The sender offers recovery (FLAG_RECOVERY seen).
     pub(super) recovery: bool,
     /// When the last NACK went out.
@@ -123,17 +145,8 @@ pub(super) struct Session {
     pub(super) gone_upto: u64,
     /// Lines that filled a hole after a NACK asked for them.
     pub(super) recovered: u64,
-    /// Where the newest datagram came from (NACKs go there).
-    pub(super) last_addr: SocketAddr,
-    /// The deadline this session has in the timers, if any.
-    pub(super) scheduled: Option<Instant>,
-    /// When its entry in the table's recency queue was made.
-    pub(super) queued_at: Option<Instant>,
-    pub(super) source: Source,
-    /// Text sessions: the number the next joined line gets.
-    pub(super) next_text_seq: u64,
-    /// Kernel sessions: the boot clock of the newest record (for reboot detection).
-    pub(super) last_kernel_ts: u64,
+    /// Where the newest ncu datagram came from (NACKs go there), when known.
+    pub(super) last_addr: Option<SocketAddr>,
     /// `--kmsg` sessions: the kernel number after the last record delivered (by
     /// either path).
     pub(super) kernel_next: Option<u64>,
@@ -145,6 +158,71 @@ pub(super) struct Session {
     /// while ncu-send may still deliver them itself.
     pub(super) companion: Option<Box<Companion>>,
 }
+
+impl Extra {
+    /// Nothing in use: what a session without its box reads.
+    const EMPTY: Extra = Extra {
+        joining_until: None,
+        pending: BTreeMap::new(),
+        fragments: BTreeMap::new(),
+        held_bytes: 0,
+        held_since: None,
+        known_last: 0,
+        known_since: None,
+        lost_ranges: RangeSet::new(),
+        end: None,
+        kernel_seq_skipped: 0,
+        kernel_overwritten: 0,
+        kernel_overwritten_ranges: Vec::new(),
+        kernel_filtered: 0,
+        duplicates: 0,
+        reordered: 0,
+        late: 0,
+        recovery: false,
+        last_nack: None,
+        nack_horizon: 0,
+        gone_upto: 0,
+        recovered: 0,
+        last_addr: None,
+        kernel_next: None,
+        last_kmsg: None,
+        companion_addr: None,
+        companion: None,
+    };
+
+    /// Whether it holds nothing [`Extra::EMPTY`] does not.
+    fn is_empty(&self) -> bool {
+        self.joining_until.is_none()
+            && self.pending.is_empty()
+            && self.fragments.is_empty()
+            && self.held_bytes == 0
+            && self.held_since.is_none()
+            && self.known_last == 0
+            && self.known_since.is_none()
+            && self.lost_ranges.is_empty()
+            && self.end.is_none()
+            && self.kernel_seq_skipped == 0
+            && self.kernel_overwritten == 0
+            && self.kernel_overwritten_ranges.is_empty()
+            && self.kernel_filtered == 0
+            && self.duplicates == 0
+            && self.reordered == 0
+            && self.late == 0
+            && !self.recovery
+            && self.last_nack.is_none()
+            && self.nack_horizon == 0
+            && self.gone_upto == 0
+            && self.recovered == 0
+            && self.last_addr.is_none()
+            && self.kernel_next.is_none()
+            && self.last_kmsg.is_none()
+            && self.companion_addr.is_none()
+            && self.companion.is_none()
+    }
+}
+
+/// What a session without its [`Extra`] reads.
+static NO_EXTRA: Extra = Extra::EMPTY;
 
 /// The kernel's netconsole joined to an ncu session.
 #[derive(Debug)]
@@ -165,55 +243,53 @@ pub(super) struct Companion {
 
 impl Session {
     pub(super) fn new(info: Arc<SessionInfo>, now: Instant, wall_us: u64) -> Session {
-        let info_addr = info.addr;
         Session {
             info,
             first_seq: None,
-            joining_until: None,
-            joined: false,
             next: 0,
             highest: 0,
-            pending: BTreeMap::new(),
-            fragments: BTreeMap::new(),
-            held_bytes: 0,
-            held_since: None,
             state_bytes: 0,
-            known_last: 0,
-            known_since: None,
-            lost_ranges: RangeSet::new(),
             last_rx: now,
             first_rx_wall: wall_us,
             last_rx_wall: wall_us,
             last_line: None,
-            fate: Fate::Running,
-            end: None,
-            end_reported: false,
-            gap_kind: GapKind::Lost,
             lines: 0,
             lost: 0,
-            kernel_seq_skipped: 0,
-            kernel_overwritten: 0,
-            kernel_overwritten_ranges: Vec::new(),
-            kernel_filtered: 0,
-            duplicates: 0,
-            reordered: 0,
-            late: 0,
-            name_known: false,
-            recovery: false,
-            last_nack: None,
-            nack_horizon: 0,
-            gone_upto: 0,
-            recovered: 0,
-            last_addr: info_addr,
             scheduled: None,
             queued_at: None,
             source: Source::Ncu,
-            kernel_next: None,
-            last_kmsg: None,
-            companion_addr: None,
-            companion: None,
             next_text_seq: 1,
             last_kernel_ts: 0,
+            fate: Fate::Running,
+            gap_kind: GapKind::Lost,
+            joined: false,
+            end_reported: false,
+            name_known: false,
+            extra: None,
+        }
+    }
+
+    /// The part of the state most sessions do not use (read as empty when not in
+    /// use).
+    pub(super) fn extra(&self) -> &Extra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The same, to change: boxed on first use.
+    pub(super) fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| Box::new(Extra::EMPTY))
+    }
+
+    /// Gives the [`Extra`] box back when it holds nothing any more (after a
+    /// datagram or a timer).
+    pub(super) fn compact(&mut self) {
+        if let Source::Kernel(assembler) = &mut self.source {
+            if assembler.as_ref().is_some_and(|a| a.is_idle()) {
+                *assembler = None;
+            }
+        }
+        if self.extra.as_deref().is_some_and(Extra::is_empty) {
+            self.extra = None;
         }
     }
 
@@ -222,7 +298,7 @@ impl Session {
     /// assembler holds, and the lost ranges it remembers.
     pub(super) fn state_cost(&self) -> usize {
         let source = match &self.source {
-            Source::Kernel(assembler) => assembler.held_bytes(),
+            Source::Kernel(assembler) => assembler.as_ref().map_or(0, |a| a.held_bytes()),
             Source::Text(joiner) => joiner.held_bytes(),
             Source::Ncu => 0,
         };
@@ -230,7 +306,7 @@ impl Session {
             + self.info.name.len()
             + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
             + source
-            + self.lost_ranges.len() * RANGE_ENTRY_BYTES
+            + self.extra().lost_ranges.len() * RANGE_ENTRY_BYTES
     }
 
     pub(super) fn summary(&self) -> SessionSummary {
@@ -240,28 +316,28 @@ impl Session {
             joined: self.joined,
             lines: self.lines,
             lost: self.lost,
-            kernel_seq_skipped: self.kernel_seq_skipped,
-            kernel_overwritten: self.kernel_overwritten,
-            kernel_overwritten_ranges: self.kernel_overwritten_ranges.clone(),
-            kernel_filtered: self.kernel_filtered,
-            duplicates: self.duplicates,
-            reordered: self.reordered,
-            late: self.late,
-            recovered: self.recovered,
-            recovery: self.recovery,
+            kernel_seq_skipped: self.extra().kernel_seq_skipped,
+            kernel_overwritten: self.extra().kernel_overwritten,
+            kernel_overwritten_ranges: self.extra().kernel_overwritten_ranges.clone(),
+            kernel_filtered: self.extra().kernel_filtered,
+            duplicates: self.extra().duplicates,
+            reordered: self.extra().reordered,
+            late: self.extra().late,
+            recovered: self.extra().recovered,
+            recovery: self.extra().recovery,
             fate: self.fate,
-            end_reason: self.end.map(|(_, reason)| reason),
+            end_reason: self.extra().end.map(|(_, reason)| reason),
             first_received_at_us: self.first_rx_wall,
             last_received_at_us: self.last_rx_wall,
             last_line: self.last_line.clone(),
-            netconsole: self.companion.as_ref().and_then(|c| c.tail.clone()),
+            netconsole: self.extra().companion.as_ref().and_then(|c| c.tail.clone()),
         }
     }
 
     /// How long a hole is waited for before it is reported: longer when the sender
     /// resends on request.
     pub(super) fn wait(&self, config: &Config) -> Duration {
-        if self.recovery && config.nack {
+        if self.extra().recovery && config.nack {
             config.reorder_window.max(config.nack_window)
         } else {
             config.reorder_window
@@ -270,12 +346,12 @@ impl Session {
 
     /// When the next NACK is due, if this session has holes and offers recovery.
     pub(super) fn nack_due(&self, config: &Config) -> Option<Instant> {
-        if !self.recovery || !config.nack || self.fate != Fate::Running {
+        if !self.extra().recovery || !config.nack || self.fate != Fate::Running {
             return None;
         }
         let since = self.hole_since()?;
         let first = since + config.nack_delay;
-        Some(match self.last_nack {
+        Some(match self.extra().last_nack {
             Some(last) => first.max(last + config.nack_interval),
             None => first,
         })
@@ -285,9 +361,9 @@ impl Session {
     /// ranges, oldest first (at most [`NACK_RANGES_PER_ROUND`]).
     pub(super) fn missing_ranges(&self) -> Vec<(u64, u32)> {
         let horizon = [
-            self.pending.last_key_value().map(|(&k, _)| k),
-            self.fragments.last_key_value().map(|(&k, _)| k),
-            Some(self.known_last),
+            self.extra().pending.last_key_value().map(|(&k, _)| k),
+            self.extra().fragments.last_key_value().map(|(&k, _)| k),
+            Some(self.extra().known_last),
         ]
         .into_iter()
         .flatten()
@@ -303,7 +379,7 @@ impl Session {
                 first += count;
             }
         };
-        for &seq in self.pending.keys() {
+        for &seq in self.extra().pending.keys() {
             if seq > start {
                 push(start, seq);
             }
@@ -320,14 +396,14 @@ impl Session {
         self.first_seq?;
         let mut since: Option<Instant> = None;
         let mut take = |t: Instant| since = Some(since.map_or(t, |s| s.min(t)));
-        if let Some((_, line)) = self.pending.first_key_value() {
+        if let Some((_, line)) = self.extra().pending.first_key_value() {
             take(line.arrived);
         }
-        for (_, frag) in self.fragments.range(self.next..) {
+        for (_, frag) in self.extra().fragments.range(self.next..) {
             take(frag.arrived);
         }
-        if self.known_last >= self.next {
-            if let Some(t) = self.known_since {
+        if self.extra().known_last >= self.next {
+            if let Some(t) = self.extra().known_since {
                 take(t);
             }
         }
@@ -338,30 +414,34 @@ impl Session {
     pub(super) fn timer(&self, timer: Timer, config: &Config) -> Option<Instant> {
         match timer {
             Timer::Source => match &self.source {
-                Source::Kernel(assembler) => assembler.poll_timeout(),
+                Source::Kernel(assembler) => assembler.as_ref().and_then(|a| a.poll_timeout()),
                 Source::Text(joiner) => joiner.poll_timeout(),
                 Source::Ncu => None,
             },
-            Timer::Join => self.joining_until,
+            Timer::Join => self.extra().joining_until,
             Timer::Hole => self.hole_since().map(|since| since + self.wait(config)),
             Timer::Nack => self.nack_due(config),
             // Fragments of a line already reported lost wait one more window.
             Timer::StaleFragments => self
+                .extra()
                 .fragments
                 .range(..self.next)
                 .map(|(_, f)| f.arrived)
                 .min()
                 .map(|arrived| arrived + 2 * config.reorder_window),
             Timer::EndWait => {
-                let waiting = self.end.is_some() && !self.end_reported;
+                let waiting = self.extra().end.is_some() && !self.end_reported;
                 waiting
-                    .then_some(self.known_since)
+                    .then_some(self.extra().known_since)
                     .flatten()
                     .map(|t| t + self.wait(config))
             }
             Timer::Dead => match self.fate {
-                Fate::Running if self.end.is_none() => Some(self.last_rx + config.dead_after),
+                Fate::Running if self.extra().end.is_none() => {
+                    Some(self.last_rx + config.dead_after)
+                }
                 Fate::Silent => self
+                    .extra()
                     .companion
                     .as_ref()
                     .and_then(|c| c.untold)

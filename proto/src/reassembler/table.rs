@@ -105,7 +105,7 @@ impl Reassembler {
                         if let Some(s) =
                             self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
                         {
-                            s.duplicates += lines;
+                            s.extra_mut().duplicates += lines;
                         }
                         Ok(())
                     }
@@ -185,7 +185,7 @@ impl Reassembler {
             return;
         };
         match old.fate {
-            Fate::Running if old.end.is_none() => {
+            Fate::Running if old.extra().end.is_none() => {
                 self.inner
                     .go_silent(old, SilentReason::Restarted, now, wall_us)
             }
@@ -310,7 +310,8 @@ impl Reassembler {
             let forget = session
                 .timer(Timer::Forget, &self.inner.config)
                 .is_some_and(|due| due <= now);
-            if forget && session.pending.is_empty() && session.fragments.is_empty() {
+            if forget && session.extra().pending.is_empty() && session.extra().fragments.is_empty()
+            {
                 if let Some(session) = self.sessions.remove(&key) {
                     self.forget_claim(&session);
                     self.inner.finish(session);
@@ -347,7 +348,7 @@ impl Reassembler {
 impl Reassembler {
     /// A session leaving memory takes its netconsole claim with it.
     fn forget_claim(&mut self, session: &Session) {
-        if let Some(addr) = session.companion_addr {
+        if let Some(addr) = session.extra().companion_addr {
             if self.companions.get(&addr) == Some(&session.info.id) {
                 self.companions.remove(&addr);
             }

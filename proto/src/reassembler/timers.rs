@@ -8,7 +8,7 @@ impl Inner {
     /// datagrams of [`wire::MAX_NACK_RANGES`] ranges as it takes, up to
     /// [`NACK_RANGES_PER_ROUND`] ranges, each datagram within the overall rate limit.
     pub(super) fn send_nack(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
-        session.last_nack = Some(now);
+        session.extra_mut().last_nack = Some(now);
         let ranges = session.missing_ranges();
         if ranges.is_empty() {
             return;
@@ -20,12 +20,12 @@ impl Inner {
             }
             if let Some(&(first, count)) = chunk.last() {
                 let end = first + u64::from(count) - 1;
-                session.nack_horizon = session.nack_horizon.max(end);
+                session.extra_mut().nack_horizon = session.extra().nack_horizon.max(end);
             }
             let bytes = self.nack_datagram(session.info.id, chunk, wall_us);
             self.stats.nacks_sent += 1;
             self.transmits.push_back(Transmit {
-                to: session.last_addr,
+                to: session.extra().last_addr.unwrap_or(session.info.addr),
                 bytes,
             });
         }
@@ -74,7 +74,9 @@ impl Inner {
             match timer {
                 Timer::Source => {
                     let due = match &mut session.source {
-                        Source::Kernel(assembler) => assembler.handle_timeout(now) > 0,
+                        Source::Kernel(assembler) => assembler
+                            .as_mut()
+                            .is_some_and(|a| a.handle_timeout(now) > 0),
                         Source::Text(joiner) => joiner.handle_timeout(now),
                         Source::Ncu => false,
                     };
@@ -96,6 +98,7 @@ impl Inner {
                 Timer::Nack => self.send_nack(session, now, wall_us),
                 Timer::StaleFragments => {
                     let stale: Vec<u64> = session
+                        .extra()
                         .fragments
                         .range(..session.next)
                         .filter(|(_, f)| f.arrived + 2 * self.config.reorder_window <= now)
