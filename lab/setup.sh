@@ -57,20 +57,19 @@ download_kpkg() {
     (cd "$CACHE" && apt-get download -qq "$1" >&2)
 }
 
-if [ -z "$kdir" ]; then
+# fetch_kernel: the kernel apt's fresh lists name, downloaded and unpacked into
+# $CACHE; sets kdir. The lists are brought up to date first: stale lists can name
+# a kernel whose headers the mirror no longer has (seen: the image still there,
+# its headers 404), and the crash module needs both of one version.
+fetch_kernel() {
+    apt_update_once
     kpkg="$(find_kpkg || true)"
-    if [ -z "$kpkg" ]; then apt_update_once; kpkg="$(find_kpkg || true)"; fi
     if [ -z "$kpkg" ]; then
         log "cannot find the versioned package of linux-image-cloud-amd64"
         exit 1
     fi
     if ! compgen -G "$CACHE/${kpkg}_*.deb" >/dev/null; then
-        if ! download_kpkg "$kpkg"; then
-            # Stale package lists can name a kernel the mirror no longer has.
-            apt_update_once
-            kpkg="$(find_kpkg)"
-            compgen -G "$CACHE/${kpkg}_*.deb" >/dev/null || download_kpkg "$kpkg"
-        fi
+        download_kpkg "$kpkg" || true
     fi
     log "kernel package: $kpkg"
     kdir="$CACHE/$kpkg"
@@ -80,20 +79,40 @@ if [ -z "$kdir" ]; then
     mkdir -p "$kdir"
     dpkg -x "$deb" "$kdir"
     touch "$kdir/.unpacked"
+}
+
+# kernel_paths: vmlinuz, moddir and kver of $kdir.
+kernel_paths() {
+    vmlinuz="$(compgen -G "$kdir/boot/vmlinuz-*" | head -n1 || true)"
+    moddir="$(compgen -G "$kdir/lib/modules/*" | head -n1 || true)"
+    if [ -z "$moddir" ]; then moddir="$(compgen -G "$kdir/usr/lib/modules/*" | head -n1 || true)"; fi
+    if [ ! -f "$vmlinuz" ] || [ ! -d "$moddir" ]; then
+        log "unpacked kernel is incomplete in $kdir"
+        exit 1
+    fi
+    kver="$(basename "$moddir")"
+}
+
+[ -n "$kdir" ] || fetch_kernel
+kernel_paths
+
+# A cached kernel whose headers are gone from the mirror (a newer kernel replaced
+# it) is replaced by the current one, when the mirror can be reached.
+if [ ! -f "/usr/src/linux-headers-$kver/Makefile" ] && [ ! -f "$moddir/extra/ncu_crash.ko" ]; then
+    apt_update_once || true
+    if ! apt-cache show "linux-headers-$kver" >/dev/null 2>&1 && [ -n "$(find_kpkg || true)" ] \
+        && [ "$(find_kpkg)" != "$(basename "$kdir")" ]; then
+        log "no headers for the cached $kver any more: taking the current kernel"
+        rm -rf "$kdir" "$CACHE/$(basename "$kdir")"_*.deb
+        fetch_kernel
+        kernel_paths
+    fi
 fi
 
-vmlinuz="$(compgen -G "$kdir/boot/vmlinuz-*" | head -n1 || true)"
-moddir="$(compgen -G "$kdir/lib/modules/*" | head -n1 || true)"
-if [ -z "$moddir" ]; then moddir="$(compgen -G "$kdir/usr/lib/modules/*" | head -n1 || true)"; fi
-if [ ! -f "$vmlinuz" ] || [ ! -d "$moddir" ]; then
-    log "unpacked kernel is incomplete in $kdir"
-    exit 1
-fi
 # 3. The crash module (lab/crashmod: a NULL dereference, a soft lockup, a hung task;
 # the cloud kernel has no lkdtm), built against this kernel's headers into its
 # modules dir, where lab/mkinitramfs.sh finds it. Without the headers the lab still
 # works; the scenarios that need the module say it is missing.
-kver="$(basename "$moddir")"
 crash_ko="$moddir/extra/ncu_crash.ko"
 if [ ! -f "$crash_ko" ] || [ "$LAB/crashmod/ncu_crash.c" -nt "$crash_ko" ]; then
     hdr="/usr/src/linux-headers-$kver"
