@@ -207,11 +207,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BYTES", default_value = "64MiB")]
     max_held: String,
 
-    /// Most sessions kept in memory. Past it, the oldest session of the source
-    /// with the most is retired (a `retired` event; its holes reported first), or,
-    /// when every source has one, the session heard least recently.
-    #[arg(long, value_name = "N", default_value_t = 16_384)]
-    max_sessions: usize,
+    /// Most sessions kept in memory; default: as many idle sessions as --max-held
+    /// holds (74,898 with 64 MiB). Past it, the oldest session of the source with
+    /// the most is retired (a `retired` event; its holes reported first), or, when
+    /// every source has one, the session heard least recently.
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
 
     /// The socket's receive buffer to ask for (what the kernel queues while
     /// ncu-recv is busy). Root gets it whatever net.core.rmem_max says; others get
@@ -334,7 +335,10 @@ impl Args {
                 self.receive_buffer
             )));
         }
-        if self.max_sessions == 0 {
+        let max_sessions = self
+            .max_sessions
+            .unwrap_or_else(|| ncu_proto::reassembler::sessions_for_budget(max_held));
+        if max_sessions == 0 {
             return Err(UsageError("--max-sessions 0: must be at least 1".into()));
         }
         if !(512..=65_536).contains(&self.slot_bytes) {
@@ -352,7 +356,7 @@ impl Args {
             prefix: self.prefix,
             raw: self.raw,
             max_held,
-            max_sessions: self.max_sessions,
+            max_sessions,
             receive_buffer,
             sync_every,
             journal_export: self.journal_export,

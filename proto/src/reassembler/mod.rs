@@ -94,7 +94,8 @@ pub struct Config {
     /// together (lines waiting, fragments, partial text, per-session state); one
     /// source IP may use half of it. See [`crate::budget`].
     pub max_held_bytes: usize,
-    /// Most sessions in memory; past it the oldest idle one is retired.
+    /// Most sessions in memory; past it the oldest idle one is retired. Default:
+    /// [`sessions_for_budget`] of the default budget.
     pub max_sessions: usize,
     /// The longest line rebuilt from fragments; a longer total is rejected.
     pub max_line_bytes: usize,
@@ -129,7 +130,7 @@ impl Default for Config {
             max_pending_lines: 65_536,
             max_pending_bytes: 16 << 20,
             max_held_bytes: budget::DEFAULT_MAX_HELD,
-            max_sessions: 16_384,
+            max_sessions: sessions_for_budget(budget::DEFAULT_MAX_HELD),
             max_line_bytes: 16 << 20,
             max_lines_in_fragments: 64,
             max_finished_summaries: 10_000,
@@ -197,10 +198,21 @@ const KERNEL_RECORD_MAX: usize = 16 * 1024;
 /// a partial line.
 const TEXT_LINE_MAX: usize = 8 * 1024;
 
-/// What one session's fixed state costs the budget: the struct, its map entry,
-/// its `SessionInfo`, its timer entry and its allocations' headers (measured with
-/// the fleet test's RSS; see README "Memory").
-const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 256;
+/// What one session's fixed state costs the budget: the struct, and beside it its
+/// table slot, its `SessionInfo`, its timer and recency entries and its source's
+/// entry in the budget (measured by `proto/tests/session_memory.rs`: 772 bytes of
+/// heap in all for an idle kernel session beside its last line).
+const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 544;
+/// A session's name and quoted last line, as a fleet's hosts have them, for
+/// sizing the session limit from the budget ([`sessions_for_budget`]).
+const TYPICAL_NAME_AND_LINE: usize = 128;
+
+/// The default session limit for a memory budget of `max_held_bytes`: as many
+/// idle sessions as it holds (64 MiB: 74,898 of them, above a fleet of 65,536
+/// hosts). The budget still bounds them: sessions holding more make it full first.
+pub fn sessions_for_budget(max_held_bytes: usize) -> usize {
+    (max_held_bytes / (SESSION_STATE_BYTES + TYPICAL_NAME_AND_LINE)).max(1)
+}
 /// What one remembered lost range costs (a B-tree entry of two u64s, with slack).
 const RANGE_ENTRY_BYTES: usize = 48;
 

@@ -538,3 +538,14 @@ fn kernel_extended_capture_delivers_markers_in_order_and_names_the_panic() {
         assert_eq!(corrupt, 0, "{name}");
     }
 }
+
+#[test]
+fn the_default_budget_tracks_a_fleet_of_65536_hosts() {
+    let n = sessions_for_budget(budget::DEFAULT_MAX_HELD);
+    eprintln!("default session limit {n} (a session costs {SESSION_STATE_BYTES} bytes of state)");
+    assert!(n >= 65_536, "{n}");
+    assert_eq!(Config::default().max_sessions, n);
+    // A smaller budget, fewer sessions; never none.
+    assert!(sessions_for_budget(16 << 20) < n);
+    assert_eq!(sessions_for_budget(0), 1);
+}
