@@ -34,6 +34,16 @@ const PAUSE_MAX: Duration = Duration::from_micros(1600);
 /// The main loop waiting this long for anything means sparse traffic: the thread
 /// goes back to sleep.
 const QUIET: Duration = Duration::from_millis(2);
+/// A wait that a datagram ended within this time means a stream (datagrams less
+/// than this apart)...
+const DENSE: Duration = Duration::from_millis(1);
+/// ... and the loop lets this long pass before it reads, so that a turn takes a
+/// batch instead of one datagram: below the socket's full rate the loop otherwise
+/// keeps up one datagram at a time and pays a read, a wait and a write for each
+/// (150,000 records/s: 4.1 us of CPU per record, 2.3 us with this). A line after a
+/// quiet spell is read at once; 200,000 datagrams/s queue 40 in this time (a
+/// 208 KiB socket buffer holds some 270 netconsole records).
+const LINGER: Duration = Duration::from_micros(200);
 /// Bytes of one chunk (a larger datagram gets a chunk of its own size).
 const CHUNK_BYTES: usize = 256 << 10;
 /// Datagrams in one chunk at most (their metadata is bounded too).
@@ -241,6 +251,12 @@ impl Intake {
         let waited = ncu_host::poll(&mut fds, timeout);
         self.shared.main_waiting.store(false, Ordering::SeqCst);
         self.turn_start = Instant::now();
+        let stream =
+            fds[0].revents & libc::POLLIN != 0 && self.turn_start.duration_since(since) < DENSE;
+        if stream {
+            std::thread::sleep(LINGER);
+            self.turn_start = Instant::now();
+        }
         if self.told_busy && self.turn_start.duration_since(since) >= QUIET {
             // Sparse traffic again: the thread sleeps until told otherwise.
             self.shared.main_busy.store(false, Ordering::SeqCst);
