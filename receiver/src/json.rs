@@ -3,7 +3,6 @@
 //! UTF-8 go as base64 in `bytes` (`last_bytes` for a silent session's last line).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 
 use base64::Engine as _;
@@ -13,23 +12,58 @@ use ncu_proto::wire::EndReason;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::output::{end_reason_name, rfc3339, story, Counters};
+use crate::output::{end_reason_name, rfc3339_into, story, Counters, RFC3339_LEN};
 
-/// Written with `Display` (no intermediate string).
-struct Shown<T>(T);
+/// A session id as CONTRACT.md prints it: 16 lowercase hex digits (written
+/// without fmt: every line carries one).
+struct Hex(u64);
 
-impl<T: fmt::Display> Serialize for Shown<T> {
+impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = DIGITS[(self.0 >> (60 - 4 * i) & 0xf) as usize];
+        }
+        s.serialize_str(std::str::from_utf8(&out).unwrap_or_default())
     }
 }
 
-/// A session id as CONTRACT.md prints it: 16 lowercase hex digits.
-struct Hex(u64);
+/// Writes `v` in decimal at `out[at..]`; returns where it ended.
+fn put_decimal(mut v: u32, out: &mut [u8], at: usize) -> usize {
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, &c) in digits[..d].iter().rev().enumerate() {
+        out[at + i] = c;
+    }
+    at + d
+}
 
-impl fmt::Display for Hex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+/// A source address; an IPv4 one written without fmt (every line carries one).
+struct Addr(SocketAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let SocketAddr::V4(v4) = self.0 else {
+            return s.collect_str(&self.0);
+        };
+        let mut out = [0u8; 21];
+        let mut n = 0;
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            n = put_decimal(u32::from(octet), &mut out, n);
+            out[n] = if i < 3 { b'.' } else { b':' };
+            n += 1;
+        }
+        n = put_decimal(u32::from(v4.port()), &mut out, n);
+        s.serialize_str(std::str::from_utf8(&out[..n]).unwrap_or_default())
     }
 }
 
@@ -38,7 +72,7 @@ struct Time(u64);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&rfc3339(self.0))
+        s.serialize_str(rfc3339_into(self.0, &mut [0; RFC3339_LEN]))
     }
 }
 
@@ -46,15 +80,15 @@ impl Serialize for Time {
 #[derive(Serialize)]
 struct Who<'a> {
     sender: &'a str,
-    addr: Shown<SocketAddr>,
-    session: Shown<Hex>,
+    addr: Addr,
+    session: Hex,
 }
 
 fn who(s: &SessionInfo) -> Who<'_> {
     Who {
         sender: &s.name,
-        addr: Shown(s.addr),
-        session: Shown(Hex(s.id)),
+        addr: Addr(s.addr),
+        session: Hex(s.id),
     }
 }
 
@@ -193,7 +227,7 @@ enum Json<'a> {
         status: Option<i64>,
     },
     Corrupt {
-        addr: Shown<SocketAddr>,
+        addr: Addr,
         reason: &'static str,
         #[serde(skip_serializing_if = "is_zero")]
         suppressed: u64,
@@ -330,7 +364,7 @@ fn json_of(event: &Event) -> Json<'_> {
             reason,
             suppressed,
         } => Json::Corrupt {
-            addr: Shown(*addr),
+            addr: Addr(*addr),
             reason: reason.as_str(),
             suppressed: *suppressed,
         },
@@ -463,4 +497,70 @@ pub(crate) fn summary(
         },
         out,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use chrono::{DateTime, SecondsFormat};
+
+    use super::*;
+
+    fn json<T: Serialize>(v: T) -> String {
+        serde_json::to_string(&v).unwrap()
+    }
+
+    /// The written-without-fmt fields against what `Display` and chrono write, for
+    /// random values (seed printed) and the edges.
+    #[test]
+    fn ids_addresses_and_times_as_fmt_and_chrono_write_them() {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("seed {seed}");
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ids = vec![0, 1, u64::MAX, 0x6b09_49c6_d17b_d5c1];
+        let mut addrs = vec![
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, 65535)),
+            "[fe80::1%2]:6665".parse().unwrap(),
+        ];
+        // 1970, a day's last microsecond, 2026, year 9999's last second.
+        let mut times = vec![
+            0,
+            86_399_999_999,
+            1_796_000_000_123_456,
+            253_402_300_799_999_999,
+        ];
+        for _ in 0..20_000 {
+            ids.push(next());
+            let r = next();
+            addrs.push(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(r as u32),
+                (r >> 32) as u16,
+            )));
+            times.push(next() % 253_402_300_800_000_000);
+        }
+        for id in ids {
+            assert_eq!(json(Hex(id)), format!("\"{id:016x}\""));
+        }
+        for addr in addrs {
+            assert_eq!(json(Addr(addr)), format!("\"{addr}\""));
+        }
+        for us in times {
+            let chrono = DateTime::from_timestamp_micros(us as i64)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(json(Time(us)), format!("\"{chrono}\""), "{us}");
+        }
+        assert_eq!(json(Time(u64::MAX)), "\"1970-01-01T00:00:00.000000Z\"");
+    }
 }

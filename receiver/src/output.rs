@@ -1,8 +1,9 @@
 //! How events look: text markers (`### ncu: ...`) and JSON objects (CONTRACT.md).
 
+use std::cell::Cell;
 use std::io::{self, Write};
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::{DateTime, Datelike, SecondsFormat};
 use ncu_proto::event::{
     Event, GapKind, KernelMeta, NetconsoleTail, SessionInfo, SessionSummary, SilentReason,
     SourceKind,
@@ -59,10 +60,46 @@ pub(crate) fn budget_text(stats: &Stats, counters: &Counters) -> Option<String> 
 
 /// RFC 3339 UTC with microseconds: `2024-05-01T12:00:00.123456Z`.
 pub(crate) fn rfc3339(us: u64) -> String {
-    match DateTime::from_timestamp_micros(i64::try_from(us).unwrap_or(i64::MAX)) {
-        Some(t) => t.to_rfc3339_opts(SecondsFormat::Micros, true),
-        None => "1970-01-01T00:00:00.000000Z".to_owned(),
+    rfc3339_into(us, &mut [0; RFC3339_LEN]).to_owned()
+}
+
+/// The length of [`rfc3339`]'s text.
+pub(crate) const RFC3339_LEN: usize = 27;
+
+thread_local! {
+    /// The last second formatted, and its `2024-05-01T12:00:00` (a receiver writes
+    /// many lines in one second: the calendar is worked out once for them).
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// [`rfc3339`] into `out`, without allocating.
+pub(crate) fn rfc3339_into(us: u64, out: &mut [u8; RFC3339_LEN]) -> &str {
+    const OUT_OF_RANGE: &[u8; RFC3339_LEN] = b"1970-01-01T00:00:00.000000Z";
+    let secs = us / 1_000_000;
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        let Some(t) = i64::try_from(secs)
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .filter(|t| (0..=9999).contains(&t.year()))
+        else {
+            *out = *OUT_OF_RANGE;
+            return std::str::from_utf8(out).unwrap_or_default();
+        };
+        let text = t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        prefix.copy_from_slice(&text.as_bytes()[..19]);
+        SECOND.set((secs, prefix));
     }
+    out[..19].copy_from_slice(&prefix);
+    out[19] = b'.';
+    let mut frac = (us % 1_000_000) as u32;
+    for i in (20..26).rev() {
+        out[i] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    out[26] = b'Z';
+    // ASCII digits and punctuation only.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// The one sentence a ticket reader needs about a `--kmsg --netconsole` sender that

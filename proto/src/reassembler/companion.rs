@@ -24,7 +24,7 @@ impl Inner {
         now: Instant,
         wall_us: u64,
         from: SocketAddr,
-        bytes: &[u8],
+        record: &ExtendedRecord<'_>,
     ) {
         let companion = session.extra_mut().companion.get_or_insert_with(|| {
             Box::new(Companion {
@@ -39,8 +39,7 @@ impl Inner {
                 untold: None,
             })
         });
-        let pushed = netconsole::parse_extended(bytes)
-            .and_then(|record| companion.assembler.push(&record, now));
+        let pushed = companion.assembler.push(record, now);
         if pushed.is_err() {
             self.corrupt(now, from, CorruptReason::Netconsole);
         }

@@ -22,11 +22,12 @@ impl Inner {
 
     // ---- netconsole and plain text ----
 
-    /// One netconsole or text datagram for `session` (of kind `kind`).
+    /// One netconsole or text datagram for `session`: an extended netconsole
+    /// record (`record`, as parsed), or text.
     pub(super) fn foreign_datagram(
         &mut self,
         session: &mut Session,
-        kind: SourceKind,
+        record: Option<&ExtendedRecord<'_>>,
         now: Instant,
         wall_us: u64,
         from: SocketAddr,
@@ -34,31 +35,24 @@ impl Inner {
     ) {
         let next = session.next;
         self.touch(session, now, wall_us, next);
-        match kind {
-            SourceKind::KernelExtended => {
-                let record = netconsole::parse_extended(bytes);
-                if let Some(whole) = record.as_ref().ok().and_then(KernelRecord::whole) {
+        match (record, &mut session.source) {
+            (Some(record), Source::Kernel(assembler)) => {
+                if let Some(whole) = KernelRecord::whole(record) {
                     // In one piece: straight to the ordering logic.
                     self.source_line(session, kernel_line(whole), now, wall_us);
                     self.after_input(session, now);
                     return;
                 }
                 let config = self.extended_config();
-                let pushed = match (record, &mut session.source) {
-                    (Ok(record), Source::Kernel(assembler)) => assembler
-                        .get_or_insert_with(|| Box::new(ExtendedAssembler::new(config)))
-                        .push(&record, now),
-                    _ => Err(netconsole::NetconsoleError::BadHeader),
-                };
+                let pushed = assembler
+                    .get_or_insert_with(|| Box::new(ExtendedAssembler::new(config)))
+                    .push(record, now);
                 if pushed.is_err() {
                     self.corrupt(now, from, CorruptReason::Netconsole);
                 }
             }
-            _ => {
-                if let Source::Text(joiner) = &mut session.source {
-                    joiner.push(bytes, now);
-                }
-            }
+            (None, Source::Text(joiner)) => joiner.push(bytes, now),
+            _ => self.corrupt(now, from, CorruptReason::Netconsole),
         }
         self.take_source_output(session, now, wall_us);
         self.after_input(session, now);

@@ -67,8 +67,8 @@ use crate::event::{
 };
 use crate::kmsg::{self, Skipped};
 use crate::netconsole::{
-    self, DictPairs, ExtendedAssembler, ExtendedConfig, GarbageReason, KernelRecord, PlainConfig,
-    PlainJoiner,
+    self, DictPairs, ExtendedAssembler, ExtendedConfig, ExtendedRecord, GarbageReason,
+    KernelRecord, PlainConfig, PlainJoiner,
 };
 use crate::ranges::RangeSet;
 use crate::recovery::TokenBucket;

@@ -120,15 +120,20 @@ impl Reassembler {
     }
 
     fn handle_foreign(&mut self, now: Instant, wall_us: u64, from: SocketAddr, bytes: &[u8]) {
-        let class = netconsole::classify(bytes);
+        // Parsed once: an extended record is taken as parsed here.
+        let record = netconsole::parse_extended(bytes).ok();
+        let class = match record {
+            Some(_) => netconsole::Kind::Extended,
+            None => netconsole::classify(bytes),
+        };
         // The kernel's netconsole of an ncu session that said where it sends from:
         // its records join that session (by exactly that address).
-        if let (Some(&id), netconsole::Kind::Extended) = (self.companions.get(&from), class) {
+        if let (Some(&id), Some(record)) = (self.companions.get(&from), &record) {
             let key = SessionKey::Ncu(id);
             if let Some(session) = self.sessions.get_mut(&key) {
                 let ip = session.info.addr.ip();
                 self.inner
-                    .companion_datagram(session, now, wall_us, from, bytes);
+                    .companion_datagram(session, now, wall_us, from, record);
                 self.inner.recharge(session);
                 self.inner.schedule(key, session, now);
                 self.enforce_budget(ip, key, now);
@@ -167,7 +172,7 @@ impl Reassembler {
             )),
         };
         self.inner
-            .foreign_datagram(session, kind, now, wall_us, from, bytes);
+            .foreign_datagram(session, record.as_ref(), now, wall_us, from, bytes);
         heard(&mut self.recency, session, key, now);
         self.after_datagram(from, key, now);
     }
