@@ -17,18 +17,54 @@ use std::time::Instant;
 /// Default budget (`--max-held`): 64 MiB, safe on a 1 GB machine.
 pub const DEFAULT_MAX_HELD: usize = 64 << 20;
 
-/// What one source holds.
+/// What one source holds. Most sources are one host with one session holding
+/// nothing: that costs no allocation (a fleet has many).
 #[derive(Debug)]
 struct Load<K> {
     /// Bytes charged: work plus session state.
     bytes: usize,
-    /// Sessions holding work, oldest holder first: (holding since, key).
-    holders: BTreeSet<(Instant, K)>,
-    /// Live sessions, oldest first; may hold keys of sessions gone (skipped and
-    /// compacted lazily).
-    sessions: VecDeque<K>,
     /// Live sessions.
     live: usize,
+    /// The oldest session remembered (it may be gone: skipped lazily)...
+    first: Option<K>,
+    /// ... and the rest, with the sessions holding work, when there are any.
+    more: Option<Box<More<K>>>,
+}
+
+/// A source's sessions after its first, and those holding work.
+#[derive(Debug)]
+struct More<K> {
+    /// Sessions holding work, oldest holder first: (holding since, key).
+    holders: BTreeSet<(Instant, K)>,
+    /// Live sessions after `first`, oldest first; may hold keys of sessions gone
+    /// (skipped and compacted lazily).
+    sessions: VecDeque<K>,
+}
+
+impl<K: Copy + Ord> Load<K> {
+    fn more(&mut self) -> &mut More<K> {
+        self.more.get_or_insert_with(|| {
+            Box::new(More {
+                holders: BTreeSet::new(),
+                sessions: VecDeque::new(),
+            })
+        })
+    }
+
+    fn holds_work(&self) -> bool {
+        self.more.as_ref().is_some_and(|m| !m.holders.is_empty())
+    }
+
+    /// Gives `more` back when it holds nothing.
+    fn compact(&mut self) {
+        if self
+            .more
+            .as_ref()
+            .is_some_and(|m| m.holders.is_empty() && m.sessions.is_empty())
+        {
+            self.more = None;
+        }
+    }
 }
 
 /// Per-source and total charges, bounded by a limit; see the module doc.
@@ -82,9 +118,9 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     fn load(&mut self, ip: IpAddr) -> &mut Load<K> {
         self.sources.entry(ip).or_insert_with(|| Load {
             bytes: 0,
-            holders: BTreeSet::new(),
-            sessions: VecDeque::new(),
             live: 0,
+            first: None,
+            more: None,
         })
     }
 
@@ -92,7 +128,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         if self
             .sources
             .get(&ip)
-            .is_some_and(|l| l.bytes == 0 && l.live == 0 && l.holders.is_empty())
+            .is_some_and(|l| l.bytes == 0 && l.live == 0 && !l.holds_work())
         {
             self.sources.remove(&ip);
         }
@@ -102,11 +138,10 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     pub fn add_session(&mut self, ip: IpAddr, key: K) {
         let load = self.load(ip);
         load.live += 1;
-        if load.sessions.capacity() == 0 {
-            // Most sources are one host with one session: room for just that.
-            load.sessions.reserve_exact(1);
+        match load.first {
+            None => load.first = Some(key),
+            Some(_) => load.more().sessions.push_back(key),
         }
-        load.sessions.push_back(key);
     }
 
     /// A session of `ip` is gone (its charges refunded before).
@@ -134,13 +169,16 @@ impl<K: Copy + Ord + Hash> Budget<K> {
 
     /// Session `key` of `ip` holds work since `since`.
     pub fn start_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
-        self.load(ip).holders.insert((since, key));
+        self.load(ip).more().holders.insert((since, key));
     }
 
     /// Session `key` of `ip`, holding since `since`, holds no work any more.
     pub fn stop_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
         if let Some(load) = self.sources.get_mut(&ip) {
-            load.holders.remove(&(since, key));
+            if let Some(more) = &mut load.more {
+                more.holders.remove(&(since, key));
+            }
+            load.compact();
         }
         self.forget_if_empty(ip);
     }
@@ -173,7 +211,8 @@ impl<K: Copy + Ord + Hash> Budget<K> {
 
     /// The session of `ip` that has held work the longest.
     pub fn oldest_holder(&self, ip: IpAddr) -> Option<K> {
-        self.sources.get(&ip)?.holders.first().map(|&(_, key)| key)
+        let more = self.sources.get(&ip)?.more.as_ref()?;
+        more.holders.first().map(|&(_, key)| key)
     }
 
     /// The oldest live session of `ip` other than `except`; `is_live` tells which
@@ -185,13 +224,21 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         is_live: impl Fn(&K) -> bool,
     ) -> Option<K> {
         let load = self.sources.get_mut(&ip)?;
-        while load.sessions.front().is_some_and(|k| !is_live(k)) {
-            load.sessions.pop_front();
+        // The first remembered session gone: the next one takes its place.
+        while load.first.is_some_and(|k| !is_live(&k)) {
+            load.first = load.more.as_mut().and_then(|m| m.sessions.pop_front());
         }
-        if load.sessions.len() > 2 * load.live + 16 {
-            load.sessions.retain(|k| is_live(k));
+        if let Some(more) = &mut load.more {
+            if more.sessions.len() > 2 * load.live + 16 {
+                more.sessions.retain(|k| is_live(k));
+            }
         }
-        load.sessions.iter().find(|&&k| k != except).copied()
+        load.compact();
+        let rest = load.more.iter().flat_map(|m| m.sessions.iter().copied());
+        load.first
+            .into_iter()
+            .chain(rest)
+            .find(|&k| k != except && is_live(&k))
     }
 }
 

@@ -71,6 +71,7 @@ fn an_idle_session_costs_little() {
     // a one-session source gave back their spare room; 1,333 after; 772 once what
     // an in-order session does not use moved into a box of its own, given back when
     // empty, and a kernel session kept an assembler only while fragments are being
-    // rebuilt).
-    assert!(per <= 800 + text.len(), "{per} bytes per idle session");
+    // rebuilt; 636 once a source with one session idle kept no allocation in the
+    // budget and session keys took 24 bytes instead of 40).
+    assert!(per <= 660 + text.len(), "{per} bytes per idle session");
 }

@@ -270,8 +270,8 @@ pub(super) fn kernel_meta(
 
 pub(super) fn session_key(session: &Session) -> SessionKey {
     match session.info.kind {
-        SourceKind::Ncu => SessionKey::Ncu(session.info.id),
-        kind => SessionKey::Source(session.info.addr, kind),
+        SourceKind::Ncu => SessionKey::ncu(session.info.id),
+        kind => SessionKey::source(session.info.addr, kind),
     }
 }
 

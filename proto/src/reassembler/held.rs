@@ -104,7 +104,7 @@ impl Inner {
         let ip = session.info.addr.ip();
         self.budget.refund(ip, session.state_bytes);
         self.budget.remove_session(ip);
-        if let SessionKey::Ncu(id) = session_key(&session) {
+        if let Some(id) = session_key(&session).ncu_id() {
             let sender = (session.info.addr.ip(), session.info.name.clone());
             if self.senders.get(&sender) == Some(&id) {
                 self.senders.remove(&sender);

@@ -3,10 +3,56 @@
 
 use super::*;
 
+/// Which session a datagram is for: an ncu session by its id, any other by its
+/// source address and kind. 24 bytes (a `SocketAddr` alone is 32): every session
+/// has one in the table, the timers and the recency queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) enum SessionKey {
-    Ncu(u64),
-    Source(SocketAddr, SourceKind),
+pub(super) struct SessionKey {
+    /// The ncu session id (its first 8 bytes), or the source's IPv6 address (an
+    /// IPv4 one mapped).
+    bytes: [u8; 16],
+    /// The IPv6 scope (a link-local address is one per interface).
+    scope: u32,
+    port: u16,
+    /// 0 for ncu, else 1 + the source kind.
+    kind: u8,
+}
+
+impl SessionKey {
+    /// The key of ncu session `id`.
+    pub(super) fn ncu(id: u64) -> SessionKey {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&id.to_be_bytes());
+        SessionKey {
+            bytes,
+            scope: 0,
+            port: 0,
+            kind: 0,
+        }
+    }
+
+    /// The key of the `kind` session from `addr`.
+    pub(super) fn source(addr: SocketAddr, kind: SourceKind) -> SessionKey {
+        let (bytes, scope) = match addr {
+            SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), 0),
+            SocketAddr::V6(a) => (a.ip().octets(), a.scope_id()),
+        };
+        SessionKey {
+            bytes,
+            scope,
+            port: addr.port(),
+            kind: 1 + kind as u8,
+        }
+    }
+
+    /// The ncu session id, for an ncu session's key.
+    pub(super) fn ncu_id(&self) -> Option<u64> {
+        (self.kind == 0).then(|| {
+            let mut id = [0; 8];
+            id.copy_from_slice(&self.bytes[..8]);
+            u64::from_be_bytes(id)
+        })
+    }
 }
 
 /// What turns a session's datagrams into numbered lines.

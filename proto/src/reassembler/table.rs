@@ -38,7 +38,7 @@ impl Reassembler {
         repr: Repr<'_>,
     ) {
         let id = repr.header.session;
-        let key = SessionKey::Ncu(id);
+        let key = SessionKey::ncu(id);
         match repr.payload {
             // NACKs go to senders; one here is misdirected (or a reflection attempt).
             Payload::Nack { .. } => {
@@ -103,7 +103,7 @@ impl Reassembler {
                             _ => 0,
                         };
                         if let Some(s) =
-                            self.sessions.get_mut(&SessionKey::Ncu(repr.header.session))
+                            self.sessions.get_mut(&SessionKey::ncu(repr.header.session))
                         {
                             s.extra_mut().duplicates += lines;
                         }
@@ -129,7 +129,7 @@ impl Reassembler {
         // The kernel's netconsole of an ncu session that said where it sends from:
         // its records join that session (by exactly that address).
         if let (Some(&id), Some(record)) = (self.companions.get(&from), &record) {
-            let key = SessionKey::Ncu(id);
+            let key = SessionKey::ncu(id);
             if let Some(session) = self.sessions.get_mut(&key) {
                 let ip = session.info.addr.ip();
                 self.inner
@@ -150,7 +150,7 @@ impl Reassembler {
                 if mostly_text(bytes)
                     && self
                         .sessions
-                        .contains_key(&SessionKey::Source(from, SourceKind::Text)) =>
+                        .contains_key(&SessionKey::source(from, SourceKind::Text)) =>
             {
                 SourceKind::Text
             }
@@ -164,7 +164,7 @@ impl Reassembler {
                 return;
             }
         };
-        let key = SessionKey::Source(from, kind);
+        let key = SessionKey::source(from, kind);
         let session = match self.sessions.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(Box::new(
@@ -186,7 +186,7 @@ impl Reassembler {
     /// Marks session `old_id` (a sender's previous run, superseded by a new session
     /// of the same sender) silent as restarted.
     fn supersede(&mut self, old_id: u64, now: Instant, wall_us: u64) {
-        let Some(old) = self.sessions.get_mut(&SessionKey::Ncu(old_id)) else {
+        let Some(old) = self.sessions.get_mut(&SessionKey::ncu(old_id)) else {
             return;
         };
         match old.fate {

@@ -549,3 +549,23 @@ fn the_default_budget_tracks_a_fleet_of_65536_hosts() {
     assert!(sessions_for_budget(16 << 20) < n);
     assert_eq!(sessions_for_budget(0), 1);
 }
+
+#[test]
+fn session_keys_tell_apart_what_sessions_are() {
+    assert_eq!(std::mem::size_of::<SessionKey>(), 24);
+    let v4: SocketAddr = "10.0.0.7:6665".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:10.0.0.7]:6665".parse().unwrap();
+    let other_port: SocketAddr = "10.0.0.7:6666".parse().unwrap();
+    let link_a: SocketAddr = "[fe80::1%2]:6665".parse().unwrap();
+    let link_b: SocketAddr = "[fe80::1%3]:6665".parse().unwrap();
+    let k = |a, kind| SessionKey::source(a, kind);
+    assert_eq!(k(v4, SourceKind::Text), k(mapped, SourceKind::Text));
+    assert_ne!(k(v4, SourceKind::Text), k(v4, SourceKind::KernelExtended));
+    assert_ne!(k(v4, SourceKind::Text), k(other_port, SourceKind::Text));
+    assert_ne!(k(link_a, SourceKind::Text), k(link_b, SourceKind::Text));
+    for id in [0, 1, u64::MAX, 0x6b09_49c6_d17b_d5c1] {
+        assert_eq!(SessionKey::ncu(id).ncu_id(), Some(id));
+        assert_ne!(SessionKey::ncu(id), k(v4, SourceKind::Text));
+    }
+    assert_eq!(k(v4, SourceKind::Text).ncu_id(), None);
+}
