@@ -6,8 +6,9 @@
 //! charges and refunds it on every path that holds bytes, and when
 //! [`Budget::victim`] names a source, gives up that source's oldest incomplete work
 //! ([`Budget::oldest_holder`]) or, when it holds only session state, retires its
-//! oldest session ([`Budget::oldest_session`]). A flood from one source therefore
-//! sheds its own work first and cannot evict a quiet host's tail.
+//! oldest session but the one it began with ([`Budget::oldest_session`]). A flood
+//! from one source therefore sheds its own work first and cannot evict a quiet
+//! host's tail, nor the session its own address had before the flood.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
@@ -17,17 +18,16 @@ use std::time::Instant;
 /// Default budget (`--max-held`): 64 MiB, safe on a 1 GB machine.
 pub const DEFAULT_MAX_HELD: usize = 64 << 20;
 
-/// What one source holds. Most sources are one host with one session holding
-/// nothing: that costs no allocation (a fleet has many).
+/// What one source holds: 24 bytes, and no allocation while it has one session
+/// holding nothing (a fleet has many such sources).
 #[derive(Debug)]
 struct Load<K> {
     /// Bytes charged: work plus session state.
     bytes: usize,
     /// Live sessions.
-    live: usize,
-    /// The oldest session remembered (it may be gone: skipped lazily)...
-    first: Option<K>,
-    /// ... and the rest, with the sessions holding work, when there are any.
+    live: u32,
+    /// Its sessions after the one it began with, and those holding work, when
+    /// there are any.
     more: Option<Box<More<K>>>,
 }
 
@@ -36,8 +36,10 @@ struct Load<K> {
 struct More<K> {
     /// Sessions holding work, oldest holder first: (holding since, key).
     holders: BTreeSet<(Instant, K)>,
-    /// Live sessions after `first`, oldest first; may hold keys of sessions gone
-    /// (skipped and compacted lazily).
+    /// Live sessions begun while the source had one already, oldest first; may
+    /// hold keys of sessions gone (skipped and compacted lazily). A source's first
+    /// session is not among them: a flood from one address gives up its own later
+    /// sessions, and the one that was there before it stays.
     sessions: VecDeque<K>,
 }
 
@@ -67,13 +69,31 @@ impl<K: Copy + Ord> Load<K> {
     }
 }
 
+/// A source address as the budget keys it: 16 bytes (IPv4 mapped), where an
+/// `IpAddr` takes 17 and pads its entry to 8 more.
+fn source(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address of a budget key.
+fn address(key: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 /// Per-source and total charges, bounded by a limit; see the module doc.
 #[derive(Debug)]
 pub struct Budget<K> {
     limit: usize,
     per_source: usize,
     total: usize,
-    sources: HashMap<IpAddr, Load<K>>,
+    sources: HashMap<[u8; 16], Load<K>>,
     /// How often the budget was full and something was given up.
     reached: u64,
 }
@@ -102,7 +122,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
 
     /// Bytes charged to `ip`.
     pub fn of(&self, ip: IpAddr) -> usize {
-        self.sources.get(&ip).map_or(0, |l| l.bytes)
+        self.sources.get(&source(ip)).map_or(0, |l| l.bytes)
     }
 
     /// How many times something was given up because the budget was full.
@@ -116,10 +136,9 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     }
 
     fn load(&mut self, ip: IpAddr) -> &mut Load<K> {
-        self.sources.entry(ip).or_insert_with(|| Load {
+        self.sources.entry(source(ip)).or_insert_with(|| Load {
             bytes: 0,
             live: 0,
-            first: None,
             more: None,
         })
     }
@@ -127,26 +146,25 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     fn forget_if_empty(&mut self, ip: IpAddr) {
         if self
             .sources
-            .get(&ip)
+            .get(&source(ip))
             .is_some_and(|l| l.bytes == 0 && l.live == 0 && !l.holds_work())
         {
-            self.sources.remove(&ip);
+            self.sources.remove(&source(ip));
         }
     }
 
     /// A new session of `ip`.
     pub fn add_session(&mut self, ip: IpAddr, key: K) {
         let load = self.load(ip);
-        load.live += 1;
-        match load.first {
-            None => load.first = Some(key),
-            Some(_) => load.more().sessions.push_back(key),
+        if load.live > 0 {
+            load.more().sessions.push_back(key);
         }
+        load.live += 1;
     }
 
     /// A session of `ip` is gone (its charges refunded before).
     pub fn remove_session(&mut self, ip: IpAddr) {
-        if let Some(load) = self.sources.get_mut(&ip) {
+        if let Some(load) = self.sources.get_mut(&source(ip)) {
             load.live = load.live.saturating_sub(1);
         }
         self.forget_if_empty(ip);
@@ -160,7 +178,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
 
     /// Refunds `n` bytes charged to `ip` before.
     pub fn refund(&mut self, ip: IpAddr, n: usize) {
-        if let Some(load) = self.sources.get_mut(&ip) {
+        if let Some(load) = self.sources.get_mut(&source(ip)) {
             load.bytes = load.bytes.saturating_sub(n);
         }
         self.total = self.total.saturating_sub(n);
@@ -174,7 +192,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
 
     /// Session `key` of `ip`, holding since `since`, holds no work any more.
     pub fn stop_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
-        if let Some(load) = self.sources.get_mut(&ip) {
+        if let Some(load) = self.sources.get_mut(&source(ip)) {
             if let Some(more) = &mut load.more {
                 more.holders.remove(&(since, key));
             }
@@ -206,39 +224,40 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.sources
             .iter()
             .max_by_key(|(addr, l)| (l.bytes, **addr))
-            .map(|(addr, _)| *addr)
+            .map(|(addr, _)| address(*addr))
     }
 
     /// The session of `ip` that has held work the longest.
     pub fn oldest_holder(&self, ip: IpAddr) -> Option<K> {
-        let more = self.sources.get(&ip)?.more.as_ref()?;
+        let more = self.sources.get(&source(ip))?.more.as_ref()?;
         more.holders.first().map(|&(_, key)| key)
     }
 
-    /// The oldest live session of `ip` other than `except`; `is_live` tells which
-    /// remembered keys are still sessions.
+    /// The oldest live session of `ip` other than `except` and other than the one
+    /// `ip` began with (`None` for a source with one session); `is_live` tells
+    /// which remembered keys are still sessions.
     pub fn oldest_session(
         &mut self,
         ip: IpAddr,
         except: K,
         is_live: impl Fn(&K) -> bool,
     ) -> Option<K> {
-        let load = self.sources.get_mut(&ip)?;
-        // The first remembered session gone: the next one takes its place.
-        while load.first.is_some_and(|k| !is_live(&k)) {
-            load.first = load.more.as_mut().and_then(|m| m.sessions.pop_front());
+        let load = self.sources.get_mut(&source(ip))?;
+        let live = load.live as usize;
+        let more = load.more.as_mut()?;
+        while more.sessions.front().is_some_and(|k| !is_live(k)) {
+            more.sessions.pop_front();
         }
-        if let Some(more) = &mut load.more {
-            if more.sessions.len() > 2 * load.live + 16 {
-                more.sessions.retain(|k| is_live(k));
-            }
+        if more.sessions.len() > 2 * live + 16 {
+            more.sessions.retain(|k| is_live(k));
         }
+        let found = more
+            .sessions
+            .iter()
+            .copied()
+            .find(|&k| k != except && is_live(&k));
         load.compact();
-        let rest = load.more.iter().flat_map(|m| m.sessions.iter().copied());
-        load.first
-            .into_iter()
-            .chain(rest)
-            .find(|&k| k != except && is_live(&k))
+        found
     }
 }
 
@@ -278,12 +297,31 @@ mod tests {
         assert_eq!(b.oldest_holder(ip(1)), Some(3));
         b.stop_holding(ip(1), 3, t);
         assert_eq!(b.oldest_holder(ip(1)), Some(2));
-        assert_eq!(b.oldest_session(ip(1), 1, |_| true), Some(2));
-        assert_eq!(b.oldest_session(ip(1), 9, |&k| k != 1), Some(2));
+        // The session the source began with is never the one given up.
+        assert_eq!(b.oldest_session(ip(1), 9, |_| true), Some(2));
+        assert_eq!(b.oldest_session(ip(1), 2, |_| true), Some(3));
+        assert_eq!(b.oldest_session(ip(1), 9, |&k| k != 2), Some(3));
+        assert_eq!(b.oldest_session(ip(1), 3, |&k| k != 2), None);
         b.stop_holding(ip(1), 2, later);
         for _ in 1..=3 {
             b.remove_session(ip(1));
         }
         assert!(b.sources.is_empty());
+    }
+
+    #[test]
+    fn a_source_with_one_idle_session_allocates_nothing() {
+        let mut b: Budget<u32> = Budget::new(1000);
+        b.add_session(ip(1), 1);
+        b.charge(ip(1), 100);
+        assert!(b.sources.values().all(|l| l.more.is_none()));
+        assert_eq!(b.oldest_session(ip(1), 9, |_| true), None);
+        let v6: IpAddr = "fe80::7".parse().unwrap();
+        b.add_session(v6, 2);
+        b.charge(v6, 50);
+        assert_eq!(b.of(v6), 50);
+        assert_eq!(b.heaviest(), Some(ip(1)));
+        b.charge(v6, 100);
+        assert_eq!(b.heaviest(), Some(v6));
     }
 }

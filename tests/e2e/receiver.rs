@@ -954,35 +954,45 @@ fn recv_output_dir_full_disk_never_splices_lines() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--max-sessions 2` with three text sources: the third retires the session of
-/// the source that costs the most (the one that sent a long line), reported with a
-/// `retired` event; the other two stay.
+/// `--max-sessions 3`: a quiet host (127.0.0.2) heard first, then three sessions
+/// from one address (127.0.0.1, three ports): the fourth session retires the
+/// oldest of that address's sessions but the one it began with, reported with a
+/// `retired` event; the quiet host, heard least recently, stays; so does the first
+/// session of 127.0.0.1. Once every source has one session, the one heard least
+/// recently is retired.
 #[test]
 fn recv_max_sessions_retires_the_heaviest_source() {
-    let rx = RecvProcess::spawn(&["--json", "--max-sessions", "2"]);
-    let socks: Vec<UdpSocket> = (0..3)
-        .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind"))
-        .collect();
-    let texts = [
-        format!("heavy {}\n", "x".repeat(3000)),
-        "light b\n".into(),
-        "light c\n".into(),
-    ];
-    for (sock, text) in socks.iter().zip(&texts) {
-        sock.send_to(text.as_bytes(), rx.addr).expect("send");
-        let want = text.trim_end().to_owned();
+    let rx = RecvProcess::spawn(&["--json", "--max-sessions", "3"]);
+    let bind = |ip: [u8; 4]| UdpSocket::bind((Ipv4Addr::from(ip), 0)).expect("bind");
+    let quiet = bind([127, 0, 0, 2]);
+    let flood: Vec<UdpSocket> = (0..3).map(|_| bind([127, 0, 0, 1])).collect();
+    let send = |sock: &UdpSocket, text: &str| {
+        sock.send_to(format!("{text}\n").as_bytes(), rx.addr)
+            .expect("send");
         rx.wait_json(T, |e| {
-            e["event"] == "line" && e["text"].as_str() == Some(want.as_str())
+            e["event"] == "line" && e["text"].as_str() == Some(text)
         });
-    }
+    };
+    send(&quiet, "quiet host");
+    send(&flood[0], "first of 127.0.0.1");
+    send(&flood[1], "second of 127.0.0.1");
+    send(&flood[2], "third of 127.0.0.1");
     let (_, retired) = rx.wait_json(T, |e| e["event"] == "retired");
-    let heavy = socks[0].local_addr().expect("addr").to_string();
-    assert_eq!(retired["addr"], heavy, "{retired}");
+    let addr = |s: &UdpSocket| s.local_addr().expect("addr").to_string();
+    assert_eq!(retired["addr"], addr(&flood[1]), "{retired}");
+    // Another host: 127.0.0.1 still has two sessions, and pays with its later one.
+    let gone =
+        |e: &serde_json::Value, a: &UdpSocket| e["event"] == "retired" && e["addr"] == addr(a);
+    send(&bind([127, 0, 0, 3]), "another host");
+    rx.wait_json(T, |e| gone(e, &flood[2]));
+    // Now one session per source at the limit: the one heard least recently goes.
+    send(&bind([127, 0, 0, 4]), "a fourth host");
+    rx.wait_json(T, |e| gone(e, &quiet));
     let (events, _) = rx.stop_json();
     assert_eq!(
         events.iter().filter(|e| e["event"] == "retired").count(),
         0,
-        "only one retired"
+        "only those three retired"
     );
     let bad = Command::new(bin_path("ncu-recv"))
         .args(["--max-sessions", "0", "0"])

@@ -239,8 +239,9 @@ impl Reassembler {
 
     /// Past [`Config::max_sessions`]: retires the oldest session of the source that
     /// costs the most (a flood of sessions from one source retires its own, never a
-    /// quiet host's), or when that source has only `keep` (the session just
-    /// handled), the session heard least recently.
+    /// quiet host's, nor the one that source began with), or when that source has
+    /// no other (but `keep`, the session just handled), the session heard least
+    /// recently.
     fn enforce_session_limit(&mut self, keep: SessionKey) {
         if self.sessions.len() <= self.inner.config.max_sessions {
             return;
