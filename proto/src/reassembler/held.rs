@@ -42,17 +42,19 @@ impl Inner {
     /// Brings the budget's charge for `session`'s own state up to date.
     pub(super) fn recharge(&mut self, session: &mut Session) {
         session.compact();
-        let cost = session.state_cost();
-        if cost == session.state_bytes {
+        // A session's state is far below 4 GiB (its parts are bounded).
+        let cost = u32::try_from(session.state_cost()).unwrap_or(u32::MAX) as usize;
+        let charged = session.state_bytes as usize;
+        if cost == charged {
             return;
         }
         let ip = session.info.addr.ip();
-        if cost > session.state_bytes {
-            self.budget.charge(ip, cost - session.state_bytes);
+        if cost > charged {
+            self.budget.charge(ip, cost - charged);
         } else {
-            self.budget.refund(ip, session.state_bytes - cost);
+            self.budget.refund(ip, charged - cost);
         }
-        session.state_bytes = cost;
+        session.state_bytes = cost as u32;
     }
 
     /// Makes room for `len` more held bytes in `session` within its own bound, by
@@ -102,7 +104,7 @@ impl Inner {
         let held = session.extra().held_bytes;
         self.release(&mut session, held);
         let ip = session.info.addr.ip();
-        self.budget.refund(ip, session.state_bytes);
+        self.budget.refund(ip, session.state_bytes as usize);
         self.budget.remove_session(ip);
         if let Some(id) = session_key(&session).ncu_id() {
             let sender = (session.info.addr.ip(), session.info.name.clone());

@@ -200,16 +200,16 @@ const TEXT_LINE_MAX: usize = 8 * 1024;
 
 /// What one session's fixed state costs the budget: the struct, and beside it its
 /// table slot, its `SessionInfo`, its timer and recency entries and its source's
-/// entry in the budget (measured by `proto/tests/session_memory.rs`: 636 bytes of
-/// heap in all for an idle kernel session beside its last line, 224 of them the
+/// entry in the budget (measured by `proto/tests/session_memory.rs`: 512 bytes of
+/// heap in all for an idle kernel session beside its last line, 200 of them the
 /// struct).
-const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 400;
+const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 312;
 /// A session's name and quoted last line, as a fleet's hosts have them, for
 /// sizing the session limit from the budget ([`sessions_for_budget`]).
 const TYPICAL_NAME_AND_LINE: usize = 128;
 
 /// The default session limit for a memory budget of `max_held_bytes`: as many
-/// idle sessions as it holds (64 MiB: 89,240 of them, above a fleet of 65,536
+/// idle sessions as it holds (64 MiB: 104,857 of them, above a fleet of 65,536
 /// hosts). The budget still bounds them: sessions holding more make it full first.
 pub fn sessions_for_budget(max_held_bytes: usize) -> usize {
     (max_held_bytes / (SESSION_STATE_BYTES + TYPICAL_NAME_AND_LINE)).max(1)
@@ -227,11 +227,38 @@ pub const BUDGET_SLACK: usize = SESSION_STATE_BYTES
     + MAX_LOST_RANGES * RANGE_ENTRY_BYTES
     + 65_536;
 
+/// A deadline as the timers keep it: nanoseconds since the reassembler started
+/// (8 bytes where an `Instant` takes 16; every session has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
+impl Tick {
+    /// No deadline.
+    const NONE: Tick = Tick(u64::MAX);
+
+    /// `t` as a tick of a reassembler started at `started` (an instant before it
+    /// is its start).
+    fn of(started: Instant, t: Instant) -> Tick {
+        let nanos = t.saturating_duration_since(started).as_nanos();
+        Tick(
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .min(u64::MAX - 1),
+        )
+    }
+
+    /// The instant of this tick.
+    fn at(self, started: Instant) -> Instant {
+        started + Duration::from_nanos(self.0)
+    }
+}
+
 /// Sealed session ids remembered as already reported (then forgotten all at once).
 const MAX_SEALED_REPORTED: usize = 4096;
 
-/// How finely the table orders sessions by when they were last heard (a session
-/// is queued again at most this often).
+/// How finely the table orders sessions by when they were last heard: by whole
+/// seconds since the reassembler started (a session is queued again at most once
+/// a second).
 const RECENCY_STEP: Duration = Duration::from_secs(1);
 
 /// Most reported-lost ranges a session remembers for recognising late lines.
@@ -248,9 +275,10 @@ pub struct Reassembler {
     /// Boxed: the table's slots stay small (a fleet's 65,536 sessions leave the
     /// table half empty at times; an empty slot costs a key and a pointer).
     sessions: HashMap<SessionKey, Box<Session>>,
-    /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity:
-    /// an entry is current when it equals its session's `queued_at`, else stale.
-    recency: VecDeque<(Instant, SessionKey)>,
+    /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity
+    /// (steps since the start, from 1): an entry is current when it equals its
+    /// session's `queued_at`, else stale.
+    recency: VecDeque<(u32, SessionKey)>,
     /// Where the kernel's netconsole of an ncu session sends from (its claim) ->
     /// that session's id.
     companions: HashMap<SocketAddr, u64>,
@@ -269,7 +297,7 @@ struct Inner {
     finished: VecDeque<SessionSummary>,
     /// Session deadlines, earliest first. An entry is current when it equals its
     /// session's `scheduled`; others are stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    timers: BinaryHeap<Reverse<(Tick, SessionKey)>>,
     next_local_id: u64,
     total_held_bytes: usize,
     /// Everything held on behalf of senders, per source and in total.
@@ -444,7 +472,11 @@ impl Inner {
 impl Reassembler {
     /// When [`Reassembler::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.timers.peek().map(|Reverse((t, _))| *t)
+        let started = self.inner.started;
+        self.inner
+            .timers
+            .peek()
+            .map(|Reverse((t, _))| t.at(started))
     }
 
     /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.

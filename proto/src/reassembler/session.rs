@@ -131,7 +131,7 @@ pub(super) struct Session {
     pub(super) highest: u64,
     /// What the budget is charged for this session's own state
     /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
-    pub(super) state_bytes: usize,
+    pub(super) state_bytes: u32,
     pub(super) last_rx: Instant,
     pub(super) first_rx_wall: u64,
     pub(super) last_rx_wall: u64,
@@ -139,9 +139,9 @@ pub(super) struct Session {
     pub(super) lines: u64,
     pub(super) lost: u64,
     /// The deadline this session has in the timers, if any.
-    pub(super) scheduled: Option<Instant>,
-    /// When its entry in the table's recency queue was made.
-    pub(super) queued_at: Option<Instant>,
+    pub(super) scheduled: Tick,
+    /// The step of its entry in the table's recency queue (0: none).
+    pub(super) queued_at: u32,
     pub(super) source: Source,
     /// Text sessions: the number the next joined line gets.
     pub(super) next_text_seq: u64,
@@ -301,8 +301,8 @@ impl Session {
             last_line: None,
             lines: 0,
             lost: 0,
-            scheduled: None,
-            queued_at: None,
+            scheduled: Tick::NONE,
+            queued_at: 0,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,

@@ -62,7 +62,12 @@ impl Reassembler {
         let outcome = self
             .inner
             .ncu_datagram(session, now, wall_us, from, flags, repr);
-        heard(&mut self.recency, session, key, now);
+        heard(
+            &mut self.recency,
+            session,
+            key,
+            recency_step(self.inner.started, now),
+        );
         if let Some(source) = outcome.claim {
             // One claim per session: a new address replaces its earlier one.
             self.companions.retain(|_, claimer| *claimer != id);
@@ -173,7 +178,12 @@ impl Reassembler {
         };
         self.inner
             .foreign_datagram(session, record.as_ref(), now, wall_us, from, bytes);
-        heard(&mut self.recency, session, key, now);
+        heard(
+            &mut self.recency,
+            session,
+            key,
+            recency_step(self.inner.started, now),
+        );
         self.after_datagram(from, key, now);
     }
 
@@ -261,8 +271,8 @@ impl Reassembler {
     /// recency queue are dropped on the way).
     fn least_recently_heard(&mut self, keep: SessionKey) -> Option<SessionKey> {
         let current = |sessions: &HashMap<SessionKey, Box<Session>>,
-                       (at, key): &(Instant, SessionKey)| {
-            sessions.get(key).is_some_and(|s| s.queued_at == Some(*at))
+                       (at, key): &(u32, SessionKey)| {
+            sessions.get(key).is_some_and(|s| s.queued_at == *at)
         };
         while let Some(front) = self.recency.front() {
             if current(&self.sessions, front) {
@@ -299,18 +309,19 @@ impl Reassembler {
     pub fn handle_timeout(&mut self, now: Instant, wall_us: u64) {
         // Only sessions with a deadline due are visited: the cost follows the work,
         // not the number of sessions.
+        let tick = Tick::of(self.inner.started, now);
         while let Some(&Reverse((due, key))) = self.inner.timers.peek() {
-            if due > now {
+            if due > tick {
                 break;
             }
             self.inner.timers.pop();
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
             };
-            if session.scheduled != Some(due) {
+            if session.scheduled != due {
                 continue; // a stale entry
             }
-            session.scheduled = None;
+            session.scheduled = Tick::NONE;
             self.inner.session_timeout(session, now, wall_us);
             self.inner.recharge(session);
             let forget = session
@@ -362,18 +373,24 @@ impl Reassembler {
     }
 }
 
-/// Notes that session `key` was heard at `now` in the recency queue (at most once
-/// per [`RECENCY_STEP`]).
+/// Notes that session `key` was heard in recency step `step` (at most one entry
+/// per step).
 fn heard(
-    recency: &mut VecDeque<(Instant, SessionKey)>,
+    recency: &mut VecDeque<(u32, SessionKey)>,
     session: &mut Session,
     key: SessionKey,
-    now: Instant,
+    step: u32,
 ) {
-    if session.queued_at.is_none_or(|at| now >= at + RECENCY_STEP) {
-        session.queued_at = Some(now);
-        recency.push_back((now, key));
+    if session.queued_at != step {
+        session.queued_at = step;
+        recency.push_back((step, key));
     }
+}
+
+/// The recency step of `now`: whole [`RECENCY_STEP`]s since `started`, from 1.
+fn recency_step(started: Instant, now: Instant) -> u32 {
+    let steps = now.saturating_duration_since(started).as_secs() / RECENCY_STEP.as_secs();
+    u32::try_from(steps).unwrap_or(u32::MAX - 1) + 1
 }
 
 impl Inner {
@@ -382,9 +399,9 @@ impl Inner {
     pub(super) fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
         if let Some(deadline) = session.deadline(&self.config) {
             // A deadline already past is handled at the next turn.
-            let deadline = deadline.max(now);
-            if session.scheduled.is_none_or(|s| deadline < s) {
-                session.scheduled = Some(deadline);
+            let deadline = Tick::of(self.started, deadline.max(now));
+            if deadline < session.scheduled {
+                session.scheduled = deadline;
                 self.timers.push(Reverse((deadline, key)));
             }
         }
