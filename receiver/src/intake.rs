@@ -117,6 +117,10 @@ struct Ring {
     /// Chunk capacity allocated, bytes and metadata (at most [`RING_BYTES`]; or one
     /// chunk, whatever its size).
     allocated: usize,
+    /// The thread is reading the socket (without the lock): what it reads comes
+    /// into `waiting` before anything newer, so the main loop does not read the
+    /// socket itself meanwhile.
+    reading: bool,
 }
 
 struct Shared {
@@ -170,6 +174,7 @@ impl Intake {
                 waiting: VecDeque::new(),
                 free: Vec::new(),
                 allocated: 0,
+                reading: false,
             }),
             given_back: Condvar::new(),
             // SAFETY: a fresh descriptor nothing else owns.
@@ -211,7 +216,8 @@ impl Intake {
             self.give_back(chunk);
             return n;
         }
-        if !socket_too {
+        if !socket_too || ring.reading {
+            // The thread's read in flight comes into the ring first (`ready`).
             return 0;
         }
         // Read under the ring's lock: whatever the thread takes after this is newer.
@@ -320,7 +326,9 @@ fn receive(shared: &Shared, socket: RawFd, slot: usize) {
             continue;
         }
         pause = PAUSE;
-        let mut ring = shared.lock();
+        // The read itself outside the lock (the main loop gives chunks back and
+        // takes them meanwhile); `reading` keeps it from reading the socket too.
+        shared.lock().reading = true;
         let n = match batch.recv(socket) {
             Ok(n) => n,
             Err(e) => {
@@ -328,6 +336,7 @@ fn receive(shared: &Shared, socket: RawFd, slot: usize) {
                 0
             }
         };
+        let mut ring = shared.lock();
         let was_empty = ring.waiting.is_empty();
         for (meta, bytes) in batch.iter() {
             if !ring.waiting.back().is_some_and(|c| c.fits(bytes.len())) {
@@ -337,6 +346,9 @@ fn receive(shared: &Shared, socket: RawFd, slot: usize) {
                 chunk.push(meta.from, bytes, meta.truncated);
             }
         }
+        // Only now, the whole batch in the ring (`room` may have waited for a
+        // chunk meanwhile), may the main loop read the socket again.
+        ring.reading = false;
         drop(ring);
         shared.counts.taken.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 && was_empty {
