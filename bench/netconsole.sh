@@ -149,13 +149,15 @@ for round in 1 2; do
     t0=$(date +%s.%N)
     kill -CONT "$rpid"
     # Until nothing more is written for 0.3 s; the time is that of the last write
-    # seen (what the socket could not queue is gone, and not waited for).
-    got=0; t1=$t0; still=0
+    # (the output file's modification time; what the socket could not queue is
+    # gone, and not waited for).
+    got=0; still=0
     while [ "$still" -lt 30 ]; do
       sleep 0.01
       n=$(written "$who")
-      if [ "$n" -gt "$got" ]; then got=$n; t1=$(date +%s.%N); still=0; else still=$((still + 1)); fi
+      if [ "$n" -gt "$got" ]; then got=$n; still=0; else still=$((still + 1)); fi
     done
+    t1=$(stat -c %.9Y "$work/out")
     stop
     rate=$(awk -v n="$got" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
     eval "drain_$who=$rate"
