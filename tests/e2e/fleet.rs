@@ -5,6 +5,42 @@ use std::time::Duration;
 
 use ncu_tests::RecvProcess;
 
+/// `hosts` hosts (`net.1`, `net.2`, ...) send `each` extended netconsole records
+/// each to `to`, as fast as they can: record `seq` of every host, then `seq + 1`.
+fn send_fleet(to: std::net::SocketAddr, net: [u8; 3], hosts: u32, each: u64) {
+    let sockets: Vec<UdpSocket> = (0..hosts)
+        .map(|h| {
+            let ip = Ipv4Addr::new(net[0], net[1], net[2], h as u8 + 1);
+            let s = UdpSocket::bind(SocketAddrV4::new(ip, 0)).expect("bind a loopback address");
+            s.connect(to).expect("connect");
+            s
+        })
+        .collect();
+    for seq in 0..each {
+        for (h, s) in sockets.iter().enumerate() {
+            let record = format!(
+                "6,{seq},{},-;fleet host {h:03} record {seq:06} ..................................\n",
+                seq * 1000
+            );
+            while s.send(record.as_bytes()).is_err() {}
+        }
+    }
+}
+
+/// `--json` output's events, and its exit summary.
+fn events_and_summary(text: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let summary = events
+        .iter()
+        .find(|v| v["event"] == "summary")
+        .cloned()
+        .expect("a summary");
+    (events, summary)
+}
+
 /// 64 hosts sending 128,000 records as fast as they can, faster than the main loop
 /// handles them, so that the receiving thread takes datagrams off the socket into
 /// ncu-recv's own ring while the main loop reads the socket itself whenever it
@@ -25,23 +61,7 @@ fn the_receiving_thread_and_the_main_loop_keep_every_record_in_order() {
         .args(["--json", "--dead-after", "60s", "0"])
         .stdout(std::fs::File::create(&out_path).expect("the events file"));
     let mut rx = RecvProcess::spawn_command(command);
-    let sockets: Vec<UdpSocket> = (0..HOSTS)
-        .map(|h| {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(127, 3, 0, h as u8 + 1), 0))
-                .expect("bind a loopback address");
-            s.connect(rx.addr).expect("connect");
-            s
-        })
-        .collect();
-    for seq in 0..EACH {
-        for (h, s) in sockets.iter().enumerate() {
-            let record = format!(
-                "6,{seq},{},-;fleet host {h:03} record {seq:06} ..................................\n",
-                seq * 1000
-            );
-            while s.send(record.as_bytes()).is_err() {}
-        }
-    }
+    send_fleet(rx.addr, [127, 3, 0], HOSTS, EACH);
     // Every record handled: as many line events in the file.
     let want = u64::from(HOSTS) * EACH;
     let counted = |text: &str| text.matches("\"event\":\"line\"").count() as u64;
@@ -54,15 +74,8 @@ fn the_receiving_thread_and_the_main_loop_keep_every_record_in_order() {
     }
     rx.signal(libc::SIGTERM);
     assert!(rx.wait(Duration::from_secs(10)).success());
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)
-        .expect("the events")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
-    let summary = events
-        .iter()
-        .find(|v| v["event"] == "summary")
-        .expect("a summary");
+    let (events, summary) =
+        events_and_summary(&std::fs::read_to_string(&out_path).expect("the events"));
     let gaps = events.iter().filter(|v| v["event"] == "gap").count();
     assert_eq!(gaps, 0, "nothing missing: {summary}");
     assert_eq!(summary["kernel_drops"], 0, "{summary}");
@@ -108,23 +121,7 @@ fn a_stalled_output_fills_the_ring_and_keeps_the_order() {
         ])
         .stdout(writer);
     let mut rx = RecvProcess::spawn_command(command);
-    let sockets: Vec<UdpSocket> = (0..HOSTS)
-        .map(|h| {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(127, 4, 0, h as u8 + 1), 0))
-                .expect("bind a loopback address");
-            s.connect(rx.addr).expect("connect");
-            s
-        })
-        .collect();
-    for seq in 0..EACH {
-        for (h, s) in sockets.iter().enumerate() {
-            let record = format!(
-                "6,{seq},{},-;stalled host {h:03} record {seq:06} ................................\n",
-                seq * 1000
-            );
-            while s.send(record.as_bytes()).is_err() {}
-        }
-    }
+    send_fleet(rx.addr, [127, 4, 0], HOSTS, EACH);
     // Now read: everything received comes out; then the exit summary.
     let read = std::thread::spawn(move || {
         let mut text = String::new();
@@ -135,14 +132,7 @@ fn a_stalled_output_fills_the_ring_and_keeps_the_order() {
     rx.signal(libc::SIGTERM);
     assert!(rx.wait(Duration::from_secs(20)).success());
     let text = read.join().expect("the reader");
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
-    let summary = events
-        .iter()
-        .find(|v| v["event"] == "summary")
-        .expect("a summary");
+    let (events, summary) = events_and_summary(&text);
     assert!(
         summary["ring_full"].as_u64() > Some(0),
         "the ring filled: {summary}"
