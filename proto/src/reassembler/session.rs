@@ -238,32 +238,62 @@ impl Extra {
 
     /// Whether it holds nothing [`Extra::EMPTY`] does not.
     fn is_empty(&self) -> bool {
-        self.joining_until.is_none()
-            && self.pending.is_empty()
-            && self.fragments.is_empty()
-            && self.held_bytes == 0
-            && self.held_since.is_none()
-            && self.known_last == 0
-            && self.known_since.is_none()
-            && self.lost_ranges.is_empty()
-            && self.end.is_none()
-            && self.kernel_seq_skipped == 0
-            && self.kernel_overwritten == 0
-            && self.kernel_overwritten_ranges.is_empty()
-            && self.kernel_filtered == 0
-            && self.duplicates == 0
-            && self.reordered == 0
-            && self.late == 0
-            && !self.recovery
-            && self.last_nack.is_none()
-            && self.nack_horizon == 0
-            && self.gone_upto == 0
-            && self.recovered == 0
-            && self.last_addr.is_none()
-            && self.kernel_next.is_none()
-            && self.last_kmsg.is_none()
-            && self.companion_addr.is_none()
-            && self.companion.is_none()
+        // Every field named (no `..`): a new one does not compile until it is
+        // looked at here, so that a box holding it is never given back.
+        let Extra {
+            joining_until,
+            pending,
+            fragments,
+            held_bytes,
+            held_since,
+            known_last,
+            known_since,
+            lost_ranges,
+            end,
+            kernel_seq_skipped,
+            kernel_overwritten,
+            kernel_overwritten_ranges,
+            kernel_filtered,
+            duplicates,
+            reordered,
+            late,
+            recovery,
+            last_nack,
+            nack_horizon,
+            gone_upto,
+            recovered,
+            last_addr,
+            kernel_next,
+            last_kmsg,
+            companion_addr,
+            companion,
+        } = self;
+        joining_until.is_none()
+            && pending.is_empty()
+            && fragments.is_empty()
+            && *held_bytes == 0
+            && held_since.is_none()
+            && *known_last == 0
+            && known_since.is_none()
+            && lost_ranges.is_empty()
+            && end.is_none()
+            && *kernel_seq_skipped == 0
+            && *kernel_overwritten == 0
+            && kernel_overwritten_ranges.is_empty()
+            && *kernel_filtered == 0
+            && *duplicates == 0
+            && *reordered == 0
+            && *late == 0
+            && !*recovery
+            && last_nack.is_none()
+            && *nack_horizon == 0
+            && *gone_upto == 0
+            && *recovered == 0
+            && last_addr.is_none()
+            && kernel_next.is_none()
+            && last_kmsg.is_none()
+            && companion_addr.is_none()
+            && companion.is_none()
     }
 }
 
