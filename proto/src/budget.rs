@@ -10,7 +10,7 @@
 //! from one source therefore sheds its own work first and cannot evict a quiet
 //! host's tail, nor the session its own address had before the flood.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -94,6 +94,10 @@ pub struct Budget<K> {
     per_source: usize,
     total: usize,
     sources: HashMap<[u8; 16], Load<K>>,
+    /// The sources with more than one session or with work held (those with
+    /// `more`): the only ones [`Budget::heaviest`] looks at, so that its cost
+    /// follows them and not a fleet of one-session hosts (or spoofed addresses).
+    busy: HashSet<[u8; 16]>,
     /// How often the budget was full and something was given up.
     reached: u64,
 }
@@ -106,6 +110,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
             per_source: limit / 2,
             total: 0,
             sources: HashMap::new(),
+            busy: HashSet::new(),
             reached: 0,
         }
     }
@@ -144,12 +149,23 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     }
 
     fn forget_if_empty(&mut self, ip: IpAddr) {
+        let key = source(ip);
         if self
             .sources
-            .get(&source(ip))
+            .get(&key)
             .is_some_and(|l| l.bytes == 0 && l.live == 0 && !l.holds_work())
         {
-            self.sources.remove(&source(ip));
+            self.sources.remove(&key);
+        }
+        self.note_busy(key);
+    }
+
+    /// Keeps `busy` in step with whether source `key` has `more`.
+    fn note_busy(&mut self, key: [u8; 16]) {
+        if self.sources.get(&key).is_some_and(|l| l.more.is_some()) {
+            self.busy.insert(key);
+        } else {
+            self.busy.remove(&key);
         }
     }
 
@@ -160,6 +176,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
             load.more().sessions.push_back(key);
         }
         load.live += 1;
+        self.note_busy(source(ip));
     }
 
     /// A session of `ip` is gone (its charges refunded before).
@@ -188,6 +205,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
     /// Session `key` of `ip` holds work since `since`.
     pub fn start_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
         self.load(ip).more().holders.insert((since, key));
+        self.note_busy(source(ip));
     }
 
     /// Session `key` of `ip`, holding since `since`, holds no work any more.
@@ -219,12 +237,15 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.heaviest()
     }
 
-    /// The source charged the most.
+    /// Of the sources with more than one session or with work held, the one
+    /// charged the most (a source with one session and no work has nothing to give
+    /// up but that session: the caller retires the least recently heard instead).
     pub fn heaviest(&self) -> Option<IpAddr> {
-        self.sources
+        self.busy
             .iter()
-            .max_by_key(|(addr, l)| (l.bytes, **addr))
-            .map(|(addr, _)| address(*addr))
+            .filter_map(|addr| Some((self.sources.get(addr)?.bytes, *addr)))
+            .max()
+            .map(|(_, addr)| address(addr))
     }
 
     /// The session of `ip` that has held work the longest.
@@ -257,6 +278,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
             .copied()
             .find(|&k| k != except && is_live(&k));
         load.compact();
+        self.note_busy(source(ip));
         found
     }
 }
@@ -271,8 +293,11 @@ mod tests {
 
     #[test]
     fn a_source_past_its_share_pays_itself_before_anyone_else() {
+        let t = Instant::now();
         let mut b: Budget<u32> = Budget::new(1000);
         b.charge(ip(1), 100);
+        b.add_session(ip(2), 2);
+        b.start_holding(ip(2), 2, t);
         b.charge(ip(2), 450);
         assert_eq!(b.victim(ip(2), 50), None);
         assert_eq!(b.victim(ip(2), 51), Some(ip(2)));
@@ -282,6 +307,9 @@ mod tests {
         b.refund(ip(2), 450);
         assert_eq!(b.of(ip(2)), 0);
         assert_eq!(b.total(), 500);
+        // Holding nothing, with one session: not a source to give anything up.
+        b.stop_holding(ip(2), 2, t);
+        assert_eq!(b.heaviest(), None);
     }
 
     #[test]
@@ -320,8 +348,15 @@ mod tests {
         b.add_session(v6, 2);
         b.charge(v6, 50);
         assert_eq!(b.of(v6), 50);
-        assert_eq!(b.heaviest(), Some(ip(1)));
+        // Sources with one session holding nothing are not looked at.
+        assert_eq!(b.heaviest(), None);
+        assert!(b.busy.is_empty());
+        // A second session makes a source one to look at; the heavier of those.
+        b.add_session(v6, 3);
+        b.add_session(ip(1), 4);
         b.charge(v6, 100);
         assert_eq!(b.heaviest(), Some(v6));
+        b.charge(ip(1), 100);
+        assert_eq!(b.heaviest(), Some(ip(1)));
     }
 }

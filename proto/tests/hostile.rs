@@ -224,3 +224,53 @@ fn a_flood_of_unfinished_long_lines_stays_within_the_budget() {
 fn a_flood_of_lines_one_byte_short_stays_within_the_budget() {
     flood(true);
 }
+
+/// A flood of spoofed source addresses, each one kernel record and so a session
+/// of its own (every source with one session), with a session limit far above
+/// what the budget holds: the budget still holds after every datagram (sessions
+/// heard least recently are retired to stay within it), and a quiet host heard
+/// just before the end keeps its last line.
+#[test]
+fn a_flood_of_spoofed_addresses_stays_within_the_budget() {
+    let budget = 2 << 20;
+    let config = Config {
+        max_held_bytes: budget,
+        max_sessions: 1 << 20,
+        ..Config::default()
+    };
+    let base = Instant::now();
+    let mut rx = Reassembler::new(config, base);
+    let mut now_us = 0u64;
+    let mut retired = 0u64;
+    let mut peak = 0usize;
+    for h in 0..40_000u32 {
+        now_us += 5;
+        let from = SocketAddr::from(([10, (h >> 16) as u8, (h >> 8) as u8, h as u8], 6665));
+        let record = format!("6,{h},1000,-;spoofed record {h:06} .............................\n");
+        rx.handle_datagram(
+            base + Duration::from_micros(now_us),
+            now_us,
+            from,
+            record.as_bytes(),
+        );
+        let used = rx.budget_used();
+        peak = peak.max(used);
+        assert!(
+            used <= budget + BUDGET_SLACK,
+            "budget {used} > {budget} + {BUDGET_SLACK} after {h} sources"
+        );
+        while let Some(e) = rx.poll_event() {
+            retired += u64::from(matches!(e, Event::Retired { .. }));
+        }
+    }
+    assert!(
+        retired > 0,
+        "sessions were retired to stay within the budget"
+    );
+    assert_eq!(rx.stats().retired, retired);
+    eprintln!(
+        "40,000 spoofed sources: peak {} KiB of a {} KiB budget, {retired} retired",
+        peak / 1024,
+        budget / 1024
+    );
+}

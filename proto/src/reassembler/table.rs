@@ -215,12 +215,17 @@ impl Reassembler {
     /// its oldest session (not `keep`, the one just handled).
     pub(super) fn enforce_budget(&mut self, ip: IpAddr, keep: SessionKey, now: Instant) {
         let mut counted = false;
-        while let Some(victim) = self.inner.budget.victim(ip, 0) {
+        loop {
+            let victim = self.inner.budget.victim(ip, 0);
+            let over = self.inner.budget.total() > self.inner.budget.limit();
+            if victim.is_none() && !over {
+                break;
+            }
             if !counted {
                 self.inner.stats.held_limit_reached += 1;
                 counted = true;
             }
-            if let Some(key) = self.inner.budget.oldest_holder(victim) {
+            if let Some(key) = victim.and_then(|v| self.inner.budget.oldest_holder(v)) {
                 let freed = match self.sessions.get_mut(&key) {
                     Some(session) => {
                         let freed = self.inner.shed(session);
@@ -236,11 +241,20 @@ impl Reassembler {
                 break;
             }
             let sessions = &self.sessions;
-            let oldest = self
-                .inner
-                .budget
-                .oldest_session(victim, keep, |k| sessions.contains_key(k));
-            match oldest {
+            let oldest = victim.and_then(|v| {
+                self.inner
+                    .budget
+                    .oldest_session(v, keep, |k| sessions.contains_key(k))
+            });
+            // No source with work or a session but its first to give up (every
+            // source one host, or spoofed addresses) while the total is over: the
+            // session heard least recently goes.
+            let key = match oldest {
+                Some(key) => Some(key),
+                None if over => self.least_recently_heard(keep),
+                None => None,
+            };
+            match key {
                 Some(key) => self.retire(key),
                 None => break,
             }
