@@ -212,7 +212,9 @@ impl Reassembler {
 
     /// Gives up held work, oldest first, from the source the budget names, until
     /// what was charged for `ip` fits; a source holding only session state loses
-    /// its oldest session (not `keep`, the one just handled).
+    /// its oldest session but its first (not `keep`, the one just handled); when
+    /// no source has either to give up and the total is over, the session heard
+    /// least recently is retired.
     pub(super) fn enforce_budget(&mut self, ip: IpAddr, keep: SessionKey, now: Instant) {
         let mut counted = false;
         loop {
