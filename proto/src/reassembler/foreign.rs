@@ -99,14 +99,7 @@ impl Inner {
         wall_us: u64,
     ) {
         if session.first_seq.is_none() {
-            // The first kernel record decides the numbering: its msgid when the
-            // kernel sends one (gaps are then real losses), else its seq.
-            let msgid = incoming.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
-            session.gap_kind = if msgid {
-                GapKind::Lost
-            } else {
-                GapKind::KernelSeq
-            };
+            session.gap_kind = gap_kind_of(&incoming);
             self.start(session, incoming.seq, false);
         } else if self.is_reboot(session, &incoming) {
             self.reboot(session, incoming, now, wall_us);
@@ -156,12 +149,7 @@ impl Inner {
         fresh.source = assembler;
         let old = std::mem::replace(session, fresh);
         self.finish(Box::new(old));
-        let msgid = first.kernel.as_ref().is_some_and(|k| k.msgid.is_some());
-        session.gap_kind = if msgid {
-            GapKind::Lost
-        } else {
-            GapKind::KernelSeq
-        };
+        session.gap_kind = gap_kind_of(&first);
         self.start(session, first.seq, false);
         if let Some(kernel) = &first.kernel {
             session.last_kernel_ts = kernel.ts_usec;
@@ -206,6 +194,16 @@ impl Inner {
             max_record_bytes: KERNEL_RECORD_MAX,
             max_pending: 2,
         }
+    }
+}
+
+/// What a gap means in a session whose first record is `first`: it decides the
+/// numbering, its msgid when the kernel sends one (gaps are then real losses),
+/// else the kernel's seq (numbers of records below the console level never sent).
+fn gap_kind_of(first: &IncomingLine) -> GapKind {
+    match first.kernel.as_ref().is_some_and(|k| k.msgid.is_some()) {
+        true => GapKind::Lost,
+        false => GapKind::KernelSeq,
     }
 }
 
