@@ -62,12 +62,7 @@ impl Reassembler {
         let outcome = self
             .inner
             .ncu_datagram(session, now, wall_us, from, flags, repr);
-        heard(
-            &mut self.recency,
-            session,
-            key,
-            recency_step(self.inner.started, now),
-        );
+        heard(&mut self.recency, session, key, self.inner.started, now);
         if let Some(source) = outcome.claim {
             // One claim per session: a new address replaces its earlier one.
             self.companions.retain(|_, claimer| *claimer != id);
@@ -178,12 +173,7 @@ impl Reassembler {
         };
         self.inner
             .foreign_datagram(session, record.as_ref(), now, wall_us, from, bytes);
-        heard(
-            &mut self.recency,
-            session,
-            key,
-            recency_step(self.inner.started, now),
-        );
+        heard(&mut self.recency, session, key, self.inner.started, now);
         self.after_datagram(from, key, now);
     }
 
@@ -389,14 +379,16 @@ impl Reassembler {
     }
 }
 
-/// Notes that session `key` was heard in recency step `step` (at most one entry
-/// per step).
+/// Notes that session `key` was heard at `now` in the recency queue (at most one
+/// entry per recency step since `started`).
 fn heard(
     recency: &mut VecDeque<(u32, SessionKey)>,
     session: &mut Session,
     key: SessionKey,
-    step: u32,
+    started: Instant,
+    now: Instant,
 ) {
+    let step = recency_step(started, now);
     if session.queued_at != step {
         session.queued_at = step;
         recency.push_back((step, key));
