@@ -147,8 +147,9 @@ impl Inner {
         let assembler = std::mem::replace(&mut session.source, Source::Ncu);
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
         fresh.source = assembler;
+        fresh.slot = session.slot;
         let old = std::mem::replace(session, fresh);
-        self.finish(Box::new(old));
+        self.finish(old);
         session.gap_kind = gap_kind_of(&first);
         self.start(session, first.seq, false);
         if let Some(kernel) = &first.kernel {
@@ -263,13 +264,6 @@ pub(super) fn kernel_meta(
         msgid: None,
         fields,
         via_netconsole: false,
-    }
-}
-
-pub(super) fn session_key(session: &Session) -> SessionKey {
-    match session.info.kind {
-        SourceKind::Ncu => SessionKey::ncu(session.info.id),
-        kind => SessionKey::source(session.info.addr, kind),
     }
 }
 

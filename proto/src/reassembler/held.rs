@@ -16,7 +16,7 @@ impl Inner {
         let ip = session.info.addr.ip();
         if session.extra().held_bytes == 0 {
             session.extra_mut().held_since = Some(now);
-            self.budget.start_holding(ip, session_key(session), now);
+            self.budget.start_holding(ip, session.key(), now);
         }
         session.extra_mut().held_bytes += n;
         self.total_held_bytes += n;
@@ -34,7 +34,7 @@ impl Inner {
         self.budget.refund(ip, n);
         if session.extra().held_bytes == 0 {
             if let Some(since) = session.extra_mut().held_since.take() {
-                self.budget.stop_holding(ip, session_key(session), since);
+                self.budget.stop_holding(ip, session.key(), since);
             }
         }
     }
@@ -95,18 +95,18 @@ impl Inner {
     /// A session in the budget from now on.
     pub(super) fn register(&mut self, session: &mut Session) {
         self.budget
-            .add_session(session.info.addr.ip(), session_key(session));
+            .add_session(session.info.addr.ip(), session.key());
         self.recharge(session);
     }
 
     /// Forgets a session: its charges are refunded, its summary kept.
-    pub(super) fn finish(&mut self, mut session: Box<Session>) {
+    pub(super) fn finish(&mut self, mut session: Session) {
         let held = session.extra().held_bytes;
         self.release(&mut session, held);
         let ip = session.info.addr.ip();
         self.budget.refund(ip, session.state_bytes as usize);
         self.budget.remove_session(ip);
-        if let Some(id) = session_key(&session).ncu_id() {
+        if let Some(id) = session.key().ncu_id() {
             let sender = (session.info.addr.ip(), session.info.name.clone());
             if self.senders.get(&sender) == Some(&id) {
                 self.senders.remove(&sender);

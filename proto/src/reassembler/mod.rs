@@ -53,7 +53,6 @@
 //! does, and NACKs).
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -275,13 +274,12 @@ const MAX_LOST_RANGES: usize = 1024;
 /// beside it) instead of being taken out of the table and put back per datagram.
 #[derive(Debug)]
 pub struct Reassembler {
-    /// Boxed: the table's slots stay small (a fleet's 65,536 sessions leave the
-    /// table half empty at times; an empty slot costs a key and a pointer).
-    sessions: HashMap<SessionKey, Box<Session>>,
+    sessions: Sessions,
     /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity
-    /// (steps since the start, from 1): an entry is current when it equals its
-    /// session's `queued_at`, else stale.
-    recency: VecDeque<(u32, SessionKey)>,
+    /// (steps since the start, from 1): an entry is current when the session in
+    /// its slot has that `queued_at`, else stale. (A later session in the same
+    /// slot heard in the same step is in its right place by the step.)
+    recency: VecDeque<(u32, Slot)>,
     /// Where the kernel's netconsole of an ncu session sends from (its claim) ->
     /// that session's id.
     companions: HashMap<SocketAddr, u64>,
@@ -298,9 +296,9 @@ struct Inner {
     events: VecDeque<Event>,
     stats: Stats,
     finished: VecDeque<SessionSummary>,
-    /// Session deadlines, earliest first. An entry is current when it equals its
-    /// session's `scheduled`; others are stale and skipped.
-    timers: BinaryHeap<Reverse<(Tick, SessionKey)>>,
+    /// Session deadlines, earliest first. An entry is current when the session in
+    /// its slot has that `scheduled`; others are stale and skipped.
+    timers: BinaryHeap<Reverse<(Tick, Slot)>>,
     next_local_id: u64,
     total_held_bytes: usize,
     /// Everything held on behalf of senders, per source and in total.
@@ -363,7 +361,7 @@ impl Reassembler {
             // a small socket buffer overflows (a fleet of 65,536 hosts at 50,000
             // records/s into 208 KiB lost some 250 records that way). Its slots
             // become resident only as sessions fill them.
-            sessions: HashMap::with_capacity(config.max_sessions.min(MAX_TABLE_RESERVED)),
+            sessions: Sessions::with_capacity(config.max_sessions.min(MAX_TABLE_RESERVED)),
             recency: VecDeque::new(),
             companions: HashMap::new(),
             inner: Inner::new(config, now),
@@ -502,7 +500,7 @@ impl Reassembler {
     /// Summaries of every session in memory and of those finished and kept.
     pub fn summaries(&self) -> Vec<SessionSummary> {
         let mut all: Vec<SessionSummary> = self.inner.finished.iter().cloned().collect();
-        all.extend(self.sessions.values().map(|s| s.summary()));
+        all.extend(self.sessions.iter().map(|s| s.summary()));
         all.sort_by_key(|s| (s.first_received_at_us, s.session.id));
         all
     }
@@ -510,7 +508,7 @@ impl Reassembler {
     /// Every session in memory, looked at without copying (for metrics); in no
     /// particular order.
     pub fn session_views(&self) -> impl Iterator<Item = SessionView<'_>> + '_ {
-        self.sessions.values().map(|s| SessionView {
+        self.sessions.iter().map(|s| SessionView {
             info: &s.info,
             lines: s.lines,
             lost: s.lost,
@@ -545,12 +543,13 @@ mod held;
 mod ncu;
 mod order;
 mod session;
+mod slots;
 mod table;
 #[cfg(test)]
 mod tests;
 mod timers;
 
-use foreign::session_key;
 use session::{
     Companion, FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Source, Timer,
 };
+use slots::{Sessions, Slot};

@@ -243,8 +243,7 @@ impl Inner {
     pub(super) fn after_input(&mut self, session: &mut Session, now: Instant) {
         self.maybe_end(session);
         self.recharge(session);
-        let key = session_key(session);
-        self.schedule(key, session, now);
+        self.schedule(session, now);
     }
 
     pub(super) fn maybe_end(&mut self, session: &mut Session) {

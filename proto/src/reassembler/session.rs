@@ -142,6 +142,8 @@ pub(super) struct Session {
     pub(super) scheduled: Tick,
     /// The step of its entry in the table's recency queue (0: none).
     pub(super) queued_at: u32,
+    /// Its place in the table (see [`Sessions`](super::slots::Sessions)).
+    pub(super) slot: Slot,
     pub(super) source: Source,
     /// Text sessions: the number the next joined line gets.
     pub(super) next_text_seq: u64,
@@ -333,6 +335,7 @@ impl Session {
             lost: 0,
             scheduled: Tick::NONE,
             queued_at: 0,
+            slot: 0,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,
@@ -342,6 +345,14 @@ impl Session {
             end_reported: false,
             name_known: false,
             extra: None,
+        }
+    }
+
+    /// Its key in the table.
+    pub(super) fn key(&self) -> SessionKey {
+        match self.info.kind {
+            SourceKind::Ncu => SessionKey::ncu(self.info.id),
+            kind => SessionKey::source(self.info.addr, kind),
         }
     }
 

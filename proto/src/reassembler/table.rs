@@ -54,7 +54,7 @@ impl Reassembler {
             if let Some(old) = superseded {
                 self.supersede(old, now, wall_us);
             }
-            self.sessions.insert(key, Box::new(session));
+            self.sessions.insert(session);
         }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
@@ -62,7 +62,7 @@ impl Reassembler {
         let outcome = self
             .inner
             .ncu_datagram(session, now, wall_us, from, flags, repr);
-        heard(&mut self.recency, session, key, self.inner.started, now);
+        heard(&mut self.recency, session, self.inner.started, now);
         if let Some(source) = outcome.claim {
             // One claim per session: a new address replaces its earlier one.
             self.companions.retain(|_, claimer| *claimer != id);
@@ -135,7 +135,7 @@ impl Reassembler {
                 self.inner
                     .companion_datagram(session, now, wall_us, from, record);
                 self.inner.recharge(session);
-                self.inner.schedule(key, session, now);
+                self.inner.schedule(session, now);
                 self.enforce_budget(ip, key, now);
                 return;
             }
@@ -165,15 +165,19 @@ impl Reassembler {
             }
         };
         let key = SessionKey::source(from, kind);
-        let session = match self.sessions.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(Box::new(
-                self.inner.new_local_session(from, kind, now, wall_us),
-            )),
+        let session = match self.sessions.slot_of(&key) {
+            Some(slot) => self.sessions.at_mut(slot),
+            None => {
+                let session = self.inner.new_local_session(from, kind, now, wall_us);
+                Some(self.sessions.insert(session))
+            }
+        };
+        let Some(session) = session else {
+            return;
         };
         self.inner
             .foreign_datagram(session, record.as_ref(), now, wall_us, from, bytes);
-        heard(&mut self.recency, session, key, self.inner.started, now);
+        heard(&mut self.recency, session, self.inner.started, now);
         self.after_datagram(from, key, now);
     }
 
@@ -222,7 +226,7 @@ impl Reassembler {
                     Some(session) => {
                         let freed = self.inner.shed(session);
                         self.inner.recharge(session);
-                        self.inner.schedule(key, session, now);
+                        self.inner.schedule(session, now);
                         freed
                     }
                     None => false,
@@ -276,9 +280,8 @@ impl Reassembler {
     /// The session heard least recently, other than `keep` (stale entries of the
     /// recency queue are dropped on the way).
     fn least_recently_heard(&mut self, keep: SessionKey) -> Option<SessionKey> {
-        let current = |sessions: &HashMap<SessionKey, Box<Session>>,
-                       (at, key): &(u32, SessionKey)| {
-            sessions.get(key).is_some_and(|s| s.queued_at == *at)
+        let current = |sessions: &Sessions, &(at, slot): &(u32, Slot)| {
+            sessions.at(slot).is_some_and(|s| s.queued_at == at)
         };
         while let Some(front) = self.recency.front() {
             if current(&self.sessions, front) {
@@ -292,8 +295,9 @@ impl Reassembler {
         }
         self.recency
             .iter()
-            .find(|e| e.1 != keep && current(&self.sessions, e))
-            .map(|e| e.1)
+            .filter(|e| current(&self.sessions, e))
+            .filter_map(|&(_, slot)| self.sessions.at(slot).map(Session::key))
+            .find(|&key| key != keep)
     }
 
     /// Drops session `key` from memory to make room, reporting what it held.
@@ -316,12 +320,12 @@ impl Reassembler {
         // Only sessions with a deadline due are visited: the cost follows the work,
         // not the number of sessions.
         let tick = Tick::of(self.inner.started, now);
-        while let Some(&Reverse((due, key))) = self.inner.timers.peek() {
+        while let Some(&Reverse((due, slot))) = self.inner.timers.peek() {
             if due > tick {
                 break;
             }
             self.inner.timers.pop();
-            let Some(session) = self.sessions.get_mut(&key) else {
+            let Some(session) = self.sessions.at_mut(slot) else {
                 continue;
             };
             if session.scheduled != due {
@@ -335,13 +339,14 @@ impl Reassembler {
                 .is_some_and(|due| due <= now);
             if forget && session.extra().pending.is_empty() && session.extra().fragments.is_empty()
             {
+                let key = session.key();
                 if let Some(session) = self.sessions.remove(&key) {
                     self.forget_claim(&session);
                     self.inner.finish(session);
                 }
                 continue;
             }
-            self.inner.schedule(key, session, now);
+            self.inner.schedule(session, now);
         }
     }
 
@@ -354,7 +359,7 @@ impl Reassembler {
         let mut keys: Vec<(u64, SessionKey)> = self
             .sessions
             .iter()
-            .map(|(k, s)| (s.first_rx_wall, *k))
+            .map(|s| (s.first_rx_wall, s.key()))
             .collect();
         keys.sort_unstable();
         for (_, key) in keys {
@@ -379,19 +384,18 @@ impl Reassembler {
     }
 }
 
-/// Notes that session `key` was heard at `now` in the recency queue (at most one
+/// Notes that `session` was heard at `now` in the recency queue (at most one
 /// entry per recency step since `started`).
 fn heard(
-    recency: &mut VecDeque<(u32, SessionKey)>,
+    recency: &mut VecDeque<(u32, Slot)>,
     session: &mut Session,
-    key: SessionKey,
     started: Instant,
     now: Instant,
 ) {
     let step = recency_step(started, now);
     if session.queued_at != step {
         session.queued_at = step;
-        recency.push_back((step, key));
+        recency.push_back((step, session.slot));
     }
 }
 
@@ -404,13 +408,13 @@ fn recency_step(started: Instant, now: Instant) -> u32 {
 impl Inner {
     /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
     /// turns out early is harmless: the session is visited and rescheduled).
-    pub(super) fn schedule(&mut self, key: SessionKey, session: &mut Session, now: Instant) {
+    pub(super) fn schedule(&mut self, session: &mut Session, now: Instant) {
         if let Some(deadline) = session.deadline(&self.config) {
             // A deadline already past is handled at the next turn.
             let deadline = Tick::of(self.started, deadline.max(now));
             if deadline < session.scheduled {
                 session.scheduled = deadline;
-                self.timers.push(Reverse((deadline, key)));
+                self.timers.push(Reverse((deadline, session.slot)));
             }
         }
     }
