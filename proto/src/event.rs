@@ -1,6 +1,7 @@
 //! What the reassembler tells its caller: the events of CONTRACT.md, as Rust values.
 
 use core::fmt;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -28,13 +29,17 @@ impl SourceKind {
     }
 }
 
-/// Who a session is. Shared (cheaply cloned) by every event of the session.
+/// Who a session is: carried by every event of the session (cloned without
+/// allocating), and kept in the session itself (a fleet's kernels give no name:
+/// their sessions keep none beside the address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
     /// The session id: the sender's random id for ncu, a receiver-made id otherwise.
     pub id: u64,
-    /// The sender's name (from HELLO/HEARTBEAT/END; the source IP until known).
-    pub name: String,
+    /// The name the sender gave (HELLO/HEARTBEAT/END); `None` until it gave one,
+    /// and for netconsole and text sources, which give none. See
+    /// [`SessionInfo::name`].
+    pub given_name: Option<Arc<str>>,
     /// Where its datagrams come from (the first datagram's address).
     pub addr: SocketAddr,
     /// What kind of source.
@@ -45,6 +50,14 @@ impl SessionInfo {
     /// The session id as CONTRACT.md prints it: 16 lowercase hex digits.
     pub fn id_hex(&self) -> String {
         format!("{:016x}", self.id)
+    }
+
+    /// The sender's name as reports show it: the name it gave, else its source IP.
+    pub fn name(&self) -> Cow<'_, str> {
+        match &self.given_name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(self.addr.ip().to_string()),
+        }
     }
 }
 
@@ -190,7 +203,7 @@ pub enum Event {
     /// HELLO nor line 1: it joined the session mid-way at `first_seq`.
     Start {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// The first sequence number this receiver accounts for.
         first_seq: u64,
         /// The receiver joined mid-way.
@@ -199,7 +212,7 @@ pub enum Event {
     /// A line, in order (or `late`).
     Line {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// Its sequence number.
         seq: u64,
         /// The bytes, without newline.
@@ -220,7 +233,7 @@ pub enum Event {
     /// Lines given up on: `first..=last`.
     Gap {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// First missing sequence number.
         first: u64,
         /// Last missing sequence number.
@@ -231,7 +244,7 @@ pub enum Event {
     /// The session went quiet, or was replaced by a new one.
     Silent {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// The highest sequence number of a line received (0: none).
         last_seq: u64,
         /// That line's bytes (at most [`LAST_TEXT_MAX`]).
@@ -249,7 +262,7 @@ pub enum Event {
     /// A silent session sends again.
     Resumed {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// The sequence number of what arrived.
         seq: u64,
     },
@@ -257,7 +270,7 @@ pub enum Event {
     /// delivered or reported lost).
     End {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
         /// The last line's sequence number, as END says.
         last_seq: u64,
         /// Lines sent, as END says.
@@ -281,7 +294,7 @@ pub enum Event {
     /// A session was dropped from memory to make room (the oldest idle one).
     Retired {
         /// The session.
-        session: Arc<SessionInfo>,
+        session: SessionInfo,
     },
 }
 
@@ -322,7 +335,7 @@ impl Fate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSummary {
     /// The session.
-    pub session: Arc<SessionInfo>,
+    pub session: SessionInfo,
     /// First sequence number accounted for.
     pub first_seq: u64,
     /// The receiver joined mid-way.

@@ -136,7 +136,7 @@ impl Rig {
                     text,
                     kernel: Some(k),
                     ..
-                } if session.name == "db-7" => Some((
+                } if session.name() == "db-7" => Some((
                     k.seq,
                     String::from_utf8_lossy(text).into_owned(),
                     k.via_netconsole,
@@ -252,7 +252,7 @@ fn another_address_stays_its_own_session() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::Start { session, .. } if session.name != "db-7" => {
+            Event::Start { session, .. } if session.name() != "db-7" => {
                 Some(session.addr.to_string())
             }
             _ => None,

@@ -225,7 +225,7 @@ pub(crate) fn env_of(
         _ => return env,
     };
     env.push(("NCU_EVENT", kind.to_owned()));
-    env.push(("NCU_SENDER", field(session.name.as_bytes()).into_owned()));
+    env.push(("NCU_SENDER", field(session.name().as_bytes()).into_owned()));
     env.push(("NCU_SESSION", session.id_hex()));
     env.push(("NCU_ADDR", session.addr.to_string()));
     env.push(("NCU_SOURCE", session.kind.as_str().to_owned()));

@@ -14,8 +14,6 @@
 //! below. An entry carries only what a reader needs: at a few hundred thousand lines
 //! a second its bytes are most of the cost.
 
-use std::sync::Arc;
-
 use ncu_proto::event::{Event, GapKind, SessionInfo};
 
 use crate::escape;
@@ -72,22 +70,22 @@ fn number(out: &mut Vec<u8>, name: &str, mut value: u64) {
 /// lines from one sender repeats on every entry.
 #[derive(Default)]
 pub(crate) struct Journal {
-    session: Option<(Arc<SessionInfo>, Vec<u8>)>,
+    session: Option<(SessionInfo, Vec<u8>)>,
 }
 
 impl Journal {
     /// `__REALTIME_TIMESTAMP` (`at_us`) and the session's fields: `_HOSTNAME`,
     /// `NCU_SESSION`, `NCU_ADDR`.
-    fn common(&mut self, out: &mut Vec<u8>, session: &Arc<SessionInfo>, at_us: u64) {
+    fn common(&mut self, out: &mut Vec<u8>, session: &SessionInfo, at_us: u64) {
         number(out, "__REALTIME_TIMESTAMP", at_us);
         match &self.session {
-            Some((s, fields)) if Arc::ptr_eq(s, session) => out.extend_from_slice(fields),
+            Some((s, fields)) if s == session => out.extend_from_slice(fields),
             _ => {
                 let mut fields = Vec::with_capacity(128);
                 field(
                     &mut fields,
                     "_HOSTNAME",
-                    escape::field(session.name.as_bytes()).as_bytes(),
+                    escape::field(session.name().as_bytes()).as_bytes(),
                 );
                 field(&mut fields, "NCU_SESSION", session.id_hex().as_bytes());
                 field(&mut fields, "NCU_ADDR", session.addr.to_string().as_bytes());
@@ -221,7 +219,6 @@ fn event_name(event: &Event) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use ncu_proto::event::SourceKind;
 
@@ -238,12 +235,12 @@ mod tests {
 
     #[test]
     fn fields_with_newlines_go_in_binary_form() {
-        let session = Arc::new(SessionInfo {
+        let session = SessionInfo {
             id: 1,
-            name: "db\n7".to_owned(),
+            given_name: Some("db\n7".into()),
             addr: "127.0.0.1:9".parse().expect("an address"),
             kind: SourceKind::Ncu,
-        });
+        };
         let mut out = Vec::new();
         Journal::default().entry(
             &Event::Line {

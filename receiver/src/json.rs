@@ -56,14 +56,41 @@ impl Serialize for Addr {
             return s.collect_str(&self.0);
         };
         let mut out = [0u8; 21];
-        let mut n = 0;
-        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-            n = put_decimal(u32::from(octet), &mut out, n);
-            out[n] = if i < 3 { b'.' } else { b':' };
+        let mut n = put_ipv4(*v4.ip(), &mut out);
+        out[n] = b':';
+        n = put_decimal(u32::from(v4.port()), &mut out, n + 1);
+        s.serialize_str(std::str::from_utf8(&out[..n]).unwrap_or_default())
+    }
+}
+
+/// Writes `ip` dotted at the start of `out` (15 bytes at most); returns its length.
+fn put_ipv4(ip: std::net::Ipv4Addr, out: &mut [u8]) -> usize {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
             n += 1;
         }
-        n = put_decimal(u32::from(v4.port()), &mut out, n);
-        s.serialize_str(std::str::from_utf8(&out[..n]).unwrap_or_default())
+        n = put_decimal(u32::from(octet), out, n);
+    }
+    n
+}
+
+/// A sender's name: the one it gave, else its IP (an IPv4 one written without
+/// fmt: every line of a fleet's kernels carries one).
+struct Sender<'a>(&'a SessionInfo);
+
+impl Serialize for Sender<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (&self.0.given_name, self.0.addr) {
+            (Some(name), _) => s.serialize_str(name),
+            (None, SocketAddr::V4(v4)) => {
+                let mut out = [0u8; 15];
+                let n = put_ipv4(*v4.ip(), &mut out);
+                s.serialize_str(std::str::from_utf8(&out[..n]).unwrap_or_default())
+            }
+            (None, addr) => s.collect_str(&addr.ip()),
+        }
     }
 }
 
@@ -79,14 +106,14 @@ impl Serialize for Time {
 /// The fields every event about a session has.
 #[derive(Serialize)]
 struct Who<'a> {
-    sender: &'a str,
+    sender: Sender<'a>,
     addr: Addr,
     session: Hex,
 }
 
 fn who(s: &SessionInfo) -> Who<'_> {
     Who {
-        sender: &s.name,
+        sender: Sender(s),
         addr: Addr(s.addr),
         session: Hex(s.id),
     }
@@ -514,7 +541,7 @@ mod tests {
     /// The written-without-fmt fields against what `Display` and chrono write, for
     /// random values (seed printed) and the edges.
     #[test]
-    fn ids_addresses_and_times_as_fmt_and_chrono_write_them() {
+    fn ids_addresses_names_and_times_as_fmt_and_chrono_write_them() {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -554,6 +581,16 @@ mod tests {
         }
         for addr in addrs {
             assert_eq!(json(Addr(addr)), format!("\"{addr}\""));
+            let mut info = SessionInfo {
+                id: 1,
+                given_name: None,
+                addr,
+                kind: ncu_proto::event::SourceKind::KernelExtended,
+            };
+            assert_eq!(json(Sender(&info)), format!("\"{}\"", addr.ip()));
+            assert_eq!(json(Sender(&info)), json(info.name()));
+            info.given_name = Some("db-7".into());
+            assert_eq!(json(Sender(&info)), "\"db-7\"");
         }
         for us in times {
             let chrono = DateTime::from_timestamp_micros(us as i64)

@@ -394,7 +394,7 @@ pub(crate) fn render(
         .map(|v| {
             format!(
                 "sender=\"{}\",session=\"{}\",source=\"{}\"",
-                label(v.info.name.as_bytes()),
+                label(v.info.name().as_bytes()),
                 v.info.id_hex(),
                 v.info.kind.as_str()
             )

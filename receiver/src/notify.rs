@@ -112,7 +112,7 @@ impl Health {
                 last_received_at_us,
                 ..
             } if self.silent.len() < MAX_SILENT => {
-                let name = crate::escape::field(session.name.as_bytes()).into_owned();
+                let name = crate::escape::field(session.name().as_bytes()).into_owned();
                 self.silent.insert(session.id, (name, *last_received_at_us));
             }
             Event::Resumed { session, .. }

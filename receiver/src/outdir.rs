@@ -147,7 +147,7 @@ impl OutputDir {
             |t| t.format("%Y%m%dT%H%M%SZ").to_string(),
         );
         self.dir
-            .join(sanitize(&session.name))
+            .join(sanitize(&session.name()))
             .join(format!("{start}-{}.log", session.id_hex()))
     }
 
@@ -424,7 +424,7 @@ mod tests {
         let sessions: Vec<SessionInfo> = (0..(MAX_OPEN as u64 + 10))
             .map(|i| SessionInfo {
                 id: 1000 + i,
-                name: format!("host-{i}"),
+                given_name: Some(format!("host-{i}").into()),
                 addr: "127.0.0.1:9".parse().expect("an address"),
                 kind: SourceKind::Text,
             })

@@ -106,7 +106,8 @@ pub(crate) fn rfc3339_into(us: u64, out: &mut [u8; RFC3339_LEN]) -> &str {
 /// died: what ncu-send sent last, what the kernel's netconsole delivered after it,
 /// and whether anything is missing.
 pub(crate) fn story(session: &SessionInfo, tail: &NetconsoleTail) -> String {
-    let name = escape::field(session.name.as_bytes());
+    let name = session.name();
+    let name = escape::field(name.as_bytes());
     let before = match tail.last_kmsg {
         Some((k, Some(at))) => format!(
             "ncu-send's last record was {k} at {}",
@@ -148,7 +149,7 @@ pub(crate) fn end_reason_name(reason: EndReason) -> &'static str {
 fn who(s: &SessionInfo) -> String {
     format!(
         "sender={} session={}",
-        escape::field(s.name.as_bytes()),
+        escape::field(s.name().as_bytes()),
         s.id_hex()
     )
 }
@@ -304,7 +305,7 @@ pub(crate) fn text_line(
     out: &mut Vec<u8>,
 ) {
     if prefix {
-        out.extend_from_slice(escape::field(session.name.as_bytes()).as_bytes());
+        out.extend_from_slice(escape::field(session.name().as_bytes()).as_bytes());
         out.extend_from_slice(b": ");
     }
     // A kernel record from `ncu-send --kmsg`: as dmesg prints it (the ones only
@@ -469,7 +470,6 @@ pub(crate) fn summary(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use ncu_proto::event::{Fate, SourceKind};
 
@@ -478,12 +478,12 @@ mod tests {
 
     /// Every event with network text in it, for a session named `name`.
     fn events(name: &[u8], last: &[u8]) -> (Vec<Event>, SessionSummary) {
-        let session = Arc::new(SessionInfo {
+        let session = SessionInfo {
             id: 7,
-            name: String::from_utf8_lossy(name).into_owned(),
+            given_name: Some(String::from_utf8_lossy(name).into()),
             addr: "[::1]:4000".parse().expect("an address"),
             kind: SourceKind::Ncu,
-        });
+        };
         let events = vec![
             Event::Start {
                 session: session.clone(),

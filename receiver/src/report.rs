@@ -252,7 +252,7 @@ fn session_section(s: &mut String, x: &SessionSummary, ledger: &Ledger) {
     let _ = writeln!(
         s,
         "### {} — session {} ({}, from {})\n",
-        escape::markdown(info.name.as_bytes()),
+        escape::markdown(info.name().as_bytes()),
         info.id_hex(),
         info.kind.as_str(),
         info.addr
@@ -411,7 +411,6 @@ pub(crate) fn write(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use ncu_proto::event::{SessionInfo, SourceKind};
     use pulldown_cmark::{Event as Md, Parser, Tag, TagEnd};
@@ -422,13 +421,13 @@ mod tests {
     fn summary(name: &[u8], last: &[u8], id: u64, fate: Fate) -> SessionSummary {
         let addr: SocketAddr = "127.0.0.1:4000".parse().expect("an address");
         SessionSummary {
-            session: Arc::new(SessionInfo {
+            session: SessionInfo {
                 id,
                 // The reassembler keeps names as text: what the wire's UTF-8 check lets in.
-                name: String::from_utf8_lossy(name).into_owned(),
+                given_name: Some(String::from_utf8_lossy(name).into()),
                 addr,
                 kind: SourceKind::Ncu,
-            }),
+            },
             first_seq: 1,
             joined: false,
             lines: 3,

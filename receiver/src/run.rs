@@ -566,7 +566,7 @@ pub(crate) fn run(config: Config) -> Result<(), RunError> {
                     label: format!(
                         "--on-{} hook for sender={} session={}",
                         label.0,
-                        escape::field(label.1.name.as_bytes()),
+                        escape::field(label.1.name().as_bytes()),
                         label.1.id_hex()
                     ),
                 });

@@ -170,11 +170,11 @@ impl Inner {
         self.stats.sessions += 1;
         let info = SessionInfo {
             id,
-            name: from.ip().to_string(),
+            given_name: None,
             addr: from,
             kind,
         };
-        let mut session = Session::new(Arc::new(info), now, wall_us);
+        let mut session = Session::new(info, now, wall_us);
         self.register(&mut session);
         session.source = match kind {
             SourceKind::KernelExtended => Source::Kernel(None),

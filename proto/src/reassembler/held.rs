@@ -107,9 +107,11 @@ impl Inner {
         self.budget.refund(ip, session.state_bytes as usize);
         self.budget.remove_session(ip);
         if let Some(id) = session.key().ncu_id() {
-            let sender = (session.info.addr.ip(), session.info.name.clone());
-            if self.senders.get(&sender) == Some(&id) {
-                self.senders.remove(&sender);
+            if let Some(name) = &session.info.given_name {
+                let sender = (session.info.addr.ip(), name.to_string());
+                if self.senders.get(&sender) == Some(&id) {
+                    self.senders.remove(&sender);
+                }
             }
         }
         if self.config.max_finished_summaries > 0 {

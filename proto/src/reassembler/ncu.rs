@@ -28,12 +28,12 @@ impl Inner {
     ) -> (Session, Option<u64>) {
         let info = SessionInfo {
             id: repr.header.session,
-            name: from.ip().to_string(),
+            given_name: None,
             addr: from,
             kind: SourceKind::Ncu,
         };
         self.stats.sessions += 1;
-        let mut s = Session::new(Arc::new(info), now, wall_us);
+        let mut s = Session::new(info, now, wall_us);
         self.register(&mut s);
         // HELLO, HEARTBEAT and END carry the name: learn it before `start` is
         // reported (HELLO starts the session when it is handled).
@@ -205,15 +205,10 @@ impl Inner {
     /// whose newer session this is, returns the id of that sender's previous session
     /// (for the table to mark it restarted).
     pub(super) fn learn_name(&mut self, session: &mut Session, name: &str) -> Option<u64> {
-        if session.name_known && session.info.name == name {
+        if session.info.given_name.as_deref() == Some(name) {
             return None;
         }
-        session.name_known = true;
-        let info = SessionInfo {
-            name: name.to_owned(),
-            ..(*session.info).clone()
-        };
-        session.info = Arc::new(info);
+        session.info.given_name = Some(Arc::from(name));
         let sender = (session.info.addr.ip(), name.to_owned());
         let previous = self.senders.insert(sender, session.info.id);
         previous.filter(|&id| id != session.info.id)

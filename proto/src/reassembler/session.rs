@@ -122,7 +122,7 @@ pub(super) struct IncomingLine {
 /// again, so that an idle host of a fleet costs little.
 #[derive(Debug)]
 pub(super) struct Session {
-    pub(super) info: Arc<SessionInfo>,
+    pub(super) info: SessionInfo,
     /// `None` while joining: the first sequence number is not known yet.
     pub(super) first_seq: Option<u64>,
     /// Every line below `next` was delivered or reported lost.
@@ -153,7 +153,6 @@ pub(super) struct Session {
     pub(super) gap_kind: GapKind,
     pub(super) joined: bool,
     pub(super) end_reported: bool,
-    pub(super) name_known: bool,
     pub(super) extra: Option<Box<Extra>>,
 }
 
@@ -320,7 +319,7 @@ pub(super) struct Companion {
 }
 
 impl Session {
-    pub(super) fn new(info: Arc<SessionInfo>, now: Instant, wall_us: u64) -> Session {
+    pub(super) fn new(info: SessionInfo, now: Instant, wall_us: u64) -> Session {
         Session {
             info,
             first_seq: None,
@@ -343,7 +342,6 @@ impl Session {
             gap_kind: GapKind::Lost,
             joined: false,
             end_reported: false,
-            name_known: false,
             extra: None,
         }
     }
@@ -390,7 +388,7 @@ impl Session {
             Source::Ncu => 0,
         };
         SESSION_STATE_BYTES
-            + self.info.name.len()
+            + self.info.given_name.as_ref().map_or(0, |n| n.len())
             + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
             + source
             + self.extra().lost_ranges.len() * RANGE_ENTRY_BYTES

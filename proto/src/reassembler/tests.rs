@@ -279,7 +279,7 @@ fn a_session_first_seen_by_heartbeat_starts_with_its_name() {
     let ds = datagrams(&mut f, |f, o| f.heartbeat(0, o));
     h.feed("10.0.0.12:1", &ds[0]);
     match h.events().first() {
-        Some(Event::Start { session, .. }) => assert_eq!(session.name, "web"),
+        Some(Event::Start { session, .. }) => assert_eq!(session.name(), "web"),
         other => panic!("{other:?}"),
     }
 }
