@@ -6,11 +6,14 @@
 //! charges and refunds it on every path that holds bytes, and when
 //! [`Budget::victim`] names a source, gives up that source's oldest incomplete work
 //! ([`Budget::oldest_holder`]) or, when it holds only session state, retires its
-//! oldest session but the one it began with ([`Budget::oldest_session`]). A flood
+//! oldest listed session ([`Budget::oldest_session`]). A source's first session
+//! (the one its address had before any other) is not listed: its state is charged
+//! to the total only, and it is never the one its own source gives up. A flood
 //! from one source therefore sheds its own work first and cannot evict a quiet
-//! host's tail, nor the session its own address had before the flood.
+//! host's tail, nor the session its own address had before the flood; and a
+//! fleet's hosts, one session each and idle, cost the budget no entry at all.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -18,54 +21,23 @@ use std::time::Instant;
 /// Default budget (`--max-held`): 64 MiB, safe on a 1 GB machine.
 pub const DEFAULT_MAX_HELD: usize = 64 << 20;
 
-/// What one source holds: 24 bytes, and no allocation while it has one session
-/// holding nothing (a fleet has many such sources).
+/// What one source holds, while it has listed sessions or work.
 #[derive(Debug)]
 struct Load<K> {
-    /// Bytes charged: work plus session state.
+    /// Bytes charged: work plus the state of its listed sessions.
     bytes: usize,
-    /// Live sessions.
+    /// Listed sessions live.
     live: u32,
-    /// Its sessions after the one it began with, and those holding work, when
-    /// there are any.
-    more: Option<Box<More<K>>>,
-}
-
-/// A source's sessions after its first, and those holding work.
-#[derive(Debug)]
-struct More<K> {
     /// Sessions holding work, oldest holder first: (holding since, key).
     holders: BTreeSet<(Instant, K)>,
-    /// Live sessions begun while the source had one already, oldest first; may
-    /// hold keys of sessions gone (skipped and compacted lazily). A source's first
-    /// session is not among them: a flood from one address gives up its own later
-    /// sessions, and the one that was there before it stays.
+    /// Listed sessions, oldest first; may hold keys of sessions gone (skipped and
+    /// compacted lazily).
     sessions: VecDeque<K>,
 }
 
-impl<K: Copy + Ord> Load<K> {
-    fn more(&mut self) -> &mut More<K> {
-        self.more.get_or_insert_with(|| {
-            Box::new(More {
-                holders: BTreeSet::new(),
-                sessions: VecDeque::new(),
-            })
-        })
-    }
-
-    fn holds_work(&self) -> bool {
-        self.more.as_ref().is_some_and(|m| !m.holders.is_empty())
-    }
-
-    /// Gives `more` back when it holds nothing.
-    fn compact(&mut self) {
-        if self
-            .more
-            .as_ref()
-            .is_some_and(|m| m.holders.is_empty() && m.sessions.is_empty())
-        {
-            self.more = None;
-        }
+impl<K> Load<K> {
+    fn is_empty(&self) -> bool {
+        self.bytes == 0 && self.live == 0 && self.holders.is_empty()
     }
 }
 
@@ -93,11 +65,10 @@ pub struct Budget<K> {
     limit: usize,
     per_source: usize,
     total: usize,
+    /// The sources with listed sessions or work held: the only ones
+    /// [`Budget::heaviest`] looks at, so that its cost follows them and not a
+    /// fleet of one-session hosts (or spoofed addresses).
     sources: HashMap<[u8; 16], Load<K>>,
-    /// The sources with more than one session or with work held (those with
-    /// `more`): the only ones [`Budget::heaviest`] looks at, so that its cost
-    /// follows them and not a fleet of one-session hosts (or spoofed addresses).
-    busy: HashSet<[u8; 16]>,
     /// How often the budget was full and something was given up.
     reached: u64,
 }
@@ -110,7 +81,6 @@ impl<K: Copy + Ord + Hash> Budget<K> {
             per_source: limit / 2,
             total: 0,
             sources: HashMap::new(),
-            busy: HashSet::new(),
             reached: 0,
         }
     }
@@ -125,7 +95,7 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.total
     }
 
-    /// Bytes charged to `ip`.
+    /// Bytes charged to `ip` (its work and its listed sessions' state).
     pub fn of(&self, ip: IpAddr) -> usize {
         self.sources.get(&source(ip)).map_or(0, |l| l.bytes)
     }
@@ -144,42 +114,26 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.sources.entry(source(ip)).or_insert_with(|| Load {
             bytes: 0,
             live: 0,
-            more: None,
+            holders: BTreeSet::new(),
+            sessions: VecDeque::new(),
         })
     }
 
     fn forget_if_empty(&mut self, ip: IpAddr) {
         let key = source(ip);
-        if self
-            .sources
-            .get(&key)
-            .is_some_and(|l| l.bytes == 0 && l.live == 0 && !l.holds_work())
-        {
+        if self.sources.get(&key).is_some_and(Load::is_empty) {
             self.sources.remove(&key);
         }
-        self.note_busy(key);
     }
 
-    /// Keeps `busy` in step with whether source `key` has `more`.
-    fn note_busy(&mut self, key: [u8; 16]) {
-        if self.sources.get(&key).is_some_and(|l| l.more.is_some()) {
-            self.busy.insert(key);
-        } else {
-            self.busy.remove(&key);
-        }
-    }
-
-    /// A new session of `ip`.
+    /// A new listed session of `ip` (one begun while its first was live).
     pub fn add_session(&mut self, ip: IpAddr, key: K) {
         let load = self.load(ip);
-        if load.live > 0 {
-            load.more().sessions.push_back(key);
-        }
+        load.sessions.push_back(key);
         load.live += 1;
-        self.note_busy(source(ip));
     }
 
-    /// A session of `ip` is gone (its charges refunded before).
+    /// A listed session of `ip` is gone (its charges refunded before).
     pub fn remove_session(&mut self, ip: IpAddr) {
         if let Some(load) = self.sources.get_mut(&source(ip)) {
             load.live = load.live.saturating_sub(1);
@@ -202,19 +156,25 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.forget_if_empty(ip);
     }
 
+    /// Charges `n` bytes to the total only (a source's first session's state).
+    pub fn charge_total(&mut self, n: usize) {
+        self.total += n;
+    }
+
+    /// Refunds `n` bytes charged with [`Budget::charge_total`] before.
+    pub fn refund_total(&mut self, n: usize) {
+        self.total = self.total.saturating_sub(n);
+    }
+
     /// Session `key` of `ip` holds work since `since`.
     pub fn start_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
-        self.load(ip).more().holders.insert((since, key));
-        self.note_busy(source(ip));
+        self.load(ip).holders.insert((since, key));
     }
 
     /// Session `key` of `ip`, holding since `since`, holds no work any more.
     pub fn stop_holding(&mut self, ip: IpAddr, key: K, since: Instant) {
         if let Some(load) = self.sources.get_mut(&source(ip)) {
-            if let Some(more) = &mut load.more {
-                more.holders.remove(&(since, key));
-            }
-            load.compact();
+            load.holders.remove(&(since, key));
         }
         self.forget_if_empty(ip);
     }
@@ -237,26 +197,26 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         self.heaviest()
     }
 
-    /// Of the sources with more than one session or with work held, the one
-    /// charged the most (a source with one session and no work has nothing to give
-    /// up but that session: the caller retires the least recently heard instead).
+    /// Of the sources with listed sessions or with work held, the one charged the
+    /// most (a source with one session and no work has nothing to give up but that
+    /// session: the caller retires the least recently heard instead).
     pub fn heaviest(&self) -> Option<IpAddr> {
-        self.busy
+        self.sources
             .iter()
-            .filter_map(|addr| Some((self.sources.get(addr)?.bytes, *addr)))
+            .map(|(addr, load)| (load.bytes, *addr))
             .max()
             .map(|(_, addr)| address(addr))
     }
 
     /// The session of `ip` that has held work the longest.
     pub fn oldest_holder(&self, ip: IpAddr) -> Option<K> {
-        let more = self.sources.get(&source(ip))?.more.as_ref()?;
-        more.holders.first().map(|&(_, key)| key)
+        let load = self.sources.get(&source(ip))?;
+        load.holders.first().map(|&(_, key)| key)
     }
 
-    /// The oldest live session of `ip` other than `except` and other than the one
-    /// `ip` began with (`None` for a source with one session); `is_live` tells
-    /// which remembered keys are still sessions.
+    /// The oldest listed session of `ip` other than `except` (`None` for a source
+    /// with none: its first session is not listed); `is_live` tells which
+    /// remembered keys are still sessions.
     pub fn oldest_session(
         &mut self,
         ip: IpAddr,
@@ -264,22 +224,16 @@ impl<K: Copy + Ord + Hash> Budget<K> {
         is_live: impl Fn(&K) -> bool,
     ) -> Option<K> {
         let load = self.sources.get_mut(&source(ip))?;
-        let live = load.live as usize;
-        let more = load.more.as_mut()?;
-        while more.sessions.front().is_some_and(|k| !is_live(k)) {
-            more.sessions.pop_front();
+        while load.sessions.front().is_some_and(|k| !is_live(k)) {
+            load.sessions.pop_front();
         }
-        if more.sessions.len() > 2 * live + 16 {
-            more.sessions.retain(|k| is_live(k));
+        if load.sessions.len() > 2 * load.live as usize + 16 {
+            load.sessions.retain(|k| is_live(k));
         }
-        let found = more
-            .sessions
+        load.sessions
             .iter()
             .copied()
-            .find(|&k| k != except && is_live(&k));
-        load.compact();
-        self.note_busy(source(ip));
-        found
+            .find(|&k| k != except && is_live(&k))
     }
 }
 
@@ -307,9 +261,14 @@ mod tests {
         b.refund(ip(2), 450);
         assert_eq!(b.of(ip(2)), 0);
         assert_eq!(b.total(), 500);
-        // Holding nothing, with one session: not a source to give anything up.
         b.stop_holding(ip(2), 2, t);
+        b.remove_session(ip(2));
+        b.refund(ip(1), 100);
+        b.refund(ip(3), 400);
+        // Nothing held, no listed session: nothing to give up, nothing kept.
         assert_eq!(b.heaviest(), None);
+        assert!(b.sources.is_empty());
+        assert_eq!(b.total(), 0);
     }
 
     #[test]
@@ -317,11 +276,13 @@ mod tests {
         let t = Instant::now();
         let later = t + std::time::Duration::from_millis(5);
         let mut b: Budget<u32> = Budget::new(1000);
-        for k in 1..=3 {
+        // Session 1 is the source's first: not listed.
+        for k in 2..=3 {
             b.add_session(ip(1), k);
         }
         b.start_holding(ip(1), 2, later);
         b.start_holding(ip(1), 3, t);
+        b.start_holding(ip(1), 1, later + later.duration_since(t));
         assert_eq!(b.oldest_holder(ip(1)), Some(3));
         b.stop_holding(ip(1), 3, t);
         assert_eq!(b.oldest_holder(ip(1)), Some(2));
@@ -331,32 +292,32 @@ mod tests {
         assert_eq!(b.oldest_session(ip(1), 9, |&k| k != 2), Some(3));
         assert_eq!(b.oldest_session(ip(1), 3, |&k| k != 2), None);
         b.stop_holding(ip(1), 2, later);
-        for _ in 1..=3 {
+        for _ in 2..=3 {
             b.remove_session(ip(1));
         }
+        // Its first session still holds work.
+        assert_eq!(b.oldest_holder(ip(1)), Some(1));
+        b.stop_holding(ip(1), 1, later + later.duration_since(t));
         assert!(b.sources.is_empty());
     }
 
     #[test]
-    fn a_source_with_one_idle_session_allocates_nothing() {
+    fn a_source_with_only_its_first_session_idle_has_no_entry() {
         let mut b: Budget<u32> = Budget::new(1000);
-        b.add_session(ip(1), 1);
-        b.charge(ip(1), 100);
-        assert!(b.sources.values().all(|l| l.more.is_none()));
-        assert_eq!(b.oldest_session(ip(1), 9, |_| true), None);
+        b.charge_total(100);
+        assert!(b.sources.is_empty());
+        assert_eq!(b.total(), 100);
+        assert_eq!(b.heaviest(), None);
+        // A listed session makes a source one to look at; the heavier of those.
         let v6: IpAddr = "fe80::7".parse().unwrap();
         b.add_session(v6, 2);
         b.charge(v6, 50);
         assert_eq!(b.of(v6), 50);
-        // Sources with one session holding nothing are not looked at.
-        assert_eq!(b.heaviest(), None);
-        assert!(b.busy.is_empty());
-        // A second session makes a source one to look at; the heavier of those.
-        b.add_session(v6, 3);
-        b.add_session(ip(1), 4);
-        b.charge(v6, 100);
         assert_eq!(b.heaviest(), Some(v6));
+        b.add_session(ip(1), 4);
         b.charge(ip(1), 100);
         assert_eq!(b.heaviest(), Some(ip(1)));
+        b.refund_total(100);
+        assert_eq!(b.total(), 150);
     }
 }

@@ -148,8 +148,10 @@ impl Inner {
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
         fresh.source = assembler;
         fresh.slot = session.slot;
+        fresh.first = session.first;
         let old = std::mem::replace(session, fresh);
         self.finish(old);
+        self.register(session);
         session.gap_kind = gap_kind_of(&first);
         self.start(session, first.seq, false);
         if let Some(kernel) = &first.kernel {
@@ -175,7 +177,6 @@ impl Inner {
             kind,
         };
         let mut session = Session::new(info, now, wall_us);
-        self.register(&mut session);
         session.source = match kind {
             SourceKind::KernelExtended => Source::Kernel(None),
             _ => Source::Text(Box::new(PlainJoiner::new(PlainConfig {

@@ -49,10 +49,11 @@ impl Inner {
             return;
         }
         let ip = session.info.addr.ip();
-        if cost > charged {
-            self.budget.charge(ip, cost - charged);
-        } else {
-            self.budget.refund(ip, charged - cost);
+        match (session.first, cost > charged) {
+            (true, true) => self.budget.charge_total(cost - charged),
+            (true, false) => self.budget.refund_total(charged - cost),
+            (false, true) => self.budget.charge(ip, cost - charged),
+            (false, false) => self.budget.refund(ip, charged - cost),
         }
         session.state_bytes = cost as u32;
     }
@@ -92,10 +93,13 @@ impl Inner {
         session.extra().held_bytes < before
     }
 
-    /// A session in the budget from now on.
+    /// A session in the budget from now on (once in the table: whether it is the
+    /// first of its source is known there).
     pub(super) fn register(&mut self, session: &mut Session) {
-        self.budget
-            .add_session(session.info.addr.ip(), session.key());
+        if !session.first {
+            self.budget
+                .add_session(session.info.addr.ip(), session.key());
+        }
         self.recharge(session);
     }
 
@@ -104,8 +108,12 @@ impl Inner {
         let held = session.extra().held_bytes;
         self.release(&mut session, held);
         let ip = session.info.addr.ip();
-        self.budget.refund(ip, session.state_bytes as usize);
-        self.budget.remove_session(ip);
+        if session.first {
+            self.budget.refund_total(session.state_bytes as usize);
+        } else {
+            self.budget.refund(ip, session.state_bytes as usize);
+            self.budget.remove_session(ip);
+        }
         if let Some(id) = session.key().ncu_id() {
             if let Some(name) = &session.info.given_name {
                 let sender = (session.info.addr.ip(), name.to_string());

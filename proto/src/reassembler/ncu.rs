@@ -34,7 +34,6 @@ impl Inner {
         };
         self.stats.sessions += 1;
         let mut s = Session::new(info, now, wall_us);
-        self.register(&mut s);
         // HELLO, HEARTBEAT and END carry the name: learn it before `start` is
         // reported (HELLO starts the session when it is handled).
         let superseded = match repr.payload {

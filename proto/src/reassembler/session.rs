@@ -144,6 +144,10 @@ pub(super) struct Session {
     pub(super) queued_at: u32,
     /// Its place in the table (see [`Sessions`](super::slots::Sessions)).
     pub(super) slot: Slot,
+    /// The first session of its source address in the table (the one the
+    /// address had before any other): not listed in the budget, its state charged
+    /// to the total only, and never the one its own source gives up.
+    pub(super) first: bool,
     pub(super) source: Source,
     /// Text sessions: the number the next joined line gets.
     pub(super) next_text_seq: u64,
@@ -335,6 +339,7 @@ impl Session {
             scheduled: Tick::NONE,
             queued_at: 0,
             slot: 0,
+            first: false,
             source: Source::Ncu,
             next_text_seq: 1,
             last_kernel_ts: 0,

@@ -1,9 +1,11 @@
 //! Where sessions live: in slots that do not move while their session lives (the
 //! timers and the recency queue name a session by its 4-byte slot), found by key
 //! through an index that keeps only the slot (4 bytes per session: the key is
-//! worked out from the session itself, [`Session::key`]).
+//! worked out from the session itself, [`Session::key`]). A second index names
+//! each source address's first session (see [`Session::first`]).
 
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 
 use hashbrown::HashTable;
 
@@ -20,6 +22,8 @@ pub(super) struct Sessions {
     free: Vec<Slot>,
     /// Key -> slot (hashed with a random key: addresses are chosen by senders).
     index: HashTable<Slot>,
+    /// Source IP -> the slot of its first session, while that session lives.
+    firsts: HashTable<Slot>,
     hasher: RandomState,
 }
 
@@ -31,6 +35,7 @@ impl Sessions {
             slots: Vec::new(),
             free: Vec::new(),
             index: HashTable::with_capacity(n),
+            firsts: HashTable::with_capacity(n),
             hasher: RandomState::new(),
         }
     }
@@ -69,7 +74,8 @@ impl Sessions {
         self.slots.get_mut(slot as usize)?.as_mut()
     }
 
-    /// Puts `session` (whose key is not in the table) in a slot, which it is told.
+    /// Puts `session` (whose key is not in the table) in a slot, which it is told,
+    /// and tells it whether it is the first of its source address.
     pub(super) fn insert(&mut self, mut session: Session) -> &mut Session {
         let key = session.key();
         let slot = match self.free.pop() {
@@ -82,6 +88,13 @@ impl Sessions {
             }
         };
         session.slot = slot;
+        let ip = session.info.addr.ip();
+        let ip_hash = self.hasher.hash_one(ip);
+        session.first = self
+            .firsts
+            .find(ip_hash, |&s| ip_of(&self.slots, s) == Some(ip))
+            .is_none();
+        let first = session.first;
         self.slots[slot as usize] = Some(session);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
@@ -89,6 +102,11 @@ impl Sessions {
                 .as_ref()
                 .map_or(0, |session| hasher.hash_one(session.key()))
         });
+        if first {
+            self.firsts.insert_unique(ip_hash, slot, |&s| {
+                ip_of(slots, s).map_or(0, |ip| hasher.hash_one(ip))
+            });
+        }
         self.slots[slot as usize]
             .as_mut()
             .expect("the session just put there")
@@ -102,6 +120,13 @@ impl Sessions {
             .find_entry(self.hasher.hash_one(key), |&slot| is(slots, slot, key))
             .ok()?;
         let (slot, _) = entry.remove();
+        let ip = ip_of(&self.slots, slot)?;
+        if let Ok(first) = self
+            .firsts
+            .find_entry(self.hasher.hash_one(ip), |&s| s == slot)
+        {
+            first.remove();
+        }
         self.free.push(slot);
         self.slots[slot as usize].take()
     }
@@ -110,6 +135,12 @@ impl Sessions {
     pub(super) fn iter(&self) -> impl Iterator<Item = &Session> + '_ {
         self.slots.iter().flatten()
     }
+}
+
+/// The source IP of the session in `slot`.
+fn ip_of(slots: &[Option<Session>], slot: Slot) -> Option<IpAddr> {
+    let session = slots.get(slot as usize)?.as_ref()?;
+    Some(session.info.addr.ip())
 }
 
 /// Whether the session in `slot` has `key`.

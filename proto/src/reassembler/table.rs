@@ -54,7 +54,8 @@ impl Reassembler {
             if let Some(old) = superseded {
                 self.supersede(old, now, wall_us);
             }
-            self.sessions.insert(session);
+            let session = self.sessions.insert(session);
+            self.inner.register(session);
         }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
@@ -169,7 +170,9 @@ impl Reassembler {
             Some(slot) => self.sessions.at_mut(slot),
             None => {
                 let session = self.inner.new_local_session(from, kind, now, wall_us);
-                Some(self.sessions.insert(session))
+                let session = self.sessions.insert(session);
+                self.inner.register(session);
+                Some(session)
             }
         };
         let Some(session) = session else {
