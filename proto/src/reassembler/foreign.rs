@@ -35,24 +35,36 @@ impl Inner {
     ) {
         let next = session.next;
         self.touch(session, now, wall_us, next);
-        match (record, &mut session.source) {
-            (Some(record), Source::Kernel(assembler)) => {
-                if let Some(whole) = KernelRecord::whole(record) {
-                    // In one piece: straight to the ordering logic.
-                    self.source_line(session, kernel_line(whole), now, wall_us);
-                    self.after_input(session, now);
-                    return;
-                }
-                let config = self.extended_config();
-                let pushed = assembler
-                    .get_or_insert_with(|| Box::new(ExtendedAssembler::new(config)))
-                    .push(record, now);
-                if pushed.is_err() {
-                    self.corrupt(now, from, CorruptReason::Netconsole);
+        if let (Some(record), SourceKind::KernelExtended) = (record, session.info.kind) {
+            if let Some(whole) = KernelRecord::whole(record) {
+                // In one piece: straight to the ordering logic.
+                self.source_line(session, kernel_line(whole), now, wall_us);
+                self.after_input(session, now);
+                return;
+            }
+        }
+        let config = self.extended_config();
+        let pushed = match (record, session.info.kind) {
+            (Some(record), SourceKind::KernelExtended) => {
+                let assembler = session.assembler.get_or_insert_with(|| {
+                    Box::new(Assembler::Kernel(ExtendedAssembler::new(config)))
+                });
+                match assembler.as_mut() {
+                    Assembler::Kernel(a) => a.push(record, now).is_ok(),
+                    Assembler::Text(_) => false,
                 }
             }
-            (None, Source::Text(joiner)) => joiner.push(bytes, now),
-            _ => self.corrupt(now, from, CorruptReason::Netconsole),
+            (None, SourceKind::Text) => match session.assembler.as_deref_mut() {
+                Some(Assembler::Text(joiner)) => {
+                    joiner.push(bytes, now);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !pushed {
+            self.corrupt(now, from, CorruptReason::Netconsole);
         }
         self.take_source_output(session, now, wall_us);
         self.after_input(session, now);
@@ -62,15 +74,17 @@ impl Inner {
     /// assembler into its ordering logic.
     pub(super) fn take_source_output(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         loop {
-            let incoming = match &mut session.source {
-                Source::Kernel(assembler) => match assembler.as_mut().and_then(|a| a.poll_record())
-                {
+            let incoming = match session.assembler.as_deref_mut() {
+                Some(Assembler::Kernel(a)) => match a.poll_record() {
                     Some(record) => kernel_line(record),
                     None => break,
                 },
-                Source::Text(joiner) => match joiner.poll_line() {
+                // The receiver numbers a text source's lines, from 1, in the order
+                // they are joined: every one is delivered at once, so the next is
+                // one above the highest.
+                Some(Assembler::Text(joiner)) => match joiner.poll_line() {
                     Some(line) => IncomingLine {
-                        seq: session.next_text_seq,
+                        seq: session.highest + 1,
                         text: line.text,
                         flags: if line.partial { LINE_PARTIAL } else { 0 },
                         sent_at_us: None,
@@ -80,11 +94,8 @@ impl Inner {
                     },
                     None => break,
                 },
-                Source::Ncu => break,
+                None => break,
             };
-            if let Source::Text(_) = session.source {
-                session.next_text_seq += 1;
-            }
             self.source_line(session, incoming, now, wall_us);
         }
     }
@@ -114,11 +125,7 @@ impl Inner {
     /// Lets a netconsole or text session's assembler give up what it holds (a line
     /// without newline, a record missing fragments) so that it is delivered.
     pub(super) fn flush_source(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
-        let flushed = match &mut session.source {
-            Source::Kernel(assembler) => assembler.as_mut().is_some_and(|a| a.flush() > 0),
-            Source::Text(joiner) => joiner.flush(),
-            Source::Ncu => false,
-        };
+        let flushed = session.assembler.as_mut().is_some_and(|a| a.flush());
         if flushed {
             self.take_source_output(session, now, wall_us);
         }
@@ -144,9 +151,9 @@ impl Inner {
     ) {
         self.go_silent(session, SilentReason::Restarted, now, wall_us);
         let info = session.info.clone();
-        let assembler = std::mem::replace(&mut session.source, Source::Ncu);
+        let assembler = session.assembler.take();
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
-        fresh.source = assembler;
+        fresh.assembler = assembler;
         fresh.slot = session.slot;
         fresh.first = session.first;
         let old = std::mem::replace(session, fresh);
@@ -177,13 +184,12 @@ impl Inner {
             kind,
         };
         let mut session = Session::new(info, now, wall_us);
-        session.source = match kind {
-            SourceKind::KernelExtended => Source::Kernel(None),
-            _ => Source::Text(Box::new(PlainJoiner::new(PlainConfig {
+        if kind == SourceKind::Text {
+            session.assembler = Some(Box::new(Assembler::Text(PlainJoiner::new(PlainConfig {
                 line_timeout: self.config.reorder_window,
                 max_line_bytes: TEXT_LINE_MAX,
-            }))),
-        };
+            }))));
+        }
         session
     }
 }

@@ -550,6 +550,6 @@ mod tests;
 mod timers;
 
 use session::{
-    Companion, FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Source, Timer,
+    Assembler, Companion, FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Timer,
 };
 use slots::{Sessions, Slot};

@@ -55,17 +55,47 @@ impl SessionKey {
     }
 }
 
-/// What turns a session's datagrams into numbered lines.
+/// What turns a netconsole or text session's datagrams into lines, while it
+/// needs one: a text session always (text is joined across datagrams, and the
+/// receiver numbers the lines), a kernel session only while fragments are being
+/// rebuilt (a record in one piece needs none, and a fleet's idle hosts hold
+/// none). ncu datagrams carry their own numbers and need none.
 #[derive(Debug)]
-pub(super) enum Source {
-    /// ncu datagrams carry their own numbers.
-    Ncu,
-    /// Extended netconsole records; the assembler only while fragments are being
-    /// rebuilt (a record in one piece needs none, and a fleet's idle hosts hold
-    /// none).
-    Kernel(Option<Box<ExtendedAssembler>>),
-    /// Plain text joined across datagrams; the receiver numbers the lines.
-    Text(Box<PlainJoiner>),
+pub(super) enum Assembler {
+    Kernel(ExtendedAssembler),
+    Text(PlainJoiner),
+}
+
+impl Assembler {
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Assembler::Kernel(a) => a.poll_timeout(),
+            Assembler::Text(j) => j.poll_timeout(),
+        }
+    }
+
+    /// Gives up what is due; whether anything came out.
+    pub(super) fn handle_timeout(&mut self, now: Instant) -> bool {
+        match self {
+            Assembler::Kernel(a) => a.handle_timeout(now) > 0,
+            Assembler::Text(j) => j.handle_timeout(now),
+        }
+    }
+
+    /// Gives up everything held; whether anything came out.
+    pub(super) fn flush(&mut self) -> bool {
+        match self {
+            Assembler::Kernel(a) => a.flush() > 0,
+            Assembler::Text(j) => j.flush(),
+        }
+    }
+
+    pub(super) fn held_bytes(&self) -> usize {
+        match self {
+            Assembler::Kernel(a) => a.held_bytes(),
+            Assembler::Text(j) => j.held_bytes(),
+        }
+    }
 }
 
 /// A line waiting for the lines before it.
@@ -148,9 +178,8 @@ pub(super) struct Session {
     /// address had before any other): not listed in the budget, its state charged
     /// to the total only, and never the one its own source gives up.
     pub(super) first: bool,
-    pub(super) source: Source,
-    /// Text sessions: the number the next joined line gets.
-    pub(super) next_text_seq: u64,
+    /// See [`Assembler`].
+    pub(super) assembler: Option<Box<Assembler>>,
     /// Kernel sessions: the boot clock of the newest record (for reboot detection).
     pub(super) last_kernel_ts: u64,
     pub(super) fate: Fate,
@@ -340,8 +369,7 @@ impl Session {
             queued_at: 0,
             slot: 0,
             first: false,
-            source: Source::Ncu,
-            next_text_seq: 1,
+            assembler: None,
             last_kernel_ts: 0,
             fate: Fate::Running,
             gap_kind: GapKind::Lost,
@@ -373,9 +401,9 @@ impl Session {
     /// Gives the [`Extra`] box back when it holds nothing any more (after a
     /// datagram or a timer).
     pub(super) fn compact(&mut self) {
-        if let Source::Kernel(assembler) = &mut self.source {
-            if assembler.as_ref().is_some_and(|a| a.is_idle()) {
-                *assembler = None;
+        if let Some(Assembler::Kernel(a)) = self.assembler.as_deref() {
+            if a.is_idle() {
+                self.assembler = None;
             }
         }
         if self.extra.as_deref().is_some_and(Extra::is_empty) {
@@ -387,11 +415,7 @@ impl Session {
     /// its fixed size, its name, its quoted last line, what its netconsole or text
     /// assembler holds, and the lost ranges it remembers.
     pub(super) fn state_cost(&self) -> usize {
-        let source = match &self.source {
-            Source::Kernel(assembler) => assembler.as_ref().map_or(0, |a| a.held_bytes()),
-            Source::Text(joiner) => joiner.held_bytes(),
-            Source::Ncu => 0,
-        };
+        let source = self.assembler.as_ref().map_or(0, |a| a.held_bytes());
         SESSION_STATE_BYTES
             + self.info.given_name.as_ref().map_or(0, |n| n.len())
             + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
@@ -503,11 +527,7 @@ impl Session {
     /// When `timer` is due, if it is set: the one place a deadline is computed.
     pub(super) fn timer(&self, timer: Timer, config: &Config) -> Option<Instant> {
         match timer {
-            Timer::Source => match &self.source {
-                Source::Kernel(assembler) => assembler.as_ref().and_then(|a| a.poll_timeout()),
-                Source::Text(joiner) => joiner.poll_timeout(),
-                Source::Ncu => None,
-            },
+            Timer::Source => self.assembler.as_ref().and_then(|a| a.poll_timeout()),
             Timer::Join => self.extra().joining_until,
             Timer::Hole => self.hole_since().map(|since| since + self.wait(config)),
             Timer::Nack => self.nack_due(config),

@@ -73,13 +73,10 @@ impl Inner {
             }
             match timer {
                 Timer::Source => {
-                    let due = match &mut session.source {
-                        Source::Kernel(assembler) => assembler
-                            .as_mut()
-                            .is_some_and(|a| a.handle_timeout(now) > 0),
-                        Source::Text(joiner) => joiner.handle_timeout(now),
-                        Source::Ncu => false,
-                    };
+                    let due = session
+                        .assembler
+                        .as_mut()
+                        .is_some_and(|a| a.handle_timeout(now));
                     if due {
                         self.take_source_output(session, now, wall_us);
                     }
