@@ -258,10 +258,10 @@ const MAX_TABLE_RESERVED: usize = 1 << 20;
 /// Sealed session ids remembered as already reported (then forgotten all at once).
 const MAX_SEALED_REPORTED: usize = 4096;
 
-/// How finely the table orders sessions by when they were last heard: by whole
-/// seconds since the reassembler started (a session is queued again at most once
-/// a second).
-const RECENCY_STEP: Duration = Duration::from_secs(1);
+/// What share of the sessions one walk of the table puts in the retirement
+/// order (see [`Reassembler::least_recently_heard`]): the oldest eighth, so that a
+/// walk over every session is paid for by that many retirements.
+const RETIRE_ORDER_SHARE: usize = 8;
 
 /// Most reported-lost ranges a session remembers for recognising late lines.
 const MAX_LOST_RANGES: usize = 1024;
@@ -275,11 +275,11 @@ const MAX_LOST_RANGES: usize = 1024;
 #[derive(Debug)]
 pub struct Reassembler {
     sessions: Sessions,
-    /// Sessions in the order they were last heard, at [`RECENCY_STEP`] granularity
-    /// (steps since the start, from 1): an entry is current when the session in
-    /// its slot has that `queued_at`, else stale. (A later session in the same
-    /// slot heard in the same step is in its right place by the step.)
-    recency: VecDeque<(u32, Slot)>,
+    /// The sessions heard least recently when the table was last walked for them,
+    /// the least recent last: (when heard, slot). An entry is current while the
+    /// session in its slot was last heard then; others were heard since (or are
+    /// gone) and are skipped. Empty until a session is to be retired.
+    retire_order: Vec<(Instant, Slot)>,
     /// Where the kernel's netconsole of an ncu session sends from (its claim) ->
     /// that session's id.
     companions: HashMap<SocketAddr, u64>,
@@ -362,7 +362,7 @@ impl Reassembler {
             // records/s into 208 KiB lost some 250 records that way). Its slots
             // become resident only as sessions fill them.
             sessions: Sessions::with_capacity(config.max_sessions.min(MAX_TABLE_RESERVED)),
-            recency: VecDeque::new(),
+            retire_order: Vec::new(),
             companions: HashMap::new(),
             inner: Inner::new(config, now),
         }

@@ -4,8 +4,9 @@
 use super::*;
 
 /// Which session a datagram is for: an ncu session by its id, any other by its
-/// source address and kind. 24 bytes (a `SocketAddr` alone is 32): every session
-/// has one in the table, the timers and the recency queue.
+/// source address and kind. 24 bytes (a `SocketAddr` alone is 32); worked out
+/// from the session when needed ([`Session::key`]), kept only by the budget for
+/// the sessions it lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct SessionKey {
     /// The ncu session id (its first 8 bytes), or the source's IPv6 address (an
@@ -170,8 +171,6 @@ pub(super) struct Session {
     pub(super) lost: u64,
     /// The deadline this session has in the timers, if any.
     pub(super) scheduled: Tick,
-    /// The step of its entry in the table's recency queue (0: none).
-    pub(super) queued_at: u32,
     /// Its place in the table (see [`Sessions`](super::slots::Sessions)).
     pub(super) slot: Slot,
     /// The first session of its source address in the table (the one the
@@ -366,7 +365,6 @@ impl Session {
             lines: 0,
             lost: 0,
             scheduled: Tick::NONE,
-            queued_at: 0,
             slot: 0,
             first: false,
             assembler: None,

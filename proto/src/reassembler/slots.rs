@@ -1,5 +1,5 @@
 //! Where sessions live: in slots that do not move while their session lives (the
-//! timers and the recency queue name a session by its 4-byte slot), found by key
+//! timers name a session by its 4-byte slot), found by key
 //! through an index that keeps only the slot (4 bytes per session: the key is
 //! worked out from the session itself, [`Session::key`]). A second index names
 //! each source address's first session (see [`Session::first`]).

@@ -63,7 +63,6 @@ impl Reassembler {
         let outcome = self
             .inner
             .ncu_datagram(session, now, wall_us, from, flags, repr);
-        heard(&mut self.recency, session, self.inner.started, now);
         if let Some(source) = outcome.claim {
             // One claim per session: a new address replaces its earlier one.
             self.companions.retain(|_, claimer| *claimer != id);
@@ -180,7 +179,6 @@ impl Reassembler {
         };
         self.inner
             .foreign_datagram(session, record.as_ref(), now, wall_us, from, bytes);
-        heard(&mut self.recency, session, self.inner.started, now);
         self.after_datagram(from, key, now);
     }
 
@@ -280,27 +278,37 @@ impl Reassembler {
         }
     }
 
-    /// The session heard least recently, other than `keep` (stale entries of the
-    /// recency queue are dropped on the way).
+    /// The session heard least recently, other than `keep`: the last current
+    /// entry of the retirement order, which one walk over every session refills
+    /// with the oldest [`RETIRE_ORDER_SHARE`]th of them when it runs out. (Every
+    /// session not in it was heard after all in it were, when it was filled.)
     fn least_recently_heard(&mut self, keep: SessionKey) -> Option<SessionKey> {
-        let current = |sessions: &Sessions, &(at, slot): &(u32, Slot)| {
-            sessions.at(slot).is_some_and(|s| s.queued_at == at)
-        };
-        while let Some(front) = self.recency.front() {
-            if current(&self.sessions, front) {
-                break;
+        for walk in [false, true] {
+            if walk {
+                self.fill_retire_order();
             }
-            self.recency.pop_front();
+            while let Some(&(heard, slot)) = self.retire_order.last() {
+                match self.sessions.at(slot) {
+                    Some(s) if s.last_rx == heard && s.key() != keep => return Some(s.key()),
+                    _ => self.retire_order.pop(),
+                };
+            }
         }
-        if self.recency.len() > 2 * self.sessions.len() + 64 {
-            let sessions = &self.sessions;
-            self.recency.retain(|e| current(sessions, e));
+        None
+    }
+
+    /// Puts the oldest [`RETIRE_ORDER_SHARE`]th of the sessions (at least one) in
+    /// the retirement order, the least recently heard last.
+    fn fill_retire_order(&mut self) {
+        let mut all: Vec<(Instant, Slot)> =
+            self.sessions.iter().map(|s| (s.last_rx, s.slot)).collect();
+        let share = (all.len() / RETIRE_ORDER_SHARE).max(1);
+        if share < all.len() {
+            all.select_nth_unstable(share);
+            all.truncate(share);
         }
-        self.recency
-            .iter()
-            .filter(|e| current(&self.sessions, e))
-            .filter_map(|&(_, slot)| self.sessions.at(slot).map(Session::key))
-            .find(|&key| key != keep)
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        self.retire_order = all;
     }
 
     /// Drops session `key` from memory to make room, reporting what it held.
@@ -385,27 +393,6 @@ impl Reassembler {
             }
         }
     }
-}
-
-/// Notes that `session` was heard at `now` in the recency queue (at most one
-/// entry per recency step since `started`).
-fn heard(
-    recency: &mut VecDeque<(u32, Slot)>,
-    session: &mut Session,
-    started: Instant,
-    now: Instant,
-) {
-    let step = recency_step(started, now);
-    if session.queued_at != step {
-        session.queued_at = step;
-        recency.push_back((step, session.slot));
-    }
-}
-
-/// The recency step of `now`: whole [`RECENCY_STEP`]s since `started`, from 1.
-fn recency_step(started: Instant, now: Instant) -> u32 {
-    let steps = now.saturating_duration_since(started).as_secs() / RECENCY_STEP.as_secs();
-    u32::try_from(steps).unwrap_or(u32::MAX - 1) + 1
 }
 
 impl Inner {
