@@ -109,7 +109,7 @@ impl Inner {
         now: Instant,
         wall_us: u64,
     ) {
-        if session.first_seq.is_none() {
+        if session.first_seq().is_none() {
             session.gap_kind = gap_kind_of(&incoming);
             self.start(session, incoming.seq, false);
         } else if self.is_reboot(session, &incoming) {
@@ -183,7 +183,7 @@ impl Inner {
             addr: from,
             kind,
         };
-        let mut session = Session::new(info, now, wall_us);
+        let mut session = Session::new(info, Tick::of(self.started, now), wall_us);
         if kind == SourceKind::Text {
             session.assembler = Some(Box::new(Assembler::Text(PlainJoiner::new(PlainConfig {
                 line_timeout: self.config.reorder_window,

@@ -72,7 +72,7 @@ impl Inner {
     /// anything was freed.
     pub(super) fn shed(&mut self, session: &mut Session) -> bool {
         let before = session.extra().held_bytes;
-        if session.first_seq.is_none() {
+        if session.first_seq().is_none() {
             self.resolve_join(session);
         }
         while session.extra().held_bytes == before {

@@ -279,7 +279,7 @@ pub struct Reassembler {
     /// the least recent last: (when heard, slot). An entry is current while the
     /// session in its slot was last heard then; others were heard since (or are
     /// gone) and are skipped. Empty until a session is to be retired.
-    retire_order: Vec<(Instant, Slot)>,
+    retire_order: Vec<(Tick, Slot)>,
     /// Where the kernel's netconsole of an ncu session sends from (its claim) ->
     /// that session's id.
     companions: HashMap<SocketAddr, u64>,

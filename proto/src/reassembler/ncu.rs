@@ -33,7 +33,7 @@ impl Inner {
             kind: SourceKind::Ncu,
         };
         self.stats.sessions += 1;
-        let mut s = Session::new(info, now, wall_us);
+        let mut s = Session::new(info, Tick::of(self.started, now), wall_us);
         // HELLO, HEARTBEAT and END carry the name: learn it before `start` is
         // reported (HELLO starts the session when it is handled).
         let superseded = match repr.payload {
@@ -89,7 +89,7 @@ impl Inner {
                 if last >= repr.header.seq && last > session.extra().gone_upto {
                     session.extra_mut().gone_upto = last;
                     // The sender no longer has these: report them now.
-                    while session.first_seq.is_some()
+                    while session.first_seq().is_some()
                         && session.next <= session.extra().gone_upto
                         && self.give_up_first_hole_upto(session, last)
                     {}
@@ -98,7 +98,7 @@ impl Inner {
             Payload::Hello { name, .. } => {
                 superseded = self.learn_name(session, name);
                 // A repeated HELLO is no line: `duplicates` counts lines only.
-                if session.first_seq.is_none() {
+                if session.first_seq().is_none() {
                     self.start(session, repr.header.seq, false);
                 }
             }
@@ -162,7 +162,7 @@ impl Inner {
                 }
             }
         }
-        if session.first_seq.is_none() && session.extra().pending.contains_key(&1) {
+        if session.first_seq().is_none() && session.extra().pending.contains_key(&1) {
             self.start(session, 1, false);
         }
         self.after_input(session, now);
@@ -189,7 +189,7 @@ impl Inner {
 
     /// Records a datagram's arrival: resumes a silent session.
     pub(super) fn touch(&mut self, session: &mut Session, now: Instant, wall_us: u64, seq: u64) {
-        session.last_rx = now;
+        session.last_rx = Tick::of(self.started, now);
         session.last_rx_wall = wall_us;
         if session.fate == Fate::Silent {
             session.fate = Fate::Running;
@@ -227,7 +227,7 @@ impl Inner {
         } else {
             first_seq
         };
-        session.first_seq = Some(first_seq);
+        session.set_first_seq(first_seq);
         session.extra_mut().joining_until = None;
         session.joined = joined;
         session.next = first_seq;
@@ -256,7 +256,7 @@ impl Inner {
     }
 
     pub(super) fn resolve_join(&mut self, session: &mut Session) {
-        if session.first_seq.is_some() {
+        if session.first_seq().is_some() {
             return;
         }
         let lowest = [
@@ -282,7 +282,7 @@ impl Inner {
         now: Instant,
         from: SocketAddr,
     ) -> Option<Vec<u8>> {
-        let already_done = session.first_seq.is_some()
+        let already_done = session.first_seq().is_some()
             && (seq < session.next && !session.extra().lost_ranges.contains(seq)
                 || session.extra().pending.contains_key(&seq));
         if already_done {

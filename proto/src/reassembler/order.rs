@@ -23,7 +23,7 @@ impl Inner {
             kernel: line.kernel,
             skipped: line.skipped,
         };
-        let started = session.first_seq.is_some();
+        let started = session.first_seq().is_some();
         let is_late = started && seq < session.next;
         if is_late && !session.extra().lost_ranges.contains(seq)
             || session.extra().pending.contains_key(&seq)
@@ -58,7 +58,7 @@ impl Inner {
             self.deliver(session, seq, pending, true);
             return;
         }
-        if session.first_seq.is_some() && seq == session.next {
+        if session.first_seq().is_some() && seq == session.next {
             self.deliver(session, seq, pending, false);
             session.next += 1;
             self.drain(session);
@@ -66,7 +66,7 @@ impl Inner {
         }
         let len = pending.held_cost();
         self.make_room(session, len);
-        if session.first_seq.is_some() && seq <= session.next {
+        if session.first_seq().is_some() && seq <= session.next {
             // Room was made by giving up the lines before this one (or this one).
             if seq == session.next {
                 self.deliver(session, seq, pending, false);
@@ -80,12 +80,12 @@ impl Inner {
         }
         self.hold(session, len, now);
         session.extra_mut().pending.insert(seq, pending);
-        if session.first_seq.is_none()
+        if session.first_seq().is_none()
             && session.extra().pending.len() as u64 > self.config.max_pending_lines
         {
             self.resolve_join(session);
         }
-        if session.first_seq.is_some() {
+        if session.first_seq().is_some() {
             // A jump far ahead gives up the lines in between at once.
             while seq.saturating_sub(session.next) > self.config.max_pending_lines
                 || session.extra().pending.len() as u64 > self.config.max_pending_lines
@@ -117,7 +117,7 @@ impl Inner {
         session.lines += 1;
         if late {
             session.extra_mut().late += 1;
-            if seq >= session.first_seq.unwrap_or(0) {
+            if seq >= session.first_seq().unwrap_or(0) {
                 session.lost = session.lost.saturating_sub(1);
             }
         }
@@ -181,7 +181,7 @@ impl Inner {
 
     /// [`Reassembler::give_up_first_hole`], but no further than line `limit`.
     pub(super) fn give_up_first_hole_upto(&mut self, session: &mut Session, limit: u64) -> bool {
-        if session.first_seq.is_none() || session.next > limit {
+        if session.first_seq().is_none() || session.next > limit {
             return false;
         }
         let next = session.next;
@@ -250,7 +250,7 @@ impl Inner {
         let Some((last_seq, reason)) = session.extra().end else {
             return;
         };
-        if session.end_reported || session.first_seq.is_none() || session.next <= last_seq {
+        if session.end_reported || session.first_seq().is_none() || session.next <= last_seq {
             return;
         }
         session.end_reported = true;

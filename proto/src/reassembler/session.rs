@@ -154,8 +154,11 @@ pub(super) struct IncomingLine {
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) info: SessionInfo,
-    /// `None` while joining: the first sequence number is not known yet.
-    pub(super) first_seq: Option<u64>,
+    /// The first sequence number accounted for, once `started` (see
+    /// [`Session::first_seq`]).
+    start_seq: u64,
+    /// Whether the first sequence number is known (not while joining).
+    started: bool,
     /// Every line below `next` was delivered or reported lost.
     pub(super) next: u64,
     /// Highest sequence number of a complete line received.
@@ -163,7 +166,8 @@ pub(super) struct Session {
     /// What the budget is charged for this session's own state
     /// ([`Session::state_cost`], as of the last [`Reassembler::recharge`]).
     pub(super) state_bytes: u32,
-    pub(super) last_rx: Instant,
+    /// When its last datagram arrived.
+    pub(super) last_rx: Tick,
     pub(super) first_rx_wall: u64,
     pub(super) last_rx_wall: u64,
     pub(super) last_line: Option<(u64, Vec<u8>, Option<u64>)>,
@@ -351,10 +355,11 @@ pub(super) struct Companion {
 }
 
 impl Session {
-    pub(super) fn new(info: SessionInfo, now: Instant, wall_us: u64) -> Session {
+    pub(super) fn new(info: SessionInfo, now: Tick, wall_us: u64) -> Session {
         Session {
             info,
-            first_seq: None,
+            start_seq: 0,
+            started: false,
             next: 0,
             highest: 0,
             state_bytes: 0,
@@ -375,6 +380,18 @@ impl Session {
             end_reported: false,
             extra: None,
         }
+    }
+
+    /// The first sequence number accounted for; `None` while joining (not known
+    /// yet).
+    pub(super) fn first_seq(&self) -> Option<u64> {
+        self.started.then_some(self.start_seq)
+    }
+
+    /// The first sequence number is known: `seq`.
+    pub(super) fn set_first_seq(&mut self, seq: u64) {
+        self.start_seq = seq;
+        self.started = true;
     }
 
     /// Its key in the table.
@@ -424,7 +441,7 @@ impl Session {
     pub(super) fn summary(&self) -> SessionSummary {
         SessionSummary {
             session: self.info.clone(),
-            first_seq: self.first_seq.unwrap_or(0),
+            first_seq: self.first_seq().unwrap_or(0),
             joined: self.joined,
             lines: self.lines,
             lost: self.lost,
@@ -505,7 +522,7 @@ impl Session {
 
     /// When the oldest evidence of a hole at `next` arrived, if there is a hole.
     pub(super) fn hole_since(&self) -> Option<Instant> {
-        self.first_seq?;
+        self.first_seq()?;
         let mut since: Option<Instant> = None;
         let mut take = |t: Instant| since = Some(since.map_or(t, |s| s.min(t)));
         if let Some((_, line)) = self.extra().pending.first_key_value() {
@@ -522,8 +539,9 @@ impl Session {
         since
     }
 
-    /// When `timer` is due, if it is set: the one place a deadline is computed.
-    pub(super) fn timer(&self, timer: Timer, config: &Config) -> Option<Instant> {
+    /// When `timer` is due, if it is set: the one place a deadline is computed
+    /// (`started`: when the reassembler started, which its ticks count from).
+    pub(super) fn timer(&self, timer: Timer, config: &Config, started: Instant) -> Option<Instant> {
         match timer {
             Timer::Source => self.assembler.as_ref().and_then(|a| a.poll_timeout()),
             Timer::Join => self.extra().joining_until,
@@ -546,7 +564,7 @@ impl Session {
             }
             Timer::Dead => match self.fate {
                 Fate::Running if self.extra().end.is_none() => {
-                    Some(self.last_rx + config.dead_after)
+                    Some(self.last_rx.at(started) + config.dead_after)
                 }
                 Fate::Silent => self
                     .extra()
@@ -556,15 +574,17 @@ impl Session {
                     .map(|t| t + config.dead_after),
                 _ => None,
             },
-            Timer::Forget => self.end_reported.then(|| self.last_rx + config.dead_after),
+            Timer::Forget => self
+                .end_reported
+                .then(|| self.last_rx.at(started) + config.dead_after),
         }
     }
 
     /// The earliest of the session's timers.
-    pub(super) fn deadline(&self, config: &Config) -> Option<Instant> {
+    pub(super) fn deadline(&self, config: &Config, started: Instant) -> Option<Instant> {
         Timer::VALUES
             .iter()
-            .filter_map(|&t| self.timer(t, config))
+            .filter_map(|&t| self.timer(t, config, started))
             .min()
     }
 }

@@ -300,7 +300,7 @@ impl Reassembler {
     /// Puts the oldest [`RETIRE_ORDER_SHARE`]th of the sessions (at least one) in
     /// the retirement order, the least recently heard last.
     fn fill_retire_order(&mut self) {
-        let mut all: Vec<(Instant, Slot)> =
+        let mut all: Vec<(Tick, Slot)> =
             self.sessions.iter().map(|s| (s.last_rx, s.slot)).collect();
         let share = (all.len() / RETIRE_ORDER_SHARE).max(1);
         if share < all.len() {
@@ -346,7 +346,7 @@ impl Reassembler {
             self.inner.session_timeout(session, now, wall_us);
             self.inner.recharge(session);
             let forget = session
-                .timer(Timer::Forget, &self.inner.config)
+                .timer(Timer::Forget, &self.inner.config, self.inner.started)
                 .is_some_and(|due| due <= now);
             if forget && session.extra().pending.is_empty() && session.extra().fragments.is_empty()
             {
@@ -399,7 +399,7 @@ impl Inner {
     /// Makes sure `session`'s next deadline is in the timers (an earlier entry that
     /// turns out early is harmless: the session is visited and rescheduled).
     pub(super) fn schedule(&mut self, session: &mut Session, now: Instant) {
-        if let Some(deadline) = session.deadline(&self.config) {
+        if let Some(deadline) = session.deadline(&self.config, self.started) {
             // A deadline already past is handled at the next turn.
             let deadline = Tick::of(self.started, deadline.max(now));
             if deadline < session.scheduled {

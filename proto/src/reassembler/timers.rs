@@ -66,7 +66,7 @@ impl Inner {
     pub(super) fn session_timeout(&mut self, session: &mut Session, now: Instant, wall_us: u64) {
         for timer in Timer::VALUES {
             if session
-                .timer(timer, &self.config)
+                .timer(timer, &self.config, self.started)
                 .is_none_or(|due| due > now)
             {
                 continue;
@@ -84,7 +84,7 @@ impl Inner {
                 Timer::Join => self.resolve_join(session),
                 Timer::Hole => {
                     while session
-                        .timer(Timer::Hole, &self.config)
+                        .timer(Timer::Hole, &self.config, self.started)
                         .is_some_and(|due| due <= now)
                     {
                         if !self.give_up_first_hole(session) {
