@@ -328,7 +328,7 @@ pub(crate) fn render(
     );
     let _ = writeln!(out, "ncu_receive_buffer_bytes {}", counters.rcvbuf);
 
-    let mut views: Vec<SessionView<'_>> = rx.session_views().collect();
+    let mut views: Vec<SessionView> = rx.session_views().collect();
     let mut by_state = [0u64; 4];
     let (mut lines, mut lost) = (0u64, 0u64);
     for v in &views {
@@ -368,7 +368,7 @@ pub(crate) fn render(
     // Which senders get series of their own: silent first, then the ones that lost
     // most, then the most recently heard; ties by session id (stable from scrape to
     // scrape).
-    let rank = |v: &SessionView<'_>| {
+    let rank = |v: &SessionView| {
         (
             v.fate != Fate::Silent,
             std::cmp::Reverse(v.lost),

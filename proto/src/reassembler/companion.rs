@@ -180,7 +180,7 @@ impl Inner {
         let missing = match session.extra().kernel_next {
             Some(n) if after && k > n => {
                 self.events.push_back(Event::Gap {
-                    session: session.info.clone(),
+                    session: session.who.info(),
                     first: n,
                     last: k - 1,
                     kind: GapKind::KernelSeq,
@@ -212,7 +212,7 @@ impl Inner {
         }
         session.lines += 1;
         self.events.push_back(Event::Line {
-            session: session.info.clone(),
+            session: session.who.info(),
             // Not numbered by ncu-send: its number is the kernel's.
             seq: 0,
             partial: line.flags & LINE_PARTIAL != 0,

@@ -35,7 +35,7 @@ impl Inner {
     ) {
         let next = session.next;
         self.touch(session, now, wall_us, next);
-        if let (Some(record), SourceKind::KernelExtended) = (record, session.info.kind) {
+        if let (Some(record), SourceKind::KernelExtended) = (record, session.who.kind) {
             if let Some(whole) = KernelRecord::whole(record) {
                 // In one piece: straight to the ordering logic.
                 self.source_line(session, kernel_line(whole), now, wall_us);
@@ -44,7 +44,7 @@ impl Inner {
             }
         }
         let config = self.extended_config();
-        let pushed = match (record, session.info.kind) {
+        let pushed = match (record, session.who.kind) {
             (Some(record), SourceKind::KernelExtended) => {
                 let assembler = session.assembler.get_or_insert_with(|| {
                     Box::new(Assembler::Kernel(ExtendedAssembler::new(config)))
@@ -150,7 +150,7 @@ impl Inner {
         wall_us: u64,
     ) {
         self.go_silent(session, SilentReason::Restarted, now, wall_us);
-        let info = session.info.clone();
+        let info = session.who.info();
         let assembler = session.assembler.take();
         let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
         fresh.assembler = assembler;
@@ -177,13 +177,8 @@ impl Inner {
         let id = self.next_local_id;
         self.next_local_id += 1;
         self.stats.sessions += 1;
-        let info = SessionInfo {
-            id,
-            given_name: None,
-            addr: from,
-            kind,
-        };
-        let mut session = Session::new(info, Tick::of(self.started, now), wall_us);
+        let who = Who::new(id, from, kind);
+        let mut session = Session::new(who, Tick::of(self.started, now), wall_us);
         if kind == SourceKind::Text {
             session.assembler = Some(Box::new(Assembler::Text(PlainJoiner::new(PlainConfig {
                 line_timeout: self.config.reorder_window,

@@ -13,7 +13,7 @@ impl Inner {
         if n == 0 {
             return;
         }
-        let ip = session.info.addr.ip();
+        let ip = session.who.ip();
         if session.extra().held_bytes == 0 {
             session.extra_mut().held_since = Some(now);
             self.budget.start_holding(ip, session.key(), now);
@@ -28,7 +28,7 @@ impl Inner {
         if n == 0 {
             return;
         }
-        let ip = session.info.addr.ip();
+        let ip = session.who.ip();
         session.extra_mut().held_bytes -= n;
         self.total_held_bytes -= n;
         self.budget.refund(ip, n);
@@ -48,7 +48,7 @@ impl Inner {
         if cost == charged {
             return;
         }
-        let ip = session.info.addr.ip();
+        let ip = session.who.ip();
         match (session.first, cost > charged) {
             (true, true) => self.budget.charge_total(cost - charged),
             (true, false) => self.budget.refund_total(charged - cost),
@@ -97,8 +97,7 @@ impl Inner {
     /// first of its source is known there).
     pub(super) fn register(&mut self, session: &mut Session) {
         if !session.first {
-            self.budget
-                .add_session(session.info.addr.ip(), session.key());
+            self.budget.add_session(session.who.ip(), session.key());
         }
         self.recharge(session);
     }
@@ -107,7 +106,7 @@ impl Inner {
     pub(super) fn finish(&mut self, mut session: Session) {
         let held = session.extra().held_bytes;
         self.release(&mut session, held);
-        let ip = session.info.addr.ip();
+        let ip = session.who.ip();
         if session.first {
             self.budget.refund_total(session.state_bytes as usize);
         } else {
@@ -115,8 +114,8 @@ impl Inner {
             self.budget.remove_session(ip);
         }
         if let Some(id) = session.key().ncu_id() {
-            if let Some(name) = &session.info.given_name {
-                let sender = (session.info.addr.ip(), name.to_string());
+            if let Some(name) = session.who.name() {
+                let sender = (session.who.ip(), name.to_string());
                 if self.senders.get(&sender) == Some(&id) {
                     self.senders.remove(&sender);
                 }

@@ -320,10 +320,10 @@ struct Inner {
 }
 
 /// One session in memory as [`Reassembler::session_views`] shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionView<'a> {
+#[derive(Debug, Clone)]
+pub struct SessionView {
     /// Who.
-    pub info: &'a SessionInfo,
+    pub info: SessionInfo,
     /// Lines delivered.
     pub lines: u64,
     /// Lines reported lost (and not delivered late).
@@ -505,11 +505,11 @@ impl Reassembler {
         all
     }
 
-    /// Every session in memory, looked at without copying (for metrics); in no
+    /// Every session in memory, as metrics show them; in no
     /// particular order.
-    pub fn session_views(&self) -> impl Iterator<Item = SessionView<'_>> + '_ {
+    pub fn session_views(&self) -> impl Iterator<Item = SessionView> + '_ {
         self.sessions.iter().map(|s| SessionView {
-            info: &s.info,
+            info: s.who.info(),
             lines: s.lines,
             lost: s.lost,
             fate: s.fate,
@@ -525,7 +525,7 @@ impl Reassembler {
             kind => SessionKey::source(info.addr, kind),
         };
         match self.sessions.get(&key) {
-            Some(s) if s.info.id == info.id => Some(s.summary()),
+            Some(s) if s.who.id == info.id => Some(s.summary()),
             _ => self
                 .inner
                 .finished
@@ -551,5 +551,6 @@ mod timers;
 
 use session::{
     Assembler, Companion, FragmentedLine, IncomingLine, PendingLine, Session, SessionKey, Timer,
+    Who,
 };
 use slots::{Sessions, Slot};

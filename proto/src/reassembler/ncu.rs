@@ -26,14 +26,9 @@ impl Inner {
         from: SocketAddr,
         repr: &Repr<'_>,
     ) -> (Session, Option<u64>) {
-        let info = SessionInfo {
-            id: repr.header.session,
-            given_name: None,
-            addr: from,
-            kind: SourceKind::Ncu,
-        };
+        let who = Who::new(repr.header.session, from, SourceKind::Ncu);
         self.stats.sessions += 1;
-        let mut s = Session::new(info, Tick::of(self.started, now), wall_us);
+        let mut s = Session::new(who, Tick::of(self.started, now), wall_us);
         // HELLO, HEARTBEAT and END carry the name: learn it before `start` is
         // reported (HELLO starts the session when it is handled).
         let superseded = match repr.payload {
@@ -194,7 +189,7 @@ impl Inner {
         if session.fate == Fate::Silent {
             session.fate = Fate::Running;
             self.events.push_back(Event::Resumed {
-                session: session.info.clone(),
+                session: session.who.info(),
                 seq,
             });
         }
@@ -204,13 +199,13 @@ impl Inner {
     /// whose newer session this is, returns the id of that sender's previous session
     /// (for the table to mark it restarted).
     pub(super) fn learn_name(&mut self, session: &mut Session, name: &str) -> Option<u64> {
-        if session.info.given_name.as_deref() == Some(name) {
+        if session.who.name().map(|n| &**n) == Some(name) {
             return None;
         }
-        session.info.given_name = Some(Arc::from(name));
-        let sender = (session.info.addr.ip(), name.to_owned());
-        let previous = self.senders.insert(sender, session.info.id);
-        previous.filter(|&id| id != session.info.id)
+        session.who.set_name(name);
+        let sender = (session.who.ip(), name.to_owned());
+        let previous = self.senders.insert(sender, session.who.id);
+        previous.filter(|&id| id != session.who.id)
     }
 
     pub(super) fn learn_known_last(&mut self, session: &mut Session, last: u64, now: Instant) {
@@ -222,7 +217,7 @@ impl Inner {
 
     pub(super) fn start(&mut self, session: &mut Session, first_seq: u64, joined: bool) {
         // ncu numbers lines from 1; the kernel numbers its records from 0.
-        let first_seq = if session.info.kind == SourceKind::Ncu {
+        let first_seq = if session.who.kind == SourceKind::Ncu {
             first_seq.max(1)
         } else {
             first_seq
@@ -235,7 +230,7 @@ impl Inner {
             session.extra_mut().lost_ranges.insert(1, first_seq - 1);
         }
         self.events.push_back(Event::Start {
-            session: session.info.clone(),
+            session: session.who.info(),
             first_seq,
             joined,
         });

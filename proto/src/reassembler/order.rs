@@ -107,7 +107,7 @@ impl Inner {
         }
         // A record ncu-send delivered itself (`--kmsg`): the netconsole's copy of it
         // is not shown again.
-        let kmsg = match (&line.kernel, session.info.kind) {
+        let kmsg = match (&line.kernel, session.who.kind) {
             (Some(k), SourceKind::Ncu) => Some((k.seq, line.sent_at_us)),
             _ => None,
         };
@@ -122,7 +122,7 @@ impl Inner {
             }
         }
         self.events.push_back(Event::Line {
-            session: session.info.clone(),
+            session: session.who.info(),
             seq,
             partial: line.flags & LINE_PARTIAL != 0,
             continuation: line.flags & LINE_CONTINUATION != 0,
@@ -151,7 +151,7 @@ impl Inner {
                 _ => ranges.push((first, last)),
             }
             self.events.push_back(Event::Gap {
-                session: session.info.clone(),
+                session: session.who.info(),
                 first,
                 last,
                 kind: GapKind::Overwritten,
@@ -220,7 +220,7 @@ impl Inner {
             session.extra_mut().kernel_seq_skipped += count;
         }
         self.events.push_back(Event::Gap {
-            session: session.info.clone(),
+            session: session.who.info(),
             first: next,
             last,
             kind: session.gap_kind,
@@ -257,7 +257,7 @@ impl Inner {
         session.fate = Fate::Ended;
         self.release_companion(session);
         self.events.push_back(Event::End {
-            session: session.info.clone(),
+            session: session.who.info(),
             last_seq,
             lines: last_seq,
             lost: session.lost,
@@ -293,7 +293,7 @@ impl Inner {
             });
         let netconsole = netconsole.map(Box::new);
         self.events.push_back(Event::Silent {
-            session: session.info.clone(),
+            session: session.who.info(),
             last_seq,
             last_text,
             last_sent_at_us,

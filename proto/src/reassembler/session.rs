@@ -34,10 +34,7 @@ impl SessionKey {
 
     /// The key of the `kind` session from `addr`.
     pub(super) fn source(addr: SocketAddr, kind: SourceKind) -> SessionKey {
-        let (bytes, scope) = match addr {
-            SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), 0),
-            SocketAddr::V6(a) => (a.ip().octets(), a.scope_id()),
-        };
+        let (bytes, scope, _) = endpoint(addr);
         SessionKey {
             bytes,
             scope,
@@ -53,6 +50,95 @@ impl SessionKey {
             id.copy_from_slice(&self.bytes[..8]);
             u64::from_be_bytes(id)
         })
+    }
+}
+
+/// Who a session is, as the session keeps it: 40 bytes where a [`SessionInfo`]
+/// takes 64 (the address without its IPv6 flow label, which nothing reads; a name,
+/// which a fleet's kernels do not give, behind one pointer). Events carry
+/// [`Who::info`].
+#[derive(Debug)]
+pub(super) struct Who {
+    pub(super) id: u64,
+    /// The name the sender gave, if it gave one.
+    name: Option<Box<Arc<str>>>,
+    /// The first datagram's source address: IPv6, or IPv4 mapped.
+    ip: [u8; 16],
+    scope: u32,
+    port: u16,
+    /// Whether that address was an IPv4 one (a mapped IPv6 address stays one:
+    /// NACKs go back to it through the same socket).
+    v4: bool,
+    pub(super) kind: SourceKind,
+}
+
+/// An address as keys and [`Who`] keep it: the IPv6 address (an IPv4 one
+/// mapped), the scope (a link-local address is one per interface), and whether it
+/// was IPv4.
+fn endpoint(addr: SocketAddr) -> ([u8; 16], u32, bool) {
+    match addr {
+        SocketAddr::V4(a) => (a.ip().to_ipv6_mapped().octets(), 0, true),
+        SocketAddr::V6(a) => (a.ip().octets(), a.scope_id(), false),
+    }
+}
+
+impl Who {
+    pub(super) fn new(id: u64, addr: SocketAddr, kind: SourceKind) -> Who {
+        let (ip, scope, v4) = endpoint(addr);
+        Who {
+            id,
+            name: None,
+            ip,
+            scope,
+            port: addr.port(),
+            v4,
+            kind,
+        }
+    }
+
+    /// The first datagram's source address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        let v6 = std::net::Ipv6Addr::from(self.ip);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.v4 => SocketAddr::new(IpAddr::V4(v4), self.port),
+            _ => SocketAddr::V6(std::net::SocketAddrV6::new(v6, self.port, 0, self.scope)),
+        }
+    }
+
+    pub(super) fn ip(&self) -> IpAddr {
+        self.addr().ip()
+    }
+
+    /// The name the sender gave, if it gave one.
+    pub(super) fn name(&self) -> Option<&Arc<str>> {
+        self.name.as_deref()
+    }
+
+    pub(super) fn set_name(&mut self, name: &str) {
+        self.name = Some(Box::new(Arc::from(name)));
+    }
+
+    /// As events carry it.
+    pub(super) fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id,
+            given_name: self.name().cloned(),
+            addr: self.addr(),
+            kind: self.kind,
+        }
+    }
+
+    /// Its key in the table.
+    pub(super) fn key(&self) -> SessionKey {
+        match self.kind {
+            SourceKind::Ncu => SessionKey::ncu(self.id),
+            kind => SessionKey {
+                bytes: self.ip,
+                scope: self.scope,
+                port: self.port,
+                kind: 1 + kind as u8,
+            },
+        }
     }
 }
 
@@ -153,7 +239,7 @@ pub(super) struct IncomingLine {
 /// again, so that an idle host of a fleet costs little.
 #[derive(Debug)]
 pub(super) struct Session {
-    pub(super) info: SessionInfo,
+    pub(super) who: Who,
     /// The first sequence number accounted for, once `started` (see
     /// [`Session::first_seq`]).
     start_seq: u64,
@@ -355,9 +441,9 @@ pub(super) struct Companion {
 }
 
 impl Session {
-    pub(super) fn new(info: SessionInfo, now: Tick, wall_us: u64) -> Session {
+    pub(super) fn new(who: Who, now: Tick, wall_us: u64) -> Session {
         Session {
-            info,
+            who,
             start_seq: 0,
             started: false,
             next: 0,
@@ -396,10 +482,7 @@ impl Session {
 
     /// Its key in the table.
     pub(super) fn key(&self) -> SessionKey {
-        match self.info.kind {
-            SourceKind::Ncu => SessionKey::ncu(self.info.id),
-            kind => SessionKey::source(self.info.addr, kind),
-        }
+        self.who.key()
     }
 
     /// The part of the state most sessions do not use (read as empty when not in
@@ -432,7 +515,7 @@ impl Session {
     pub(super) fn state_cost(&self) -> usize {
         let source = self.assembler.as_ref().map_or(0, |a| a.held_bytes());
         SESSION_STATE_BYTES
-            + self.info.given_name.as_ref().map_or(0, |n| n.len())
+            + self.who.name().map_or(0, |n| n.len())
             + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
             + source
             + self.extra().lost_ranges.len() * RANGE_ENTRY_BYTES
@@ -440,7 +523,7 @@ impl Session {
 
     pub(super) fn summary(&self) -> SessionSummary {
         SessionSummary {
-            session: self.info.clone(),
+            session: self.who.info(),
             first_seq: self.first_seq().unwrap_or(0),
             joined: self.joined,
             lines: self.lines,

@@ -88,7 +88,7 @@ impl Sessions {
             }
         };
         session.slot = slot;
-        let ip = session.info.addr.ip();
+        let ip = session.who.ip();
         let ip_hash = self.hasher.hash_one(ip);
         session.first = self
             .firsts
@@ -140,7 +140,7 @@ impl Sessions {
 /// The source IP of the session in `slot`.
 fn ip_of(slots: &[Option<Session>], slot: Slot) -> Option<IpAddr> {
     let session = slots.get(slot as usize)?.as_ref()?;
-    Some(session.info.addr.ip())
+    Some(session.who.ip())
 }
 
 /// Whether the session in `slot` has `key`.

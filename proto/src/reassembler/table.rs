@@ -131,7 +131,7 @@ impl Reassembler {
         if let (Some(&id), Some(record)) = (self.companions.get(&from), &record) {
             let key = SessionKey::ncu(id);
             if let Some(session) = self.sessions.get_mut(&key) {
-                let ip = session.info.addr.ip();
+                let ip = session.who.ip();
                 self.inner
                     .companion_datagram(session, now, wall_us, from, record);
                 self.inner.recharge(session);
@@ -319,7 +319,7 @@ impl Reassembler {
             self.inner.give_up_all(&mut session);
             self.inner.stats.retired += 1;
             self.inner.events.push_back(Event::Retired {
-                session: session.info.clone(),
+                session: session.who.info(),
             });
             self.inner.finish(session);
         }
@@ -388,7 +388,7 @@ impl Reassembler {
     /// A session leaving memory takes its netconsole claim with it.
     fn forget_claim(&mut self, session: &Session) {
         if let Some(addr) = session.extra().companion_addr {
-            if self.companions.get(&addr) == Some(&session.info.id) {
+            if self.companions.get(&addr) == Some(&session.who.id) {
                 self.companions.remove(&addr);
             }
         }

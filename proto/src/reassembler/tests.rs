@@ -569,3 +569,36 @@ fn session_keys_tell_apart_what_sessions_are() {
     }
     assert_eq!(k(v4, SourceKind::Text).ncu_id(), None);
 }
+
+#[test]
+fn who_gives_back_the_address_it_was_given_and_the_key_of_its_session() {
+    assert_eq!(std::mem::size_of::<Who>(), 40);
+    for addr in [
+        "10.0.0.7:6665",
+        "[::ffff:10.0.0.7]:6665",
+        "[fe80::1%3]:6665",
+        "[2001:db8::5]:1",
+        "0.0.0.0:0",
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        for kind in [
+            SourceKind::Ncu,
+            SourceKind::KernelExtended,
+            SourceKind::Text,
+        ] {
+            let mut who = Who::new(7, addr, kind);
+            assert_eq!(who.addr(), addr);
+            assert_eq!(who.ip(), addr.ip());
+            let key = match kind {
+                SourceKind::Ncu => SessionKey::ncu(7),
+                kind => SessionKey::source(addr, kind),
+            };
+            assert_eq!(who.key(), key);
+            assert_eq!(who.info().name(), addr.ip().to_string());
+            who.set_name("db-7");
+            let info = who.info();
+            assert_eq!((info.id, info.addr, info.kind), (7, addr, kind));
+            assert_eq!(info.name(), "db-7");
+        }
+    }
+}

@@ -22,10 +22,10 @@ impl Inner {
                 let end = first + u64::from(count) - 1;
                 session.extra_mut().nack_horizon = session.extra().nack_horizon.max(end);
             }
-            let bytes = self.nack_datagram(session.info.id, chunk, wall_us);
+            let bytes = self.nack_datagram(session.who.id, chunk, wall_us);
             self.stats.nacks_sent += 1;
             self.transmits.push_back(Transmit {
-                to: session.extra().last_addr.unwrap_or(session.info.addr),
+                to: session.extra().last_addr.unwrap_or(session.who.addr()),
                 bytes,
             });
         }
