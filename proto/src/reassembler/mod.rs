@@ -252,6 +252,45 @@ impl Tick {
     }
 }
 
+/// A deadline in the timers: when, and the slot of the session it is for. 12
+/// bytes, where a tuple of the two pads to 16 (every session has one).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+struct Due {
+    at: Tick,
+    slot: Slot,
+}
+
+impl Due {
+    fn at(self) -> Tick {
+        self.at
+    }
+
+    fn slot(self) -> Slot {
+        self.slot
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        (self.at(), self.slot()).cmp(&(other.at(), other.slot()))
+    }
+}
+
 /// Most sessions the table is sized for at the start (see [`Reassembler::new`]).
 const MAX_TABLE_RESERVED: usize = 1 << 20;
 
@@ -298,7 +337,7 @@ struct Inner {
     finished: VecDeque<SessionSummary>,
     /// Session deadlines, earliest first. An entry is current when the session in
     /// its slot has that `scheduled`; others are stale and skipped.
-    timers: BinaryHeap<Reverse<(Tick, Slot)>>,
+    timers: BinaryHeap<Reverse<Due>>,
     next_local_id: u64,
     total_held_bytes: usize,
     /// Everything held on behalf of senders, per source and in total.
@@ -482,7 +521,7 @@ impl Reassembler {
         self.inner
             .timers
             .peek()
-            .map(|Reverse((t, _))| t.at(started))
+            .map(|Reverse(due)| due.at().at(started))
     }
 
     /// The next datagram this receiver wants sent (a NACK to a sender), oldest first.
@@ -511,7 +550,7 @@ impl Reassembler {
         self.sessions.iter().map(|s| SessionView {
             info: s.who.info(),
             lines: s.lines,
-            lost: s.lost,
+            lost: s.extra().lost,
             fate: s.fate,
             last_received_at_us: s.last_rx_wall,
         })

@@ -41,16 +41,7 @@ impl Inner {
             session.highest = seq;
             // The quoted last line, unless a later line of the same datagram follows.
             if !line.followed {
-                let text = &pending.text[..pending.text.len().min(LAST_TEXT_MAX)];
-                match &mut session.last_line {
-                    Some((s, t, sent)) => {
-                        *s = seq;
-                        t.clear();
-                        t.extend_from_slice(text);
-                        *sent = pending.sent_at_us;
-                    }
-                    None => session.last_line = Some((seq, text.to_vec(), pending.sent_at_us)),
-                }
+                session.set_last_line(seq, &pending.text, pending.sent_at_us);
             }
         }
         if is_late {
@@ -118,7 +109,8 @@ impl Inner {
         if late {
             session.extra_mut().late += 1;
             if seq >= session.first_seq().unwrap_or(0) {
-                session.lost = session.lost.saturating_sub(1);
+                let extra = session.extra_mut();
+                extra.lost = extra.lost.saturating_sub(1);
             }
         }
         self.events.push_back(Event::Line {
@@ -211,7 +203,7 @@ impl Inner {
         let last = last.min(limit);
         let count = last - next + 1;
         if session.gap_kind == GapKind::Lost {
-            session.lost += count;
+            session.extra_mut().lost += count;
             session.extra_mut().lost_ranges.insert(next, last);
             if session.extra().lost_ranges.len() > MAX_LOST_RANGES {
                 session.extra_mut().lost_ranges.pop_first();
@@ -260,7 +252,7 @@ impl Inner {
             session: session.who.info(),
             last_seq,
             lines: last_seq,
-            lost: session.lost,
+            lost: session.extra().lost,
             reason,
         });
     }
@@ -279,8 +271,8 @@ impl Inner {
             SilentReason::DeadAfter => Fate::Silent,
             SilentReason::Restarted => Fate::Restarted,
         };
-        let (last_seq, last_text, last_sent_at_us) = match &session.last_line {
-            Some((seq, text, sent)) => (*seq, Some(text.clone()), *sent),
+        let (last_seq, last_text, last_sent_at_us) = match session.last_line() {
+            Some((seq, text, sent)) => (seq, Some(text.to_vec()), sent),
             None => (0, None, None),
         };
         let netconsole = session

@@ -256,9 +256,14 @@ pub(super) struct Session {
     pub(super) last_rx: Tick,
     pub(super) first_rx_wall: u64,
     pub(super) last_rx_wall: u64,
-    pub(super) last_line: Option<(u64, Vec<u8>, Option<u64>)>,
+    /// The quoted last line: its number and text (see [`Session::last_line`]).
+    last_line: Option<(u64, Vec<u8>)>,
+    /// When its sender sent it, if `last_sent_known` (ncu lines tell; kernel
+    /// records and text do not). Apart from `last_line`, so that the flag packs
+    /// with the other small fields where an `Option` took 8 more bytes.
+    last_sent_at_us: u64,
+    last_sent_known: bool,
     pub(super) lines: u64,
-    pub(super) lost: u64,
     /// The deadline this session has in the timers, if any.
     pub(super) scheduled: Tick,
     /// Its place in the table (see [`Sessions`](super::slots::Sessions)).
@@ -294,6 +299,9 @@ pub(super) struct Extra {
     /// The sender said lines up to this exist (heartbeat, END); since when.
     pub(super) known_last: u64,
     pub(super) known_since: Option<Instant>,
+    /// Lines reported lost (and not delivered late since). Here, beside the
+    /// ranges: a session that lost lines keeps this box for them anyway.
+    pub(super) lost: u64,
     /// Ranges reported lost (start -> end), for telling late lines from duplicates.
     pub(super) lost_ranges: RangeSet,
     pub(super) end: Option<(u64, EndReason)>,
@@ -338,6 +346,7 @@ impl Extra {
         held_since: None,
         known_last: 0,
         known_since: None,
+        lost: 0,
         lost_ranges: RangeSet::new(),
         end: None,
         kernel_seq_skipped: 0,
@@ -371,6 +380,7 @@ impl Extra {
             held_since,
             known_last,
             known_since,
+            lost,
             lost_ranges,
             end,
             kernel_seq_skipped,
@@ -398,6 +408,7 @@ impl Extra {
             && held_since.is_none()
             && *known_last == 0
             && known_since.is_none()
+            && *lost == 0
             && lost_ranges.is_empty()
             && end.is_none()
             && *kernel_seq_skipped == 0
@@ -453,8 +464,9 @@ impl Session {
             first_rx_wall: wall_us,
             last_rx_wall: wall_us,
             last_line: None,
+            last_sent_at_us: 0,
+            last_sent_known: false,
             lines: 0,
-            lost: 0,
             scheduled: Tick::NONE,
             slot: 0,
             first: false,
@@ -483,6 +495,30 @@ impl Session {
     /// Its key in the table.
     pub(super) fn key(&self) -> SessionKey {
         self.who.key()
+    }
+
+    /// The quoted last line: number, text (at most [`LAST_TEXT_MAX`] bytes), and
+    /// when its sender sent it, if it said.
+    pub(super) fn last_line(&self) -> Option<(u64, &[u8], Option<u64>)> {
+        let (seq, text) = self.last_line.as_ref()?;
+        let sent = self.last_sent_known.then_some(self.last_sent_at_us);
+        Some((*seq, text, sent))
+    }
+
+    /// Quotes line `seq` as the last line (its first [`LAST_TEXT_MAX`] bytes),
+    /// in the buffer the previous one used.
+    pub(super) fn set_last_line(&mut self, seq: u64, text: &[u8], sent_at_us: Option<u64>) {
+        let text = &text[..text.len().min(LAST_TEXT_MAX)];
+        match &mut self.last_line {
+            Some((s, t)) => {
+                *s = seq;
+                t.clear();
+                t.extend_from_slice(text);
+            }
+            None => self.last_line = Some((seq, text.to_vec())),
+        }
+        self.last_sent_at_us = sent_at_us.unwrap_or(0);
+        self.last_sent_known = sent_at_us.is_some();
     }
 
     /// The part of the state most sessions do not use (read as empty when not in
@@ -516,7 +552,7 @@ impl Session {
         let source = self.assembler.as_ref().map_or(0, |a| a.held_bytes());
         SESSION_STATE_BYTES
             + self.who.name().map_or(0, |n| n.len())
-            + self.last_line.as_ref().map_or(0, |(_, t, _)| t.capacity())
+            + self.last_line.as_ref().map_or(0, |(_, t)| t.capacity())
             + source
             + self.extra().lost_ranges.len() * RANGE_ENTRY_BYTES
     }
@@ -527,7 +563,7 @@ impl Session {
             first_seq: self.first_seq().unwrap_or(0),
             joined: self.joined,
             lines: self.lines,
-            lost: self.lost,
+            lost: self.extra().lost,
             kernel_seq_skipped: self.extra().kernel_seq_skipped,
             kernel_overwritten: self.extra().kernel_overwritten,
             kernel_overwritten_ranges: self.extra().kernel_overwritten_ranges.clone(),
@@ -541,7 +577,9 @@ impl Session {
             end_reason: self.extra().end.map(|(_, reason)| reason),
             first_received_at_us: self.first_rx_wall,
             last_received_at_us: self.last_rx_wall,
-            last_line: self.last_line.clone(),
+            last_line: self
+                .last_line()
+                .map(|(seq, text, sent)| (seq, text.to_vec(), sent)),
             netconsole: self.extra().companion.as_ref().and_then(|c| c.tail.clone()),
         }
     }

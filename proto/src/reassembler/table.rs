@@ -331,7 +331,8 @@ impl Reassembler {
         // Only sessions with a deadline due are visited: the cost follows the work,
         // not the number of sessions.
         let tick = Tick::of(self.inner.started, now);
-        while let Some(&Reverse((due, slot))) = self.inner.timers.peek() {
+        while let Some(&Reverse(next)) = self.inner.timers.peek() {
+            let (due, slot) = (next.at(), next.slot());
             if due > tick {
                 break;
             }
@@ -404,7 +405,10 @@ impl Inner {
             let deadline = Tick::of(self.started, deadline.max(now));
             if deadline < session.scheduled {
                 session.scheduled = deadline;
-                self.timers.push(Reverse((deadline, session.slot)));
+                self.timers.push(Reverse(Due {
+                    at: deadline,
+                    slot: session.slot,
+                }));
             }
         }
     }
