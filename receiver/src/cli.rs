@@ -208,7 +208,7 @@ pub(crate) struct Args {
     max_held: String,
 
     /// Most sessions kept in memory; default: as many idle sessions as --max-held
-    /// holds (104,857 with 64 MiB). Past it, the oldest session of the source with
+    /// holds (195,083 with 64 MiB). Past it, the oldest session of the source with
     /// the most is retired (a `retired` event; its holes reported first), or, when
     /// every source has one, the session heard least recently.
     #[arg(long, value_name = "N")]

@@ -198,17 +198,16 @@ const KERNEL_RECORD_MAX: usize = 16 * 1024;
 const TEXT_LINE_MAX: usize = 8 * 1024;
 
 /// What one session's fixed state costs the budget: the struct, and beside it its
-/// table slot, its `SessionInfo`, its timer and recency entries and its source's
-/// entry in the budget (measured by `proto/tests/session_memory.rs`: 512 bytes of
-/// heap in all for an idle kernel session beside its last line, 200 of them the
-/// struct).
-const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 312;
+/// two index slots and its timer entry (measured by `proto/tests/session_memory.rs`:
+/// 216 bytes of heap in all for an idle kernel session beside its last line, 184 of
+/// them the struct).
+const SESSION_STATE_BYTES: usize = std::mem::size_of::<Session>() + 32;
 /// A session's name and quoted last line, as a fleet's hosts have them, for
 /// sizing the session limit from the budget ([`sessions_for_budget`]).
 const TYPICAL_NAME_AND_LINE: usize = 128;
 
 /// The default session limit for a memory budget of `max_held_bytes`: as many
-/// idle sessions as it holds (64 MiB: 104,857 of them, above a fleet of 65,536
+/// idle sessions as it holds (64 MiB: 195,083 of them, above a fleet of 65,536
 /// hosts). The budget still bounds them: sessions holding more make it full first.
 pub fn sessions_for_budget(max_held_bytes: usize) -> usize {
     (max_held_bytes / (SESSION_STATE_BYTES + TYPICAL_NAME_AND_LINE)).max(1)
