@@ -2,7 +2,9 @@
 //! hosts (one session each, so that no source has a later session to give up) are
 //! heard in a random order, at times a microsecond apart, and every `retired`
 //! event is checked against the obvious model (a map from host to when it was
-//! last heard). Replay with the seed it prints: `NCU_SEED=<seed>`.
+//! last heard). Replay with the seed it prints: `NCU_RETIRE_SEED=<seed>`.
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -11,32 +13,13 @@ use std::time::{Duration, Instant};
 use ncu_proto::event::Event;
 use ncu_proto::reassembler::{Config, Reassembler};
 
-fn seed() -> u64 {
-    std::env::var("NCU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-        | 1
-}
-
 #[test]
 fn the_session_heard_least_recently_is_retired() {
     const HOSTS: u32 = 3_000;
     const LIMIT: usize = 1_000;
     const DATAGRAMS: usize = 60_000;
-    let seed = seed();
-    eprintln!("seed {seed}");
-    let mut x = seed;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let seed = common::seed("NCU_RETIRE_SEED");
+    let mut rng = common::Rng(seed | 1);
     let base = Instant::now();
     let mut rx = Reassembler::new(
         Config {
@@ -59,11 +42,10 @@ fn the_session_heard_least_recently_is_retired() {
     let mut retired = 0;
     for t in 1..=DATAGRAMS as u64 {
         // Some hosts far more often than others: a few busy, many quiet.
-        let r = next();
-        let host = if r % 4 == 0 {
-            (r >> 8) as u32 % 50
+        let host = if rng.chance(25) {
+            rng.below(50) as u32
         } else {
-            (r >> 8) as u32 % HOSTS
+            rng.below(u64::from(HOSTS)) as u32
         };
         let seq = seqs.entry(host).or_insert(0);
         *seq += 1;
