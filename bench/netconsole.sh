@@ -20,6 +20,7 @@
 # Usage: bench/netconsole.sh [--quick]   (--quick: 64 hosts only in 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p ncu-receiver -p ncu-bench
 rel="$target/release"
@@ -49,11 +50,7 @@ start() {
     "$rel/ncu-recv" --json --dead-after 600s --max-sessions 70000 --receive-buffer 4KiB \
       127.0.0.1:0 >"$work/out" 2>"$work/err" &
     rpid=$!
-    for _ in $(seq 200); do
-      grep -q 'listening on' "$work/err" 2>/dev/null && break
-      sleep 0.01
-    done
-    rport=$(grep -o 'listening on [^ ]*' "$work/err" | sed 's/.*://')
+    rport=$(listening_port "$work/err")
   else
     rport=$(( 20000 + RANDOM % 20000 ))
     "$NETCONSD" -u "$rport" "$module" >"$work/out" 2>"$work/err" &

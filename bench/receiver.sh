@@ -10,6 +10,7 @@
 # Binaries: receiver/examples/{blast,bare_recv}.rs, release ncu-send and ncu-recv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p ncu-receiver -p ncu-sender --bins --examples
 rel="$target/release"
@@ -24,11 +25,7 @@ start_recv() {
   rm -f "$work/out" "$work/err"
   "$rel/ncu-recv" "$@" 127.0.0.1:0 >"$work/out" 2>"$work/err" &
   rpid=$!
-  for _ in $(seq 200); do
-    grep -q 'listening on' "$work/err" 2>/dev/null && break
-    sleep 0.01
-  done
-  rport=$(grep -o 'listening on [^ ]*' "$work/err" | sed 's/.*://')
+  rport=$(listening_port "$work/err")
 }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 # Feeds a receiver started with start_recv from 2 blasters for $secs, stops it; sets
@@ -63,8 +60,7 @@ start_recv --report "$work/ceiling.md"
 blast_and_stop "$work/ceiling.md"
 recv_n=$received
 "$bare" 127.0.0.1:0 >"$work/bare" 2>"$work/bare.err" & bpid=$!
-for _ in $(seq 200); do grep -q listening "$work/bare.err" && break; sleep 0.01; done
-bport=$(grep -o 'listening on [^ ]*' "$work/bare.err" | sed 's/.*://')
+bport=$(listening_port "$work/bare.err")
 "$blast" lines "127.0.0.1:$bport" "$secs" 2>"$work/b3" & b3=$!
 "$blast" lines "127.0.0.1:$bport" "$secs" 2>"$work/b4" & b4=$!
 wait $b3 $b4
