@@ -231,12 +231,8 @@ impl Intake {
         drop(ring);
         // A full batch (more waits: dense traffic) or a long turn: the thread helps
         // until traffic is sparse again. A lone line wakes no thread.
-        if !self.told_busy && (n == BATCH || self.turn_start.elapsed() >= PAUSE) {
-            self.told_busy = true;
-            let ring = self.shared.lock();
-            self.shared.main_busy.store(true, Ordering::SeqCst);
-            drop(ring);
-            self.shared.busy.notify_one();
+        if n == BATCH || self.turn_start.elapsed() >= PAUSE {
+            self.tell_busy();
         }
         for (meta, bytes) in self.batch.iter() {
             f(meta.from, bytes, meta.truncated);
@@ -262,6 +258,9 @@ impl Intake {
         if stream {
             std::thread::sleep(LINGER);
             self.turn_start = Instant::now();
+            // A stream: the thread keeps the socket drained while this loop works
+            // (a write to a slow disk must not leave it unread).
+            self.tell_busy();
         }
         if self.told_busy && self.turn_start.duration_since(since) >= QUIET {
             // Sparse traffic again: the thread sleeps until told otherwise.
@@ -275,6 +274,18 @@ impl Intake {
             let _ = unsafe { libc::read(self.shared.ready.as_raw_fd(), n.as_mut_ptr().cast(), 8) };
         }
         waited
+    }
+
+    /// Has the thread keep the socket drained whenever this loop is not waiting,
+    /// until traffic is sparse again.
+    fn tell_busy(&mut self) {
+        if !self.told_busy {
+            self.told_busy = true;
+            let ring = self.shared.lock();
+            self.shared.main_busy.store(true, Ordering::SeqCst);
+            drop(ring);
+            self.shared.busy.notify_one();
+        }
     }
 
     fn give_back(&mut self, mut chunk: Chunk) {
@@ -407,5 +418,42 @@ fn room<'a>(
                     small.bytes.capacity() + CHUNK_ITEMS * std::mem::size_of::<Item>();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    /// A datagram that ends the main loop's wait at once is a stream: the thread is
+    /// told to keep the socket drained from then on, before the turn that may
+    /// block in a write (a moderate stream never fills a batch, and its turns are
+    /// short until one blocks).
+    #[test]
+    fn a_stream_has_the_thread_keep_the_socket_drained() {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("non-blocking");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (wake, _wake_tx) = std::os::unix::net::UnixDatagram::pair().expect("a pair");
+        let mut intake = Intake::start(socket.as_raw_fd(), 2048).expect("the thread");
+        // Quiet: a wait that times out tells the thread nothing.
+        intake
+            .wait(wake.as_raw_fd(), Some(Duration::from_millis(5)))
+            .expect("wait");
+        assert!(!intake.shared.main_busy.load(Ordering::SeqCst));
+        sender
+            .send_to(b"6,1,0,-;a line\n", socket.local_addr().expect("addr"))
+            .expect("send");
+        intake
+            .wait(wake.as_raw_fd(), Some(Duration::from_secs(5)))
+            .expect("wait");
+        assert!(intake.shared.main_busy.load(Ordering::SeqCst));
+        let mut got = Vec::new();
+        while got.is_empty() {
+            intake.take(true, |_, bytes, _| got.push(bytes.to_vec()));
+        }
+        assert_eq!(got, [b"6,1,0,-;a line\n".to_vec()]);
     }
 }
