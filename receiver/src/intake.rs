@@ -132,8 +132,9 @@ struct Shared {
     counts: Arc<RingCounts>,
     /// Traffic is dense or the main loop falls behind: the thread keeps the socket
     /// drained whenever the main loop is not waiting. Set (under the ring's lock,
-    /// then `busy` signalled) when the main loop took a full batch or a turn ran
-    /// long; cleared when it then waited [`QUIET`] or longer for anything to come.
+    /// then `busy` signalled) when the main loop saw a stream (a wait a datagram
+    /// ended within [`DENSE`]), took a full batch or ran a long turn; cleared when
+    /// it then waited [`QUIET`] or longer for anything to come.
     main_busy: AtomicBool,
     /// The main loop is waiting (in [`Intake::wait`]): it reads the socket itself.
     main_waiting: AtomicBool,
