@@ -153,9 +153,24 @@ struct Tail {
     missing: u64,
 }
 
+impl<'a> Kernel<'a> {
+    /// The record's `KEY=VALUE` fields as the object shows them: the first of each
+    /// key, none named like one of the numbers.
+    fn fields(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        const OWN: [&str; 6] = ["level", "facility", "seq", "ts_usec", "cont", "msgid"];
+        let fields = &self.0.fields;
+        fields
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, (key, value))| {
+                let first = !fields[..i].iter().any(|(k, _)| k == key);
+                (first && !OWN.contains(&key.as_str())).then_some((key.as_str(), value.as_str()))
+            })
+    }
+}
+
 impl Serialize for Kernel<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const OWN: [&str; 6] = ["level", "facility", "seq", "ts_usec", "cont", "msgid"];
         let k = self.0;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("level", &k.level)?;
@@ -166,12 +181,8 @@ impl Serialize for Kernel<'_> {
         if let Some(id) = k.msgid {
             m.serialize_entry("msgid", &id)?;
         }
-        let mut seen: Vec<&str> = Vec::new();
-        for (key, value) in &k.fields {
-            if !OWN.contains(&key.as_str()) && !seen.contains(&key.as_str()) {
-                seen.push(key);
-                m.serialize_entry(key, value)?;
-            }
+        for (key, value) in self.fields() {
+            m.serialize_entry(key, value)?;
         }
         m.end()
     }
@@ -407,7 +418,95 @@ fn write_line(value: &impl Serialize, out: &mut Vec<u8>) {
 
 /// Appends the JSON line of an event to `out`.
 pub(crate) fn event(event: &Event, out: &mut Vec<u8>) {
-    write_line(&json_of(event), out);
+    match event {
+        Event::Line { .. } => line_event(event, out),
+        _ => write_line(&json_of(event), out),
+    }
+}
+
+/// Appends `v` as JSON (of types whose serialization cannot fail).
+fn value(out: &mut Vec<u8>, v: &impl Serialize) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// Appends a `line` event's JSON line, field by field: the bytes serde writes for
+/// [`Json::Line`] (a test compares them), without the map its flattened fields
+/// make serde build, and with the keys written as they are instead of escaped
+/// one character at a time. Every record goes through here: at 150,000 records/s
+/// the derived form took some 14% of the receiver's CPU.
+fn line_event(event: &Event, out: &mut Vec<u8>) {
+    let Event::Line {
+        session,
+        seq,
+        text,
+        partial,
+        continuation,
+        late,
+        sent_at_us,
+        received_at_us,
+        kernel,
+    } = event
+    else {
+        return;
+    };
+    out.extend_from_slice(b"{\"event\":\"line\",\"sender\":");
+    value(out, &Sender(session));
+    out.extend_from_slice(b",\"addr\":");
+    value(out, &Addr(session.addr));
+    out.extend_from_slice(b",\"session\":");
+    value(out, &Hex(session.id));
+    out.extend_from_slice(b",\"seq\":");
+    value(out, seq);
+    match std::str::from_utf8(text) {
+        Ok(text) => {
+            out.extend_from_slice(b",\"text\":");
+            value(out, &text);
+        }
+        Err(_) => {
+            out.extend_from_slice(b",\"bytes\":");
+            value(out, &base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+    out.extend_from_slice(b",\"sent_at\":");
+    value(out, &sent_at_us.map(Time));
+    out.extend_from_slice(b",\"received_at\":");
+    value(out, &Time(*received_at_us));
+    for (set, key) in [
+        (*partial, &b",\"partial\":true"[..]),
+        (*late, b",\"late\":true"),
+        (*continuation, b",\"continuation\":true"),
+    ] {
+        if set {
+            out.extend_from_slice(key);
+        }
+    }
+    if let Some(k) = kernel.as_deref() {
+        out.extend_from_slice(b",\"kernel\":{\"level\":");
+        value(out, &k.level);
+        out.extend_from_slice(b",\"facility\":");
+        value(out, &k.facility);
+        out.extend_from_slice(b",\"seq\":");
+        value(out, &k.seq);
+        out.extend_from_slice(b",\"ts_usec\":");
+        value(out, &k.ts_usec);
+        out.extend_from_slice(b",\"cont\":");
+        value(out, &k.cont);
+        if let Some(id) = k.msgid {
+            out.extend_from_slice(b",\"msgid\":");
+            value(out, &id);
+        }
+        for (key, v) in Kernel(k).fields() {
+            out.push(b',');
+            value(out, &key);
+            out.push(b':');
+            value(out, &v);
+        }
+        out.push(b'}');
+        if k.via_netconsole {
+            out.extend_from_slice(b",\"via\":\"netconsole\"");
+        }
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// The JSON line put where standard output dropped `count` events.
@@ -599,5 +698,93 @@ mod tests {
             assert_eq!(json(Time(us)), format!("\"{chrono}\""), "{us}");
         }
         assert_eq!(json(Time(u64::MAX)), "\"1970-01-01T00:00:00.000000Z\"");
+    }
+
+    /// The line event written field by field against the derived form, byte for
+    /// byte, for random events (seed printed): names and text with every kind of
+    /// byte, IPv4 and IPv6, text that is not UTF-8, kernel fields named twice or
+    /// like a number, every flag.
+    #[test]
+    fn line_events_are_written_as_the_derived_form_writes_them() {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("seed {seed}");
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let bytes = |next: &mut dyn FnMut() -> u64, n: u64| -> Vec<u8> {
+            let pool: &[u8] = b"ab \"\\\n\t\x01\x7f=/\xc3\xa9\xff";
+            (0..next() % n)
+                .map(|_| pool[(next() % pool.len() as u64) as usize])
+                .collect()
+        };
+        for _ in 0..20_000 {
+            let addr: SocketAddr = if next() % 2 == 0 {
+                SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(next() as u32),
+                    next() as u16,
+                ))
+            } else {
+                "[fe80::1%2]:6665".parse().unwrap()
+            };
+            let given_name = (next() % 2 == 0).then(|| {
+                String::from_utf8_lossy(&bytes(&mut next, 12))
+                    .into_owned()
+                    .into()
+            });
+            let kernel = (next() % 2 == 0).then(|| {
+                let keys = ["SUBSYSTEM", "DEVICE", "seq", "level", "msgid", "X"];
+                let fields = (0..next() % 5)
+                    .map(|_| {
+                        let key = keys[(next() % keys.len() as u64) as usize].to_owned();
+                        (
+                            key,
+                            String::from_utf8_lossy(&bytes(&mut next, 8)).into_owned(),
+                        )
+                    })
+                    .collect();
+                Box::new(KernelMeta {
+                    level: (next() % 8) as u8,
+                    facility: (next() % 24) as u8,
+                    seq: next(),
+                    ts_usec: next(),
+                    cont: next() % 2 == 0,
+                    msgid: (next() % 2 == 0).then(&mut next),
+                    fields,
+                    via_netconsole: next() % 2 == 0,
+                })
+            });
+            let event = Event::Line {
+                session: SessionInfo {
+                    id: next(),
+                    given_name,
+                    addr,
+                    kind: ncu_proto::event::SourceKind::KernelExtended,
+                },
+                seq: next(),
+                text: bytes(&mut next, 40),
+                partial: next() % 2 == 0,
+                continuation: next() % 2 == 0,
+                late: next() % 2 == 0,
+                sent_at_us: (next() % 2 == 0).then(|| next() % 253_402_300_800_000_000),
+                received_at_us: next() % 253_402_300_800_000_000,
+                kernel,
+            };
+            let mut direct = Vec::new();
+            super::event(&event, &mut direct);
+            let mut derived = Vec::new();
+            write_line(&json_of(&event), &mut derived);
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&derived),
+                "seed {seed}"
+            );
+        }
     }
 }
