@@ -17,7 +17,8 @@
 # with the same buffer, and prints the ratios; its printer module is
 # NETCONSD_MODULE (default: modules/printer.so beside the binary). netconsd is not a
 # dependency: build it from its repository in a scratch folder.
-# Usage: bench/netconsole.sh [--quick]   (--quick: 64 hosts only in 1)
+# Usage: [ROUNDS=3] bench/netconsole.sh [--quick]   (--quick: 64 hosts only in 1;
+# ROUNDS: alternating rounds of 2 and 4, each receiver's median printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -30,6 +31,7 @@ rmem_default=$(cat /proc/sys/net/core/rmem_default)
 rmem_max=$(cat /proc/sys/net/core/rmem_max)
 trap 'kill $(jobs -p) 2>/dev/null || true; sysctl -qw net.core.rmem_default=$rmem_default net.core.rmem_max=$rmem_max; rm -rf "$work"' EXIT
 hosts_list="64 16384 65536"
+rounds=${ROUNDS:-3}
 [ "${1:-}" = --quick ] && hosts_list=64
 receivers=ncu
 if [ -n "${NETCONSD:-}" ]; then
@@ -78,6 +80,20 @@ settle() {
 }
 field() { tail -c 2000 "$work/out" | grep -o "\"$1\":[0-9]*" | tail -1 | cut -d: -f2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# median VALUES...: the median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# medians NAME UNIT: each receiver's median over the rounds of $NAME_<who>, and
+# their ratio (this machine's figures swing by a fifth from run to run).
+medians() {
+  local line="  median of $rounds rounds:" m
+  for who in $receivers; do
+    eval "m=\$(median \${$1_$who})"
+    eval "med_$who=$m"
+    line="$line $who $m $2;"
+  done
+  [ -n "${NETCONSD:-}" ] && line="$line ncu-recv / netconsd: $(ratio "$med_ncu" "$med_netconsd")"
+  echo "$line"
+}
 
 echo "== 1. records lost (of those sent), 2 s at each rate; the highest rate that lost none"
 for hosts in $hosts_list; do
@@ -106,7 +122,7 @@ sysctl -qw net.core.rmem_default=$((64 << 20)) net.core.rmem_max=$((64 << 20))
 
 echo "== 2. CPU per record at 150,000 records/s, 64 hosts, 3 s, written to a file"
 hz=$(getconf CLK_TCK)
-for round in 1 2; do
+for round in $(seq "$rounds"); do
   for who in $receivers; do
     start "$who"
     t0=$(ticks "$rpid")
@@ -116,10 +132,12 @@ for round in 1 2; do
     stop
     us=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$sent" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }')
     eval "cpu_$who=$us"
+    eval "cpus_$who=\"\${cpus_$who:-} $us\""
     printf '  round %d %-9s %s us per record (%d records, %d ticks)\n' "$round" "$who" "$us" "$sent" "$((t1 - t0))"
   done
   [ -n "${NETCONSD:-}" ] && echo "  round $round ncu-recv / netconsd: $(ratio "$cpu_ncu" "$cpu_netconsd")"
 done
+medians cpus "us per record"
 
 echo "== 3. RSS with 65,536 hosts, one record each"
 for who in $receivers; do
@@ -138,7 +156,7 @@ done
 
 echo "== 4. drain: half a second of records queued while stopped, 128 MiB buffer"
 sysctl -qw net.core.rmem_default=$((128 << 20)) net.core.rmem_max=$((128 << 20))
-for round in 1 2; do
+for round in $(seq "$rounds"); do
   for who in $receivers; do
     start "$who"
     kill -STOP "$rpid"
@@ -158,8 +176,10 @@ for round in 1 2; do
     stop
     rate=$(awk -v n="$got" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
     eval "drain_$who=$rate"
+    eval "drains_$who=\"\${drains_$who:-} $rate\""
     awk -v w="$who" -v r="$round" -v n="$got" -v s="$sent" -v a="$t0" -v b="$t1" \
       'BEGIN { printf "  round %d %-9s %d of %d records written in %.3f s: %.0f records/s\n", r, w, n, s, b - a, n / (b - a) }'
   done
   [ -n "${NETCONSD:-}" ] && echo "  round $round ncu-recv / netconsd: $(ratio "$drain_ncu" "$drain_netconsd")"
 done
+medians drains "records/s"
