@@ -632,27 +632,28 @@ mod tests {
     use chrono::{DateTime, SecondsFormat};
 
     use super::*;
+    use crate::escape::tests::Rng;
 
     fn json<T: Serialize>(v: T) -> String {
         serde_json::to_string(&v).unwrap()
+    }
+
+    /// A generator seeded from the clock, and the seed (printed).
+    fn clock_seeded() -> (u64, Rng) {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("seed {seed}");
+        (seed, Rng(seed))
     }
 
     /// The written-without-fmt fields against what `Display` and chrono write, for
     /// random values (seed printed) and the edges.
     #[test]
     fn ids_addresses_names_and_times_as_fmt_and_chrono_write_them() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        eprintln!("seed {seed}");
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let (_, mut rng) = clock_seeded();
+        let mut next = move || rng.next();
         let mut ids = vec![0, 1, u64::MAX, 0x6b09_49c6_d17b_d5c1];
         let mut addrs = vec![
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
@@ -706,18 +707,8 @@ mod tests {
     /// like a number, every flag.
     #[test]
     fn line_events_are_written_as_the_derived_form_writes_them() {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        eprintln!("seed {seed}");
-        let mut x = seed;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let (seed, mut rng) = clock_seeded();
+        let mut next = move || rng.next();
         let bytes = |next: &mut dyn FnMut() -> u64, n: u64| -> Vec<u8> {
             let pool: &[u8] = b"ab \"\\\n\t\x01\x7f=/\xc3\xa9\xff";
             (0..next() % n)

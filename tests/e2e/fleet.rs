@@ -27,6 +27,24 @@ fn send_fleet(to: std::net::SocketAddr, net: [u8; 3], hosts: u32, each: u64) {
     }
 }
 
+/// `ncu-recv --json` with a socket buffer of `buffer`, its standard output a pipe
+/// (nothing read from it until the caller reads `reader`).
+fn recv_into_pipe(buffer: &str) -> (std::io::PipeReader, RecvProcess) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let mut command = std::process::Command::new(ncu_tests::bin_path("ncu-recv"));
+    command
+        .args([
+            "--json",
+            "--dead-after",
+            "60s",
+            "--receive-buffer",
+            buffer,
+            "0",
+        ])
+        .stdout(writer);
+    (reader, RecvProcess::spawn_command(command))
+}
+
 /// `--json` output's events, and its exit summary.
 fn events_and_summary(text: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
     let events: Vec<serde_json::Value> = text
@@ -108,19 +126,7 @@ fn the_receiving_thread_and_the_main_loop_keep_every_record_in_order() {
 fn a_stalled_output_fills_the_ring_and_keeps_the_order() {
     const HOSTS: u32 = 64;
     const EACH: u64 = 2_500;
-    let (reader, writer) = std::io::pipe().expect("a pipe");
-    let mut command = std::process::Command::new(ncu_tests::bin_path("ncu-recv"));
-    command
-        .args([
-            "--json",
-            "--dead-after",
-            "60s",
-            "--receive-buffer",
-            "8MiB",
-            "0",
-        ])
-        .stdout(writer);
-    let mut rx = RecvProcess::spawn_command(command);
+    let (reader, mut rx) = recv_into_pipe("8MiB");
     send_fleet(rx.addr, [127, 4, 0], HOSTS, EACH);
     // Now read: everything received comes out; then the exit summary.
     let read = std::thread::spawn(move || {
@@ -172,19 +178,7 @@ fn a_stalled_output_fills_the_ring_and_keeps_the_order() {
 #[test]
 fn a_moderate_stream_is_drained_while_the_output_stalls() {
     const RECORDS: u64 = 15_000;
-    let (reader, writer) = std::io::pipe().expect("a pipe");
-    let mut command = std::process::Command::new(ncu_tests::bin_path("ncu-recv"));
-    command
-        .args([
-            "--json",
-            "--dead-after",
-            "60s",
-            "--receive-buffer",
-            "256KiB",
-            "0",
-        ])
-        .stdout(writer);
-    let mut rx = RecvProcess::spawn_command(command);
+    let (reader, mut rx) = recv_into_pipe("256KiB");
     let start = std::time::Instant::now();
     // Reads for 0.3 s, stops for 1 s, then reads to the end.
     let read = std::thread::spawn(move || {
