@@ -457,15 +457,14 @@ fn line_event(event: &Event, out: &mut Vec<u8>) {
     value(out, &Hex(session.id));
     out.extend_from_slice(b",\"seq\":");
     value(out, seq);
-    match std::str::from_utf8(text) {
-        Ok(text) => {
-            out.extend_from_slice(b",\"text\":");
-            value(out, &text);
-        }
-        Err(_) => {
-            out.extend_from_slice(b",\"bytes\":");
-            value(out, &base64::engine::general_purpose::STANDARD.encode(text));
-        }
+    let (text, bytes) = text_or_bytes(text);
+    if let Some(text) = text {
+        out.extend_from_slice(b",\"text\":");
+        value(out, &text);
+    }
+    if let Some(bytes) = bytes {
+        out.extend_from_slice(b",\"bytes\":");
+        value(out, &bytes);
     }
     out.extend_from_slice(b",\"sent_at\":");
     value(out, &sent_at_us.map(Time));
