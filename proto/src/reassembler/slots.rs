@@ -67,7 +67,7 @@ impl Sessions {
 
     /// The session in `slot`, if one lives there.
     pub(super) fn at(&self, slot: Slot) -> Option<&Session> {
-        self.slots.get(slot as usize)?.as_ref()
+        at(&self.slots, slot)
     }
 
     pub(super) fn at_mut(&mut self, slot: Slot) -> Option<&mut Session> {
@@ -98,9 +98,7 @@ impl Sessions {
         self.slots[slot as usize] = Some(session);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index.insert_unique(hasher.hash_one(key), slot, |&s| {
-            slots[s as usize]
-                .as_ref()
-                .map_or(0, |session| hasher.hash_one(session.key()))
+            at(slots, s).map_or(0, |session| hasher.hash_one(session.key()))
         });
         if first {
             self.firsts.insert_unique(ip_hash, slot, |&s| {
@@ -137,16 +135,17 @@ impl Sessions {
     }
 }
 
+/// The session in `slot` of `slots`, if one lives there.
+fn at(slots: &[Option<Session>], slot: Slot) -> Option<&Session> {
+    slots.get(slot as usize)?.as_ref()
+}
+
 /// The source IP of the session in `slot`.
 fn ip_of(slots: &[Option<Session>], slot: Slot) -> Option<IpAddr> {
-    let session = slots.get(slot as usize)?.as_ref()?;
-    Some(session.who.ip())
+    at(slots, slot).map(|s| s.who.ip())
 }
 
 /// Whether the session in `slot` has `key`.
 fn is(slots: &[Option<Session>], slot: Slot, key: &SessionKey) -> bool {
-    slots
-        .get(slot as usize)
-        .and_then(Option::as_ref)
-        .is_some_and(|s| s.key() == *key)
+    at(slots, slot).is_some_and(|s| s.key() == *key)
 }
