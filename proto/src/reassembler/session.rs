@@ -34,11 +34,16 @@ impl SessionKey {
 
     /// The key of the `kind` session from `addr`.
     pub(super) fn source(addr: SocketAddr, kind: SourceKind) -> SessionKey {
-        let (bytes, scope, _) = endpoint(addr);
+        let (ip, scope, _) = endpoint(addr);
+        SessionKey::of_endpoint(ip, scope, addr.port(), kind)
+    }
+
+    /// The key of the `kind` session from an address as [`endpoint`] gives it.
+    fn of_endpoint(ip: [u8; 16], scope: u32, port: u16, kind: SourceKind) -> SessionKey {
         SessionKey {
-            bytes,
+            bytes: ip,
             scope,
-            port: addr.port(),
+            port,
             kind: 1 + kind as u8,
         }
     }
@@ -132,12 +137,7 @@ impl Who {
     pub(super) fn key(&self) -> SessionKey {
         match self.kind {
             SourceKind::Ncu => SessionKey::ncu(self.id),
-            kind => SessionKey {
-                bytes: self.ip,
-                scope: self.scope,
-                port: self.port,
-                kind: 1 + kind as u8,
-            },
+            kind => SessionKey::of_endpoint(self.ip, self.scope, self.port, kind),
         }
     }
 }
