@@ -39,25 +39,27 @@ impl Reassembler {
     ) {
         let id = repr.header.session;
         let key = SessionKey::ncu(id);
-        match repr.payload {
-            // NACKs go to senders; one here is misdirected (or a reflection attempt).
-            Payload::Nack { .. } => {
-                self.inner.corrupt(now, from, CorruptReason::UnexpectedKind);
-                return;
-            }
+        // NACKs go to senders; one here is misdirected (or a reflection attempt).
+        if let Payload::Nack { .. } = repr.payload {
+            self.inner.corrupt(now, from, CorruptReason::UnexpectedKind);
+            return;
+        }
+        // One look in the index per datagram.
+        let slot = match self.sessions.slot_of(&key) {
+            Some(slot) => slot,
             // Only meaningful for a session this receiver knows.
-            Payload::Gone { .. } if !self.sessions.contains_key(&key) => return,
-            _ => {}
-        }
-        if !self.sessions.contains_key(&key) {
-            let (session, superseded) = self.inner.new_ncu_session(now, wall_us, from, &repr);
-            if let Some(old) = superseded {
-                self.supersede(old, now, wall_us);
+            None if matches!(repr.payload, Payload::Gone { .. }) => return,
+            None => {
+                let (session, superseded) = self.inner.new_ncu_session(now, wall_us, from, &repr);
+                if let Some(old) = superseded {
+                    self.supersede(old, now, wall_us);
+                }
+                let session = self.sessions.insert(session);
+                self.inner.register(session);
+                session.slot
             }
-            let session = self.sessions.insert(session);
-            self.inner.register(session);
-        }
-        let Some(session) = self.sessions.get_mut(&key) else {
+        };
+        let Some(session) = self.sessions.at_mut(slot) else {
             return;
         };
         let outcome = self
