@@ -35,17 +35,15 @@ impl Inner {
     ) {
         let next = session.next;
         self.touch(session, now, wall_us, next);
-        if let (Some(record), SourceKind::KernelExtended) = (record, session.who.kind) {
-            if let Some(whole) = KernelRecord::whole(record) {
-                // In one piece: straight to the ordering logic.
-                self.source_line(session, kernel_line(whole), now, wall_us);
-                self.after_input(session, now);
-                return;
-            }
-        }
-        let config = self.extended_config();
         let pushed = match (record, session.who.kind) {
             (Some(record), SourceKind::KernelExtended) => {
+                if let Some(whole) = KernelRecord::whole(record) {
+                    // In one piece: straight to the ordering logic.
+                    self.source_line(session, kernel_line(whole), now, wall_us);
+                    self.after_input(session, now);
+                    return;
+                }
+                let config = self.extended_config();
                 let assembler = session.assembler.get_or_insert_with(|| {
                     Box::new(Assembler::Kernel(ExtendedAssembler::new(config)))
                 });
@@ -150,9 +148,8 @@ impl Inner {
         wall_us: u64,
     ) {
         self.go_silent(session, SilentReason::Restarted, now, wall_us);
-        let info = session.who.info();
         let assembler = session.assembler.take();
-        let mut fresh = self.new_local_session(info.addr, info.kind, now, wall_us);
+        let mut fresh = self.new_local_session(session.who.addr(), session.who.kind, now, wall_us);
         fresh.assembler = assembler;
         fresh.slot = session.slot;
         fresh.first = session.first;
